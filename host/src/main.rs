@@ -1,0 +1,5 @@
+//! The `polyhost` command line.
+
+fn main() {
+    println!("polyhost");
+}
