@@ -1,0 +1,19 @@
+//! `wasi:config/store`: the plugin's `[plugin.config]` values, read-only.
+
+use crate::bindings::wasi::config::store::{Error, Host};
+use crate::state::HostState;
+
+impl Host for HostState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
+        Ok(Ok(self.env.config.get(&key).cloned()))
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
+        Ok(Ok(self
+            .env
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()))
+    }
+}

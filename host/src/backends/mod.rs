@@ -1,0 +1,231 @@
+//! The backends a plugin can be granted, one module each, one WIT interface each.
+//!
+//! A backend module holds: its manifest `Grant` (the scope), its `Shared` connection (built
+//! once per host, only when some plugin is granted it), its per-plugin `Client` (a cheap
+//! clone of the connection bound to one plugin's grant, with a bound on calls in flight), the
+//! implementation of its generated `Host` trait for [`crate::state::HostState`], and the
+//! scope check. Adding a backend means adding a module here and a line in each of
+//! [`Grants`], [`Connections`], [`Backends`] and [`add_to_linker`].
+
+pub mod config;
+pub mod documents;
+pub mod keyvalue;
+pub mod logging;
+pub mod messaging;
+pub mod search;
+pub mod sql;
+
+use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::state::HostState;
+
+/// Connection settings for every backend, from the environment with local defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// PostgreSQL URL; each plugin connects as its own role on this server and database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/polyhost"
+    )]
+    pub database_url: String,
+    /// MongoDB URL.
+    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongodb_uri: String,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Elasticsearch URL.
+    #[arg(long, env = "ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
+    pub elasticsearch_url: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        fn env(name: &str, default: &str) -> String {
+            std::env::var(name).unwrap_or_else(|_| default.to_string())
+        }
+        Settings {
+            kafka_brokers: env("KAFKA_BROKERS", "127.0.0.1:9092"),
+            database_url: env(
+                "DATABASE_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/polyhost",
+            ),
+            mongodb_uri: env("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            redis_url: env("REDIS_URL", "redis://127.0.0.1:6379"),
+            elasticsearch_url: env("ELASTICSEARCH_URL", "http://127.0.0.1:9200"),
+        }
+    }
+}
+
+/// A plugin's `[plugin.grants]`: deny by default, each backend only if named here.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Kafka publish: which topics.
+    pub messaging: Option<messaging::Grant>,
+    /// PostgreSQL: which database role.
+    pub sql: Option<sql::Grant>,
+    /// MongoDB: which database, collections and blob buckets.
+    pub documents: Option<documents::Grant>,
+    /// Redis: which key prefixes.
+    pub keyvalue: Option<keyvalue::Grant>,
+    /// Elasticsearch: which index patterns.
+    pub search: Option<search::Grant>,
+}
+
+/// The connections shared by every plugin of a host: each made once, on first need.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub settings: Settings,
+    pub messaging: tokio::sync::OnceCell<messaging::Shared>,
+    pub sql: tokio::sync::OnceCell<sql::Shared>,
+    pub documents: tokio::sync::OnceCell<documents::Shared>,
+    pub keyvalue: tokio::sync::OnceCell<keyvalue::Shared>,
+    pub search: tokio::sync::OnceCell<search::Shared>,
+}
+
+impl Connections {
+    /// Connections to the services named by `settings`; nothing is dialled yet.
+    pub fn new(settings: Settings) -> Self {
+        Connections {
+            settings,
+            ..Default::default()
+        }
+    }
+}
+
+/// One plugin's backends, each bound to its grant. `None`: not granted.
+#[derive(Debug, Default)]
+pub struct Backends {
+    pub messaging: Option<messaging::Client>,
+    pub sql: Option<sql::Client>,
+    pub documents: Option<documents::Client>,
+    pub keyvalue: Option<keyvalue::Client>,
+    pub search: Option<search::Client>,
+}
+
+impl Backends {
+    /// Binds the granted backends for `plugin`, connecting the shared clients on first need.
+    pub async fn bind(
+        conns: &Connections,
+        plugin: &str,
+        grants: &Grants,
+    ) -> anyhow::Result<Backends> {
+        use anyhow::Context;
+        let s = &conns.settings;
+        let mut b = Backends::default();
+        if let Some(g) = &grants.messaging {
+            let shared = conns
+                .messaging
+                .get_or_try_init(|| messaging::Shared::connect(s))
+                .await
+                .context("connecting to Kafka")?;
+            b.messaging = Some(messaging::Client::new(shared, plugin, g));
+        }
+        if let Some(g) = &grants.sql {
+            let shared = conns
+                .sql
+                .get_or_try_init(|| sql::Shared::connect(s))
+                .await
+                .context("connecting to PostgreSQL")?;
+            b.sql = Some(sql::Client::new(shared, plugin, g)?);
+        }
+        if let Some(g) = &grants.documents {
+            let shared = conns
+                .documents
+                .get_or_try_init(|| documents::Shared::connect(s))
+                .await
+                .context("connecting to MongoDB")?;
+            b.documents = Some(documents::Client::new(shared, plugin, g));
+        }
+        if let Some(g) = &grants.keyvalue {
+            let shared = conns
+                .keyvalue
+                .get_or_try_init(|| keyvalue::Shared::connect(s))
+                .await
+                .context("connecting to Redis")?;
+            b.keyvalue = Some(keyvalue::Client::new(shared, plugin, g));
+        }
+        if let Some(g) = &grants.search {
+            let shared = conns
+                .search
+                .get_or_try_init(|| search::Shared::connect(s))
+                .await
+                .context("connecting to Elasticsearch")?;
+            b.search = Some(search::Client::new(shared, plugin, g));
+        }
+        Ok(b)
+    }
+}
+
+/// Which grant a WIT interface import needs, or `None` for interfaces every plugin may
+/// import (WASI basics, logging, config, the shared types). `Err` for an interface the host
+/// does not provide at all.
+pub fn grant_needed(interface: &str) -> Result<Option<&'static str>, ()> {
+    let base = interface.split('@').next().unwrap_or(interface);
+    Ok(match base {
+        "polyhost:platform/types" | "wasi:logging/logging" | "wasi:config/store" => None,
+        "polyhost:platform/messaging" => Some("messaging"),
+        "polyhost:platform/sql" => Some("sql"),
+        "polyhost:platform/documents" => Some("documents"),
+        "polyhost:platform/kv"
+        | "wasi:keyvalue/store"
+        | "wasi:keyvalue/atomics"
+        | "wasi:keyvalue/batch" => Some("keyvalue"),
+        "polyhost:platform/search" => Some("search"),
+        b if b.starts_with("wasi:cli/")
+            || b.starts_with("wasi:io/")
+            || b.starts_with("wasi:clocks/")
+            || b.starts_with("wasi:random/")
+            || b.starts_with("wasi:filesystem/")
+            || b.starts_with("wasi:sockets/") =>
+        {
+            None
+        }
+        _ => return Err(()),
+    })
+}
+
+impl Grants {
+    /// Whether the grant named by [`grant_needed`] is present.
+    pub fn has(&self, grant: &str) -> bool {
+        match grant {
+            "messaging" => self.messaging.is_some(),
+            "sql" => self.sql.is_some(),
+            "documents" => self.documents.is_some(),
+            "keyvalue" => self.keyvalue.is_some(),
+            "search" => self.search.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// Adds every interface the host provides to `linker`. Grants are enforced before
+/// instantiation (imports) and in each call (scopes), not by leaving things unlinked.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use crate::bindings::{polyhost::platform as p, wasi};
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    p::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    wasi::logging::logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    wasi::config::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) p::messaging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) p::sql::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) p::documents::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) p::kv::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) wasi::keyvalue::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) wasi::keyvalue::batch::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    // TODO(backend) p::search::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// The client of a backend the plugin was not granted: a host bug if reached, since the
+/// component was refused at load when it imported the interface.
+pub(crate) fn not_granted(backend: &str) -> crate::error::HostError {
+    crate::error::HostError::Denied(format!("this plugin has no `{backend}` grant"))
+}

@@ -1,0 +1,15 @@
+//! polyhost: a native host that runs a streaming platform's back end as sandboxed
+//! WebAssembly plugins, lending them its Kafka, PostgreSQL, MongoDB, Redis and
+//! Elasticsearch connections through the WIT interfaces in `wit/`.
+//!
+//! - [`manifest`]: the plugin manifest (strict TOML).
+//! - [`runtime`]: the wasmtime engine, plugin loading, grants at load, limits, batches.
+//! - [`backends`]: one module per backend, each implementing one WIT interface.
+//! - [`bindings`]: the host side of the WIT contract.
+
+pub mod backends;
+pub mod bindings;
+pub mod error;
+pub mod manifest;
+pub mod runtime;
+pub mod state;

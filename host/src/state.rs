@@ -1,0 +1,66 @@
+//! Per-`Store` state: what one batch's instance of a plugin may reach.
+//!
+//! App state (connection pools, clients) is built once at start and shared through
+//! [`PluginEnv`] (an `Arc`); each `Store` gets a cheap clone of it plus its own resource
+//! table, WASI context and memory limits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::backends::Backends;
+
+/// Everything one plugin version's stores share.
+#[derive(Debug)]
+pub struct PluginEnv {
+    /// The plugin's name from the manifest.
+    pub name: String,
+    /// The plugin's `[plugin.config]` values, as `wasi:config` serves them.
+    pub config: BTreeMap<String, String>,
+    /// The limit on each host call.
+    pub host_call_timeout: Duration,
+    /// The backends this plugin was granted, each bound to its grant's scope.
+    pub backends: Backends,
+}
+
+/// The data of one `Store`: one instance of one plugin, for one batch.
+pub struct HostState {
+    /// The plugin's shared environment.
+    pub env: Arc<PluginEnv>,
+    /// Resources the guest holds handles to (transactions, buckets, WASI streams).
+    pub table: ResourceTable,
+    /// An empty WASI context: no files, no environment, no sockets, no arguments.
+    pub wasi: WasiCtx,
+    /// Memory and instance limits.
+    pub limits: StoreLimits,
+}
+
+impl HostState {
+    /// A fresh state for one `Store` of the plugin `env`.
+    pub fn new(env: Arc<PluginEnv>, limits: StoreLimits) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        HostState {
+            env,
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            limits,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
