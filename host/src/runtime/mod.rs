@@ -1,0 +1,316 @@
+//! The sandbox: one wasmtime `Engine` and `Linker`, plugins loaded into `InstancePre`s, a
+//! fresh `Store` per batch.
+//!
+//! - The engine uses the pooling allocator (sized by [`RuntimeConfig`]) with copy-on-write
+//!   memory images, so an instantiation is a few microseconds.
+//! - Epoch interruption gives every call a deadline; a ticker thread advances the epoch.
+//! - Loading a plugin compiles it (or reads it from the on-disk cache), checks its imports
+//!   against its grants, links it, and type-checks its exports against its world. All of
+//!   that happens before any event reaches it: a plugin that fails any step is refused
+//!   with the reason.
+
+mod cache;
+mod plugin;
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use plugin::{BatchFailure, Generator, LoadedPlugin};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::backends::{self, Backends, Connections};
+use crate::bindings::PlatformHandlerPre;
+use crate::bindings::generator::EventGeneratorPre;
+use crate::manifest::{Kind, PluginSpec};
+use crate::state::{HostState, PluginEnv};
+
+/// How the engine is sized.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances alive at once across every plugin: the pooling allocator's slots.
+    pub max_instances: u32,
+    /// The largest memory any plugin may be given, in MiB (a pool slot's size).
+    pub max_memory_mb: u32,
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch advances: the granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: 128,
+            max_memory_mb: 512,
+            cache_dir: ComponentCache::default_dir(),
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Why a plugin was refused at load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("plugin `{plugin}`: cannot read {path}: {reason}")]
+    Read {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    /// The file is not a valid component for this host.
+    #[error("plugin `{plugin}`: {path} is not a valid WebAssembly component: {reason}")]
+    Compile {
+        plugin: String,
+        path: String,
+        reason: String,
+    },
+    /// The component imports an interface its manifest entry does not grant.
+    #[error(
+        "plugin `{plugin}`: imports `{interface}`, which needs `[plugin.grants] {grant}`, not granted in the manifest"
+    )]
+    NotGranted {
+        plugin: String,
+        interface: String,
+        grant: String,
+    },
+    /// The component imports something the host does not provide at all.
+    #[error("plugin `{plugin}`: imports `{interface}`, which polyhost does not provide")]
+    UnknownImport { plugin: String, interface: String },
+    /// Linking or type-checking the exports failed.
+    #[error("plugin `{plugin}`: {reason}")]
+    Link { plugin: String, reason: String },
+    /// A granted backend could not be reached.
+    #[error("plugin `{plugin}`: {reason}")]
+    Connect { plugin: String, reason: String },
+}
+
+/// The engine, linker and connections every plugin shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    connections: Arc<Connections>,
+    cache: ComponentCache,
+    ticker_stop: Arc<AtomicBool>,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker, and starts the epoch ticker.
+    pub fn new(config: RuntimeConfig, connections: Arc<Connections>) -> Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = config.max_instances.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .total_stacks(slots)
+            .max_memories_per_component(4)
+            .max_core_instances_per_component(32)
+            .max_tables_per_component(16)
+            .max_memory_size(config.max_memory_mb as usize * 1024 * 1024);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .max_wasm_stack(1024 * 1024)
+            .async_stack_size(2 * 1024 * 1024)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        backends::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("polyhost-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+
+        let cache = ComponentCache::new(&engine, config.cache_dir.clone());
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            connections,
+            cache,
+            ticker_stop,
+            config,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The shared connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Compiles, checks and links `spec`'s component, and binds its granted backends:
+    /// ready to handle events. Nothing of the plugin runs yet.
+    pub async fn load(&self, spec: &PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let checked = self.check(spec).await?;
+        let backends = Backends::bind(&self.connections, &spec.name, &spec.grants)
+            .await
+            .map_err(|e| LoadError::Connect {
+                plugin: spec.name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let env = Arc::new(PluginEnv {
+            name: spec.name.clone(),
+            config: spec.config_strings(),
+            host_call_timeout: Duration::from_millis(spec.limits.host_call_timeout_ms),
+            backends,
+        });
+        Ok(Arc::new(LoadedPlugin::new(
+            self.engine.clone(),
+            spec,
+            checked,
+            env,
+            self.config.epoch_tick,
+        )))
+    }
+
+    /// Everything [`Runtime::load`] does short of connecting: reads, compiles (or reads
+    /// the cache), checks imports against grants and exports against the plugin's world.
+    /// `polyhost check` runs this for every plugin.
+    pub async fn check(&self, spec: &PluginSpec) -> Result<Checked, LoadError> {
+        let plugin = spec.name.clone();
+        let path = spec.wasm.display().to_string();
+        let bytes = tokio::fs::read(&spec.wasm)
+            .await
+            .map_err(|e| LoadError::Read {
+                plugin: plugin.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let d = digest.clone();
+        let compiled =
+            tokio::task::spawn_blocking(move || cache.get_or_compile(&engine, &d, &bytes))
+                .await
+                .map_err(|e| LoadError::Compile {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+        let (component, cache_outcome) = compiled.map_err(|e| LoadError::Compile {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+
+        check_imports(&self.engine, &component, spec)?;
+
+        let link = |reason: String| LoadError::Link {
+            plugin: plugin.clone(),
+            reason,
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| link(format!("cannot be linked: {e:#}")))?;
+        let instance = match spec.kind {
+            Kind::Handler => PreInstance::Handler(PlatformHandlerPre::new(pre).map_err(|e| {
+                link(format!(
+                    "does not export `polyhost:platform/handler@0.1.0` as the handler world requires ({e:#})"
+                ))
+            })?),
+            Kind::Generator => {
+                PreInstance::Generator(EventGeneratorPre::new(pre).map_err(|e| {
+                    link(format!(
+                        "does not export `polyhost:platform/generator@0.1.0` as the generator world requires ({e:#})"
+                    ))
+                })?)
+            }
+        };
+        Ok(Checked {
+            digest,
+            cache: cache_outcome,
+            instance,
+        })
+    }
+}
+
+/// A plugin that passed every load check: compiled, linked, type-checked.
+pub struct Checked {
+    /// SHA-256 of the component file, lowercase hex: the version digest.
+    pub digest: String,
+    /// Whether the compiled code came from the cache.
+    pub cache: CacheOutcome,
+    pub(crate) instance: PreInstance,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("digest", &self.digest)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) enum PreInstance {
+    Handler(PlatformHandlerPre<HostState>),
+    Generator(EventGeneratorPre<HostState>),
+}
+
+/// Refuses a component that imports an interface its grants do not cover.
+fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        match backends::grant_needed(name) {
+            Err(()) => {
+                return Err(LoadError::UnknownImport {
+                    plugin: spec.name.clone(),
+                    interface: name.to_string(),
+                });
+            }
+            Ok(Some(grant)) if !spec.grants.has(grant) => {
+                return Err(LoadError::NotGranted {
+                    plugin: spec.name.clone(),
+                    interface: name.to_string(),
+                    grant: grant.to_string(),
+                });
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}

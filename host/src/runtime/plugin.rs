@@ -1,0 +1,243 @@
+//! A loaded plugin version, and the calls into it: one fresh `Store` per batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+
+use super::{CacheOutcome, Checked, PreInstance};
+use crate::bindings::generator::EventGenerator;
+use crate::bindings::polyhost::platform::messaging::Message;
+use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
+use crate::manifest::{Kind, Limits, PluginSpec};
+use crate::state::{HostState, PluginEnv};
+
+/// Why a whole batch failed. Every event of the batch shares the failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchFailure {
+    /// The plugin trapped: a panic, an out-of-bounds access, a stack overflow, its memory
+    /// limit, or a host bug surfaced as a trap.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call ran past the plugin's `call_timeout_ms`.
+    #[error("plugin call exceeded its time limit of {0} ms")]
+    Timeout(u64),
+    /// The plugin returned a number of outcomes other than the number of events.
+    #[error("plugin returned {outcomes} outcomes for {events} events")]
+    WrongLength { events: usize, outcomes: usize },
+    /// The plugin could not be instantiated (e.g. its start function trapped, or every
+    /// pool slot is taken).
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    /// The plugin is of the other kind (a generator handed events, or the reverse).
+    #[error("plugin is a {0}, not the kind this call needs")]
+    WrongKind(Kind),
+}
+
+impl BatchFailure {
+    /// Whether the failure is the plugin's fault and will recur (dead-letter the events),
+    /// as opposed to the host's momentary state (retry).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, BatchFailure::Instantiate(_))
+    }
+}
+
+/// One version of one plugin, ready to run: its `InstancePre`, limits and environment.
+pub struct LoadedPlugin {
+    /// The plugin's name.
+    pub name: String,
+    /// SHA-256 of the component file: the version digest.
+    pub digest: String,
+    /// Handler or generator.
+    pub kind: Kind,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cache: CacheOutcome,
+    /// The limits this version runs under.
+    pub limits: Limits,
+    engine: Engine,
+    env: Arc<PluginEnv>,
+    instance: PreInstance,
+    permits: Arc<Semaphore>,
+    epoch_tick: Duration,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    pub(super) fn new(
+        engine: Engine,
+        spec: &PluginSpec,
+        checked: Checked,
+        env: Arc<PluginEnv>,
+        epoch_tick: Duration,
+    ) -> Self {
+        LoadedPlugin {
+            name: spec.name.clone(),
+            digest: checked.digest,
+            kind: spec.kind,
+            cache: checked.cache,
+            limits: spec.limits,
+            engine,
+            env,
+            instance: checked.instance,
+            permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
+            epoch_tick,
+        }
+    }
+
+    /// The first 12 hex digits of the digest, for people.
+    pub fn short_digest(&self) -> &str {
+        &self.digest[..12]
+    }
+
+    /// Instances of this plugin running now.
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_instances as usize - self.permits.available_permits()
+    }
+
+    fn new_store(&self) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_mb as usize * 1024 * 1024)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), limits));
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn arm_deadline(&self, store: &mut Store<HostState>) {
+        let ticks = self
+            .limits
+            .call_timeout_ms
+            .div_ceil(self.epoch_tick.as_millis().max(1) as u64)
+            .max(1);
+        store.set_epoch_deadline(ticks);
+    }
+
+    /// A guard on every call: the epoch deadline stops guest code; this also stops a call
+    /// stuck in the host past the deadline (plus a grace for the epoch's granularity).
+    fn wall_limit(&self) -> Duration {
+        Duration::from_millis(self.limits.call_timeout_ms) + self.epoch_tick * 4
+    }
+
+    /// Hands one batch to a fresh instance and returns one outcome per event.
+    pub async fn handle(
+        &self,
+        batch: &BatchInfo,
+        events: &[Event],
+    ) -> Result<Vec<Outcome>, BatchFailure> {
+        let PreInstance::Handler(pre) = &self.instance else {
+            return Err(BatchFailure::WrongKind(self.kind));
+        };
+        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+        let mut store = self.new_store();
+        self.arm_deadline(&mut store);
+        let call = async {
+            let bindings = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
+            bindings
+                .polyhost_platform_handler()
+                .call_handle(&mut store, batch, events)
+                .await
+                .map_err(|e| self.failure(&e))
+        };
+        let outcomes = tokio::time::timeout(self.wall_limit(), call)
+            .await
+            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))??;
+        if outcomes.len() != events.len() {
+            return Err(BatchFailure::WrongLength {
+                events: events.len(),
+                outcomes: outcomes.len(),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Starts a generation run: one instance kept for the whole run, so the generator
+    /// keeps its state between calls.
+    pub async fn generator(&self) -> Result<Generator, BatchFailure> {
+        let PreInstance::Generator(pre) = &self.instance else {
+            return Err(BatchFailure::WrongKind(self.kind));
+        };
+        let mut store = self.new_store();
+        self.arm_deadline(&mut store);
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
+        Ok(Generator {
+            store,
+            bindings,
+            call_timeout_ms: self.limits.call_timeout_ms,
+            ticks: self
+                .limits
+                .call_timeout_ms
+                .div_ceil(self.epoch_tick.as_millis().max(1) as u64)
+                .max(1),
+            wall_limit: self.wall_limit(),
+        })
+    }
+
+    fn failure(&self, e: &wasmtime::Error) -> BatchFailure {
+        if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+            return BatchFailure::Timeout(self.limits.call_timeout_ms);
+        }
+        BatchFailure::Trap(describe(e))
+    }
+}
+
+/// A generation run in progress.
+pub struct Generator {
+    store: Store<HostState>,
+    bindings: EventGenerator,
+    call_timeout_ms: u64,
+    ticks: u64,
+    wall_limit: Duration,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator").finish_non_exhaustive()
+    }
+}
+
+impl Generator {
+    /// The next messages to publish, at most `max`; empty when the run is over.
+    pub async fn next(&mut self, max: u32) -> Result<Vec<Message>, BatchFailure> {
+        self.store.set_epoch_deadline(self.ticks);
+        let call = self
+            .bindings
+            .polyhost_platform_generator()
+            .call_next(&mut self.store, max);
+        match tokio::time::timeout(self.wall_limit, call).await {
+            Err(_) => Err(BatchFailure::Timeout(self.call_timeout_ms)),
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => Err(BatchFailure::Timeout(self.call_timeout_ms)),
+                _ => Err(BatchFailure::Trap(describe(&e))),
+            },
+        }
+    }
+}
+
+/// A one-paragraph reason: the error chain, with the trap code first when there is one.
+fn describe(e: &wasmtime::Error) -> String {
+    let mut s = format!("{e:#}");
+    if s.len() > 2000 {
+        s.truncate(2000);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,75 @@
+//! Shared by the tests that load plugins: where test plugins are, events and batches to
+//! hand them, and a runtime to load them with.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use polyhost::backends::{Connections, Settings};
+use polyhost::bindings::polyhost::platform::types::{BatchInfo, Event};
+use polyhost::runtime::{Runtime, RuntimeConfig};
+
+/// The component of a test plugin built by `cargo xtask plugins`
+/// (`test-plugins/<name>` → `target/test-plugins/<name_with_underscores>.wasm`).
+pub fn test_plugin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-plugins")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the test plugins first with `cargo xtask plugins`",
+        path.display()
+    );
+    path
+}
+
+/// A runtime with an engine sized for tests and no on-disk cache (unless `cache` is given).
+pub fn runtime_with_cache(cache: Option<PathBuf>) -> Runtime {
+    let config = RuntimeConfig {
+        max_instances: 16,
+        max_memory_mb: 128,
+        cache_dir: cache,
+        ..RuntimeConfig::default()
+    };
+    Runtime::new(config, Arc::new(Connections::new(Settings::default()))).expect("runtime")
+}
+
+/// A runtime with no on-disk cache.
+pub fn runtime() -> Runtime {
+    runtime_with_cache(None)
+}
+
+/// A platform-looking event of type `ty` with JSON `data`.
+pub fn event(id: &str, ty: &str, data: &serde_json::Value) -> Event {
+    Event {
+        id: id.to_string(),
+        source: "/polyhost/tests".to_string(),
+        type_: ty.to_string(),
+        subject: Some(format!("subject-{id}")),
+        time: Some(1_700_000_000_000_000),
+        data: serde_json::to_vec(data).expect("json"),
+        offset: 0,
+        key: Some(format!("subject-{id}").into_bytes()),
+        headers: Vec::new(),
+    }
+}
+
+/// `n` events of type `ty`, ids `<prefix>-0`…, offsets 0….
+pub fn events(prefix: &str, ty: &str, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let mut e = event(&format!("{prefix}-{i}"), ty, &serde_json::json!({ "n": i }));
+            e.offset = i as i64;
+            e
+        })
+        .collect()
+}
+
+/// The batch info of a test batch on `topic`, partition 0, first attempt.
+pub fn batch(topic: &str) -> BatchInfo {
+    BatchInfo {
+        topic: topic.to_string(),
+        partition: 0,
+        attempt: 0,
+    }
+}

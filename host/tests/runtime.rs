@@ -1,0 +1,151 @@
+//! The sandbox: plugins loaded and called in-process, faults contained, grants enforced at
+//! load, compiled components cached.
+//!
+//! Needs the test plugins (`cargo xtask plugins`); connects to no service.
+
+mod harness;
+
+use harness::{batch, event, events, runtime, runtime_with_cache, test_plugin};
+use polyhost::bindings::polyhost::platform::types::Outcome;
+use polyhost::manifest::PluginSpec;
+use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError};
+use serde_json::json;
+
+fn spec(name: &str, plugin: &str) -> PluginSpec {
+    let mut s = PluginSpec::new(name, test_plugin(plugin));
+    s.subscribe = vec!["t".into()];
+    s
+}
+
+#[tokio::test]
+async fn a_handler_returns_one_outcome_per_event() {
+    let rt = runtime();
+    let p = rt.load(&spec("noop", "noop-handler")).await.expect("load");
+    for n in [1, 16, 256] {
+        let evs = events("e", "streaming.test", n);
+        let out = p.handle(&batch("t"), &evs).await.expect("handle");
+        assert_eq!(out.len(), n);
+        assert!(out.iter().all(|o| matches!(o, Outcome::Ok)));
+    }
+    assert_eq!(p.digest.len(), 64, "the version digest is a sha256");
+}
+
+#[tokio::test]
+async fn reject_reaches_the_host_with_its_reason() {
+    let rt = runtime();
+    let p = rt.load(&spec("faulty", "fault-handler")).await.expect("load");
+    let evs = vec![
+        event("a", "ok", &json!({})),
+        event("b", "fault.reject", &json!({})),
+        event("c", "ok", &json!({})),
+    ];
+    let out = p.handle(&batch("t"), &evs).await.expect("handle");
+    assert!(matches!(out[0], Outcome::Ok));
+    assert!(matches!(&out[1], Outcome::Reject(r) if r == "rejected b"));
+    assert!(matches!(out[2], Outcome::Ok));
+}
+
+/// Each fault ends its own call only: the same plugin's next batch and another plugin's
+/// batch run normally afterwards.
+#[tokio::test]
+async fn faults_end_the_call_only() {
+    let rt = runtime();
+    let mut s = spec("faulty", "fault-handler");
+    s.limits.call_timeout_ms = 300;
+    s.limits.memory_mb = 32;
+    let faulty = rt.load(&s).await.expect("load faulty");
+    let healthy = rt.load(&spec("noop", "noop-handler")).await.expect("load noop");
+
+    let cases: [(&str, fn(&BatchFailure) -> bool); 5] = [
+        ("fault.panic", |f| matches!(f, BatchFailure::Trap(r) if r.contains("unreachable"))),
+        ("fault.loop", |f| matches!(f, BatchFailure::Timeout(300))),
+        ("fault.memory", |f| matches!(f, BatchFailure::Trap(r) if r.contains("memory"))),
+        ("fault.stack", |f| matches!(f, BatchFailure::Trap(r) if r.contains("stack overflow"))),
+        ("fault.wrong-length", |f| {
+            matches!(f, BatchFailure::WrongLength { events: 1, outcomes: 2 })
+        }),
+    ];
+    for (ty, expected) in cases {
+        let failure = faulty
+            .handle(&batch("t"), &[event("x", ty, &json!({}))])
+            .await
+            .expect_err(ty);
+        assert!(expected(&failure), "{ty}: unexpected failure {failure:?}");
+        assert!(failure.is_permanent(), "{ty} must dead-letter, not retry");
+
+        let again = faulty
+            .handle(&batch("t"), &events("after", "ok", 3))
+            .await
+            .unwrap_or_else(|e| panic!("after {ty}, the same plugin failed: {e}"));
+        assert_eq!(again.len(), 3);
+        let other = healthy
+            .handle(&batch("t"), &events("other", "ok", 3))
+            .await
+            .unwrap_or_else(|e| panic!("after {ty}, another plugin failed: {e}"));
+        assert_eq!(other.len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn an_ungranted_import_is_refused_at_load_naming_plugin_and_interface() {
+    let rt = runtime();
+    let err = rt
+        .load(&spec("sneaky", "sneaky-handler"))
+        .await
+        .expect_err("must be refused");
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::NotGranted { .. }), "{msg}");
+    assert!(msg.contains("plugin `sneaky`"), "{msg}");
+    assert!(
+        msg.contains("polyhost:platform/kv") || msg.contains("wasi:keyvalue/store"),
+        "{msg}"
+    );
+    assert!(msg.contains("keyvalue"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_component_of_the_wrong_world_is_refused() {
+    let rt = runtime();
+    let mut s = spec("noop-as-generator", "noop-handler");
+    s.kind = polyhost::manifest::Kind::Generator;
+    s.subscribe.clear();
+    let err = rt.check(&s).await.expect_err("must be refused");
+    assert!(
+        err.to_string().contains("polyhost:platform/generator"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_component_is_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("polyhost-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.wasm");
+    std::fs::write(&path, b"\0asm this is not a component").unwrap();
+    let rt = runtime();
+    let mut s = PluginSpec::new("broken", &path);
+    s.subscribe = vec!["t".into()];
+    let err = rt.check(&s).await.expect_err("must be refused");
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+    assert!(err.to_string().contains("plugin `broken`"), "{err}");
+    let missing = PluginSpec::new("missing", dir.join("nope.wasm"));
+    let err = rt.check(&missing).await.expect_err("must be refused");
+    assert!(matches!(err, LoadError::Read { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk() {
+    let dir = std::env::temp_dir().join(format!("polyhost-cache-{}", uuid::Uuid::new_v4()));
+    let first = runtime_with_cache(Some(dir.clone()));
+    let a = first.check(&spec("noop", "noop-handler")).await.unwrap();
+    assert_eq!(a.cache, CacheOutcome::Compiled);
+    drop(first);
+    // A new runtime, as after a restart: same engine settings, so the entry is reused.
+    let second = runtime_with_cache(Some(dir.clone()));
+    let b = second.check(&spec("noop", "noop-handler")).await.unwrap();
+    assert_eq!(b.cache, CacheOutcome::Hit);
+    let p = second.load(&spec("noop", "noop-handler")).await.unwrap();
+    assert_eq!(p.handle(&batch("t"), &events("c", "ok", 2)).await.unwrap().len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

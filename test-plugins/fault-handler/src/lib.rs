@@ -1,0 +1,65 @@
+//! Test plugin: misbehaves on demand. An event's type picks the fault:
+//!
+//! - `fault.panic` — panics (a trap);
+//! - `fault.loop` — loops forever (stopped by the epoch deadline);
+//! - `fault.memory` — allocates without bound (stopped by the memory limit);
+//! - `fault.stack` — recurses without bound (a stack overflow);
+//! - `fault.wrong-length` — returns one outcome too many;
+//! - `fault.reject` — rejects the event with a reason;
+//! - anything else — `ok`.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "polyhost:platform/minimal-handler",
+    generate_all,
+});
+
+use exports::polyhost::platform::handler::Guest;
+use polyhost::platform::types::{BatchInfo, Event, Outcome};
+
+struct Faulty;
+
+#[inline(never)]
+fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
+    buf[(depth % 256) as usize] = depth as u8;
+    let mut local = [0u8; 256];
+    local[0] = buf[0];
+    recurse(depth + 1, &mut local) + u64::from(local[1])
+}
+
+impl Guest for Faulty {
+    fn handle(_batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            match e.type_.as_str() {
+                "fault.panic" => panic!("fault-handler was asked to panic"),
+                "fault.loop" => {
+                    let mut n: u64 = 0;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                "fault.memory" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                "fault.stack" => {
+                    let mut buf = [0u8; 256];
+                    std::hint::black_box(recurse(0, &mut buf));
+                }
+                "fault.wrong-length" => {
+                    out.push(Outcome::Ok);
+                    out.push(Outcome::Ok);
+                }
+                "fault.reject" => out.push(Outcome::Reject(format!("rejected {}", e.id))),
+                _ => out.push(Outcome::Ok),
+            }
+        }
+        out
+    }
+}
+
+export!(Faulty);
