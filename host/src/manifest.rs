@@ -119,7 +119,7 @@ impl Default for Limits {
 
 /// A `[plugin.config]` value: any TOML scalar, handed to the plugin as text.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[serde(try_from = "toml::Value")]
 pub enum ConfigValue {
     /// A string.
     String(String),
@@ -129,6 +129,20 @@ pub enum ConfigValue {
     Float(f64),
     /// A boolean.
     Boolean(bool),
+}
+
+impl TryFrom<toml::Value> for ConfigValue {
+    type Error = &'static str;
+
+    fn try_from(v: toml::Value) -> Result<Self, Self::Error> {
+        Ok(match v {
+            toml::Value::String(s) => ConfigValue::String(s),
+            toml::Value::Integer(i) => ConfigValue::Integer(i),
+            toml::Value::Float(x) => ConfigValue::Float(x),
+            toml::Value::Boolean(b) => ConfigValue::Boolean(b),
+            _ => return Err("must be a string, an integer, a float or a boolean"),
+        })
+    }
 }
 
 impl fmt::Display for ConfigValue {
@@ -487,14 +501,14 @@ wasm = "/abs/event_generator.wasm"
             )
         };
         let cases: Vec<(String, &str)> = vec![
-            (entry("colour = \"red\""), "plugin `p1`: unknown field `colour`"),
+            (entry("colour = \"red\""), "plugin `p1`: `colour`: unknown field `colour`, expected one of"),
             (
                 entry("[plugin.grants]\nsql = { role = \"r\", rolez = 1 }"),
-                "plugin `p1`: `grants.sql`: unknown field `rolez`",
+                "plugin `p1`: `grants.sql.rolez`: unknown field `rolez`, expected `role`",
             ),
             (
                 entry("[plugin.grants]\nfilesystem = {}"),
-                "plugin `p1`: `grants`: unknown field `filesystem`",
+                "plugin `p1`: `grants.filesystem`: unknown field `filesystem`",
             ),
             (
                 entry("[plugin.limits]\nmemory_mb = \"lots\""),
@@ -506,7 +520,7 @@ wasm = "/abs/event_generator.wasm"
             ),
             (
                 entry("[plugin.config]\nlist = [1, 2]"),
-                "plugin `p1`: `config.list`",
+                "plugin `p1`: `config.list`: must be a string, an integer, a float or a boolean",
             ),
             (
                 entry("[plugin.grants]\nsearch = { indices = [\"*\"] }"),

@@ -60,7 +60,7 @@ async fn faults_end_the_call_only() {
         ("fault.panic", |f| matches!(f, BatchFailure::Trap(r) if r.contains("unreachable"))),
         ("fault.loop", |f| matches!(f, BatchFailure::Timeout(300))),
         ("fault.memory", |f| matches!(f, BatchFailure::Trap(r) if r.contains("memory"))),
-        ("fault.stack", |f| matches!(f, BatchFailure::Trap(r) if r.contains("stack overflow"))),
+        ("fault.stack", |f| matches!(f, BatchFailure::Trap(r) if r.contains("call stack exhausted"))),
         ("fault.wrong-length", |f| {
             matches!(f, BatchFailure::WrongLength { events: 1, outcomes: 2 })
         }),

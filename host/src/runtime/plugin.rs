@@ -232,11 +232,21 @@ impl Generator {
     }
 }
 
-/// A one-paragraph reason: the error chain, with the trap code first when there is one.
+/// A short reason for people and dead-letter headers: the trap when there is one,
+/// otherwise the error chain without the wasm backtrace (which goes to the logs).
 fn describe(e: &wasmtime::Error) -> String {
-    let mut s = format!("{e:#}");
-    if s.len() > 2000 {
-        s.truncate(2000);
+    tracing::debug!(error = ?e, "plugin call failed");
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return format!("wasm trap: {trap}");
+    }
+    let mut s = e
+        .chain()
+        .map(|c| c.to_string())
+        .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
+        .collect::<Vec<_>>()
+        .join(": ");
+    if s.len() > 1000 {
+        s.truncate(1000);
         s.push('…');
     }
     s
