@@ -4,7 +4,12 @@ use crate::bindings::wasi::logging::logging::{Host, Level};
 use crate::state::HostState;
 
 impl Host for HostState {
-    async fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
+    async fn log(
+        &mut self,
+        level: Level,
+        context: String,
+        message: String,
+    ) -> wasmtime::Result<()> {
         let plugin = self.env.name.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, context, "{message}"),

@@ -292,7 +292,11 @@ pub(crate) enum PreInstance {
 }
 
 /// Refuses a component that imports an interface its grants do not cover.
-fn check_imports(engine: &Engine, component: &Component, spec: &PluginSpec) -> Result<(), LoadError> {
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    spec: &PluginSpec,
+) -> Result<(), LoadError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         match backends::grant_needed(name) {
