@@ -17,7 +17,9 @@ pub fn root() -> PathBuf {
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = format!("{cmd:?}");
     eprintln!("xtask: {line}");
-    let status = cmd.status().with_context(|| format!("cannot start {line}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {line}"))?;
     if !status.success() {
         bail!("{line} failed: {status}");
     }

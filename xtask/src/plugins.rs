@@ -81,7 +81,9 @@ fn discover() -> Result<Vec<Crate>> {
     let mut found = Vec::new();
     for group in ["plugins", "test-plugins"] {
         let dir = cmd::root().join(group);
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("Cargo.toml").is_file())
@@ -108,7 +110,10 @@ fn ensure_target() -> Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup is needed to install the wasm32-wasip2 target")?;
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
         return Ok(());
     }
     cmd::run(Command::new("rustup").args(["target", "add", TARGET]))

@@ -1,0 +1,139 @@
+//! FerretDB v1 as the MongoDB wire-protocol server (127.0.0.1:27017), on its SQLite back end
+//! (`<state>/mongodb/data/`), so that it keeps answering while PostgreSQL is stopped.
+//!
+//! Built once with Go into `<cache>/ferretdb-<version>/bin/ferretdb`. A plain
+//! `go install github.com/FerretDB/FerretDB/cmd/ferretdb@<version>` builds a binary that
+//! panics at start ("Invalid build/version/version.txt"): the module zip lacks the generated
+//! `build/version/version.txt`. So the module is downloaded (`go mod download`), copied,
+//! given that file, and built with `go build ./cmd/ferretdb`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use anyhow::{Context, Result, bail};
+
+use super::layout::{Layout, mkdir};
+use super::system::{quiet, run_logged, say, which};
+use super::{Service, process, versions};
+
+pub const ADDR: &str = "127.0.0.1:27017";
+const MODULE: &str = "github.com/FerretDB/FerretDB";
+const WHO: &str = "mongodb";
+
+fn go() -> Option<PathBuf> {
+    which("go", &["/usr/local/go/bin"])
+}
+
+/// No Debian package: Debian 12's Go (1.19) is too old for FerretDB 1.24.
+pub fn missing_packages() -> Vec<&'static str> {
+    vec![]
+}
+
+fn build_dir(layout: &Layout) -> PathBuf {
+    layout
+        .cache
+        .join(format!("ferretdb-{}", versions::FERRETDB))
+}
+
+fn binary(layout: &Layout) -> PathBuf {
+    build_dir(layout).join("bin/ferretdb")
+}
+
+/// The binary in the cache (built once), the data directory.
+pub fn prepare(layout: &Layout) -> Result<()> {
+    if !binary(layout).is_file() {
+        build(layout)?;
+    }
+    let dir = layout.dir(Service::Mongodb);
+    mkdir(&dir.join("data"))?;
+    mkdir(&dir.join("state"))
+}
+
+fn build(layout: &Layout) -> Result<()> {
+    let Some(go) = go() else {
+        bail!("FerretDB needs Go ≥ 1.22 to build (https://go.dev/dl/); `go` is not on PATH");
+    };
+    let dir = build_dir(layout);
+    mkdir(&dir)?;
+    let module = format!("{MODULE}@{}", versions::FERRETDB);
+
+    say(WHO, format_args!("go mod download {module}"));
+    let listing = Command::new(&go)
+        .args(["mod", "download", "-json", &module])
+        .output()
+        .context("cannot run go mod download")?;
+    let info: serde_json::Value = serde_json::from_slice(&listing.stdout)
+        .ok()
+        .unwrap_or_default();
+    if !listing.status.success() {
+        bail!(
+            "go mod download {module} failed: {} {}",
+            info["Error"].as_str().unwrap_or_default(),
+            String::from_utf8_lossy(&listing.stderr).trim()
+        );
+    }
+    let source = info["Dir"]
+        .as_str()
+        .context("`go mod download -json` gave no Dir")?;
+
+    let src = dir.join("src");
+    if src.exists() {
+        quiet(Command::new("chmod").arg("-R").arg("u+w").arg(&src))?;
+        fs::remove_dir_all(&src)?;
+    }
+    quiet(Command::new("cp").arg("-R").arg(source).arg(&src))?;
+    quiet(Command::new("chmod").arg("-R").arg("u+w").arg(&src))?;
+    fs::write(
+        src.join("build/version/version.txt"),
+        format!("{}\n", versions::FERRETDB),
+    )?;
+
+    let out = dir.join("bin/ferretdb.tmp");
+    let mut cmd = Command::new(&go);
+    cmd.current_dir(&src)
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("CGO_ENABLED", "0")
+        .args(["build", "-v", "-o"])
+        .arg(&out)
+        .arg("./cmd/ferretdb");
+    run_logged(
+        WHO,
+        format!("go build FerretDB {} (a few minutes)", versions::FERRETDB),
+        &mut cmd,
+        &dir.join("build.log"),
+    )?;
+    fs::rename(&out, binary(layout))?;
+    quiet(Command::new("chmod").arg("-R").arg("u+w").arg(&src))?;
+    fs::remove_dir_all(&src)?;
+    Ok(())
+}
+
+pub fn spawn(layout: &Layout) -> Result<Child> {
+    let dir = layout.dir(Service::Mongodb);
+    let mut cmd = process::detached(binary(layout), None);
+    cmd.current_dir(&dir)
+        .arg(format!("--listen-addr={ADDR}"))
+        .arg("--handler=sqlite")
+        .arg(format!("--sqlite-url=file:{}/", path(&dir.join("data"))))
+        .arg(format!("--state-dir={}", path(&dir.join("state"))))
+        .args(["--telemetry=disable", "--debug-addr=-", "--log-level=info"]);
+    process::spawn_logged(&mut cmd, &log(layout))
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn log(layout: &Layout) -> PathBuf {
+    layout.dir(Service::Mongodb).join("ferretdb.log")
+}
+
+pub fn logs(layout: &Layout) -> Vec<PathBuf> {
+    vec![log(layout)]
+}
+
+/// Our server's command line names our binary.
+pub fn marker(layout: &Layout) -> String {
+    binary(layout).display().to_string()
+}

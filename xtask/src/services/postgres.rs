@@ -1,0 +1,201 @@
+//! PostgreSQL from the Debian packages, as our own cluster: `initdb` into
+//! `<state>/postgres/data`, run as the `postgres` OS user (PostgreSQL refuses root), listening
+//! on 127.0.0.1:5432 (its socket in `<state>/postgres/run`). Superuser `postgres`, password
+//! `postgres` (SCRAM-SHA-256 over TCP, trust on the socket); the database `polyhost` is
+//! created once the server answers.
+//!
+//! This is a throwaway development cluster: `fsync`, `full_page_writes` and
+//! `synchronous_commit` are off for speed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+use anyhow::{Context, Result};
+
+use super::layout::{Layout, mkdir};
+use super::system::{chmod, chown, run_logged, say};
+use super::{Service, probe, process, versions};
+
+pub const ADDR: &str = "127.0.0.1:5432";
+const USER: &str = "postgres";
+const PASSWORD: &str = "postgres";
+const DATABASE: &str = "polyhost";
+/// The OS user PostgreSQL runs as when xtask runs as root.
+const OS_USER: &str = "postgres";
+const WHO: &str = "postgres";
+/// The line of `postgresql.conf` that reads our settings.
+const INCLUDE: &str = "include 'polyhost.conf'";
+
+/// The directory of the server binaries: `versions::POSTGRES_MAJOR` first, else the newest.
+fn bin_dir() -> Option<PathBuf> {
+    let preferred = Path::new("/usr/lib/postgresql")
+        .join(versions::POSTGRES_MAJOR)
+        .join("bin");
+    if preferred.join("postgres").is_file() {
+        return Some(preferred);
+    }
+    let mut majors: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((major, bin))
+        })
+        .collect();
+    majors.sort();
+    majors.pop().map(|(_, bin)| bin)
+}
+
+pub fn missing_packages() -> Vec<&'static str> {
+    if bin_dir().is_some() {
+        vec![]
+    } else {
+        vec!["postgresql"]
+    }
+}
+
+fn data_dir(layout: &Layout) -> PathBuf {
+    layout.dir(Service::Postgres).join("data")
+}
+
+fn socket_dir(layout: &Layout) -> PathBuf {
+    layout.dir(Service::Postgres).join("run")
+}
+
+fn run_as(layout: &Layout) -> Option<&'static str> {
+    layout.root.then_some(OS_USER)
+}
+
+/// `initdb` once, then (every time) our configuration.
+pub fn prepare(layout: &Layout) -> Result<()> {
+    let bin =
+        bin_dir().context("PostgreSQL server binaries not found under /usr/lib/postgresql")?;
+    let dir = layout.dir(Service::Postgres);
+    let data = data_dir(layout);
+    let socket = socket_dir(layout);
+    mkdir(&dir)?;
+    mkdir(&socket)?;
+    if let Some(user) = run_as(layout) {
+        chown(&socket, user)?;
+    }
+    let conf = data.join("postgresql.conf");
+    // Our include line is appended once initdb succeeded: without it the directory is a
+    // half-made one (an interrupted initdb).
+    let initialized = fs::read_to_string(&conf).is_ok_and(|c| c.contains(INCLUDE));
+    if !initialized {
+        if data.exists() {
+            fs::remove_dir_all(&data)
+                .with_context(|| format!("cannot remove the half-made {}", data.display()))?;
+        }
+        mkdir(&data)?;
+        let pwfile = dir.join("initdb.pw");
+        fs::write(&pwfile, format!("{PASSWORD}\n"))?;
+        chmod(&pwfile, "600")?;
+        if let Some(user) = run_as(layout) {
+            chown(&data, user)?;
+            chown(&pwfile, user)?;
+        }
+        let mut initdb = process::detached(bin.join("initdb"), run_as(layout));
+        initdb
+            .current_dir(&dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", USER, "-E", "UTF8", "--no-locale"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        let result = run_logged(WHO, "initdb", &mut initdb, &dir.join("initdb.log"));
+        let _ = fs::remove_file(&pwfile);
+        result?;
+        let mut text = fs::read_to_string(&conf)?;
+        text.push_str(&format!("\n# cargo xtask services\n{INCLUDE}\n"));
+        fs::write(&conf, text)?;
+    }
+    let ours = data.join("polyhost.conf");
+    fs::write(
+        &ours,
+        format!(
+            "# Written by `cargo xtask services up`; rewritten on every start.\n\
+             listen_addresses = '127.0.0.1'\n\
+             port = 5432\n\
+             unix_socket_directories = '{}'\n\
+             max_connections = 200\n\
+             shared_buffers = 128MB\n\
+             password_encryption = 'scram-sha-256'\n\
+             # a throwaway development cluster: speed over durability\n\
+             fsync = off\n\
+             full_page_writes = off\n\
+             synchronous_commit = off\n\
+             log_min_messages = warning\n\
+             log_connections = off\n",
+            socket.display()
+        ),
+    )?;
+    if let Some(user) = run_as(layout) {
+        chown(&ours, user)?;
+    }
+    Ok(())
+}
+
+pub fn spawn(layout: &Layout) -> Result<Child> {
+    let bin = bin_dir().context("PostgreSQL server binaries not found")?;
+    let mut cmd = process::detached(bin.join("postgres"), run_as(layout));
+    cmd.current_dir(layout.dir(Service::Postgres))
+        .arg("-D")
+        .arg(data_dir(layout));
+    process::spawn_logged(&mut cmd, &log(layout))
+}
+
+fn log(layout: &Layout) -> PathBuf {
+    layout.dir(Service::Postgres).join("postgres.log")
+}
+
+pub fn logs(layout: &Layout) -> Vec<PathBuf> {
+    vec![log(layout)]
+}
+
+/// Our postmaster's command line names our data directory.
+pub fn marker(layout: &Layout) -> String {
+    data_dir(layout).display().to_string()
+}
+
+/// PostgreSQL's own pid file (its first line is the postmaster's pid).
+pub fn own_pid_file(layout: &Layout) -> Option<PathBuf> {
+    Some(data_dir(layout).join("postmaster.pid"))
+}
+
+/// The server answers on the `postgres` database; the `polyhost` database is created when
+/// missing; then the full probe.
+pub fn ready() -> Result<String> {
+    let exists = !probe::postgres_query(
+        ADDR,
+        USER,
+        PASSWORD,
+        "postgres",
+        &format!("select 1 from pg_database where datname = '{DATABASE}'"),
+    )?
+    .is_empty();
+    if !exists {
+        say(WHO, format_args!("creating database {DATABASE}"));
+        probe::postgres_query(
+            ADDR,
+            USER,
+            PASSWORD,
+            "postgres",
+            &format!("create database {DATABASE}"),
+        )?;
+    }
+    answer()
+}
+
+/// `select version()` in the `polyhost` database as `postgres`/`postgres`.
+pub fn answer() -> Result<String> {
+    let rows = probe::postgres_query(ADDR, USER, PASSWORD, DATABASE, "select version()")?;
+    let version = rows
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default();
+    let short: String = version.split(" on ").next().unwrap_or_default().into();
+    Ok(format!("select version() → {short}"))
+}
