@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-const TARGET: &str = "wasm32-wasip2";
-const PROFILE: &str = "plugin";
+pub const TARGET: &str = "wasm32-wasip2";
+pub const PROFILE: &str = "plugin";
 
 /// Flags of `cargo xtask plugins`.
 #[derive(clap::Args, Debug, Default)]
@@ -33,8 +33,8 @@ pub struct Args {
 }
 
 /// A plugin crate found in the workspace.
-struct Crate {
-    name: String,
+pub struct Crate {
+    pub name: String,
     /// `plugins` or `test-plugins`: also the output folder under `target/`.
     group: &'static str,
 }
@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// Every crate under `plugins/` and `test-plugins/`.
-fn discover() -> Result<Vec<Crate>> {
+pub fn discover() -> Result<Vec<Crate>> {
     let mut found = Vec::new();
     for group in ["plugins", "test-plugins"] {
         let dir = cmd::root().join(group);

@@ -1,4 +1,11 @@
-//! `cargo xtask test`: everything CI checks, in the order a failure is cheapest to find.
+//! `cargo xtask test`: everything CI checks, cheapest failure first.
+//!
+//! 1. `cargo fmt --all --check`;
+//! 2. the services up (a test that needs a service fails without it: nothing is skipped);
+//! 3. every plugin and test plugin built to a component;
+//! 4. clippy with `-D warnings`, on the host target for the workspace and on `wasm32-wasip2`
+//!    for the plugins;
+//! 5. every test of the workspace.
 
 use anyhow::Result;
 
@@ -7,26 +14,46 @@ use crate::{cmd, plugins, services};
 /// Flags of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Extra arguments handed to `cargo test` (e.g. a test name filter).
-    #[arg(trailing_var_arg = true)]
+    /// Skip fmt and clippy (for a quick rerun of the tests alone).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments handed to `cargo test` (e.g. `-p polyhost --test runtime`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cargo_test_args: Vec<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
+    if !args.no_lint {
+        cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
+    }
     services::up()?;
     plugins::run(&plugins::Args::default())?;
-    cmd::run(cmd::cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    cmd::run(
-        cmd::cargo()
-            .args(["test", "--workspace"])
-            .args(&args.cargo_test_args),
-    )
+    if !args.no_lint {
+        cmd::run(cmd::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        let mut wasm = cmd::cargo();
+        wasm.args([
+            "clippy",
+            "--target",
+            plugins::TARGET,
+            "--profile",
+            plugins::PROFILE,
+        ]);
+        for p in plugins::discover()? {
+            wasm.args(["-p", &p.name]);
+        }
+        cmd::run(wasm.args(["--", "-D", "warnings"]))?;
+    }
+    let mut test = cmd::cargo();
+    test.arg("test");
+    if args.cargo_test_args.is_empty() {
+        test.arg("--workspace");
+    }
+    cmd::run(test.args(&args.cargo_test_args))
 }
