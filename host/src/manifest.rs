@@ -367,7 +367,12 @@ impl PluginSpec {
         let ranges: [(&str, u64, u64, u64); 6] = [
             ("limits.memory_mb", l.memory_mb.into(), 1, 4096),
             ("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000),
-            ("limits.host_call_timeout_ms", l.host_call_timeout_ms, 1, 600_000),
+            (
+                "limits.host_call_timeout_ms",
+                l.host_call_timeout_ms,
+                1,
+                600_000,
+            ),
             ("limits.max_instances", l.max_instances.into(), 1, 256),
             ("limits.batch_size", l.batch_size.into(), 1, 10_000),
             ("limits.batch_wait_ms", l.batch_wait_ms, 0, 60_000),
@@ -496,9 +501,7 @@ wasm = "/abs/event_generator.wasm"
     #[test]
     fn broken_manifests_name_the_plugin_and_the_key() {
         let entry = |extra: &str| {
-            format!(
-                "[[plugin]]\nname = \"p1\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n{extra}"
-            )
+            format!("[[plugin]]\nname = \"p1\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n{extra}")
         };
         let cases: Vec<(String, &str)> = vec![
             (entry("colour = \"red\""), "plugin `p1`: `colour`: unknown field `colour`, expected one of"),

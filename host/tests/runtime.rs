@@ -33,7 +33,10 @@ async fn a_handler_returns_one_outcome_per_event() {
 #[tokio::test]
 async fn reject_reaches_the_host_with_its_reason() {
     let rt = runtime();
-    let p = rt.load(&spec("faulty", "fault-handler")).await.expect("load");
+    let p = rt
+        .load(&spec("faulty", "fault-handler"))
+        .await
+        .expect("load");
     let evs = vec![
         event("a", "ok", &json!({})),
         event("b", "fault.reject", &json!({})),
@@ -54,15 +57,33 @@ async fn faults_end_the_call_only() {
     s.limits.call_timeout_ms = 300;
     s.limits.memory_mb = 32;
     let faulty = rt.load(&s).await.expect("load faulty");
-    let healthy = rt.load(&spec("noop", "noop-handler")).await.expect("load noop");
+    let healthy = rt
+        .load(&spec("noop", "noop-handler"))
+        .await
+        .expect("load noop");
 
     let cases: [(&str, fn(&BatchFailure) -> bool); 5] = [
-        ("fault.panic", |f| matches!(f, BatchFailure::Trap(r) if r.contains("unreachable"))),
+        (
+            "fault.panic",
+            |f| matches!(f, BatchFailure::Trap(r) if r.contains("unreachable")),
+        ),
         ("fault.loop", |f| matches!(f, BatchFailure::Timeout(300))),
-        ("fault.memory", |f| matches!(f, BatchFailure::Trap(r) if r.contains("memory"))),
-        ("fault.stack", |f| matches!(f, BatchFailure::Trap(r) if r.contains("call stack exhausted"))),
+        (
+            "fault.memory",
+            |f| matches!(f, BatchFailure::Trap(r) if r.contains("memory")),
+        ),
+        (
+            "fault.stack",
+            |f| matches!(f, BatchFailure::Trap(r) if r.contains("call stack exhausted")),
+        ),
         ("fault.wrong-length", |f| {
-            matches!(f, BatchFailure::WrongLength { events: 1, outcomes: 2 })
+            matches!(
+                f,
+                BatchFailure::WrongLength {
+                    events: 1,
+                    outcomes: 2
+                }
+            )
         }),
     ];
     for (ty, expected) in cases {
@@ -146,6 +167,12 @@ async fn compiled_components_are_cached_on_disk() {
     let b = second.check(&spec("noop", "noop-handler")).await.unwrap();
     assert_eq!(b.cache, CacheOutcome::Hit);
     let p = second.load(&spec("noop", "noop-handler")).await.unwrap();
-    assert_eq!(p.handle(&batch("t"), &events("c", "ok", 2)).await.unwrap().len(), 2);
+    assert_eq!(
+        p.handle(&batch("t"), &events("c", "ok", 2))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -139,7 +139,11 @@ impl LoadedPlugin {
         let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
         };
-        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         let mut store = self.new_store();
         self.arm_deadline(&mut store);
         let call = async {
@@ -163,6 +167,18 @@ impl LoadedPlugin {
             });
         }
         Ok(outcomes)
+    }
+
+    /// Creates a `Store` and instantiates the plugin, calling nothing: what every batch
+    /// pays before its call. For benchmarks and readiness checks.
+    pub async fn instantiate_only(&self) -> Result<(), BatchFailure> {
+        let mut store = self.new_store();
+        self.arm_deadline(&mut store);
+        match &self.instance {
+            PreInstance::Handler(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreInstance::Generator(pre) => pre.instantiate_async(&mut store).await.map(drop),
+        }
+        .map_err(|e| BatchFailure::Instantiate(describe(&e)))
     }
 
     /// Starts a generation run: one instance kept for the whole run, so the generator
