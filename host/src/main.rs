@@ -1,6 +1,6 @@
 //! The `polyhost` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -101,7 +101,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     }
 }
 
-fn load_manifest(path: &PathBuf) -> Result<Manifest, ExitCode> {
+fn load_manifest(path: &Path) -> Result<Manifest, ExitCode> {
     Manifest::load(path).map_err(|errors| {
         for e in &errors {
             eprintln!("{}: {e}", path.display());
@@ -110,7 +110,7 @@ fn load_manifest(path: &PathBuf) -> Result<Manifest, ExitCode> {
     })
 }
 
-async fn check(path: &PathBuf, args: &RuntimeArgs) -> Result<ExitCode> {
+async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
         Ok(m) => m,
         Err(code) => return Ok(code),
@@ -142,7 +142,7 @@ async fn check(path: &PathBuf, args: &RuntimeArgs) -> Result<ExitCode> {
     })
 }
 
-async fn run(path: &PathBuf, settings: Settings, args: &RuntimeArgs) -> Result<ExitCode> {
+async fn run(path: &Path, settings: Settings, args: &RuntimeArgs) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
         Ok(m) => m,
         Err(code) => return Ok(code),

@@ -27,7 +27,12 @@ fn temp_manifest(text: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn check_passes_on_the_demo_manifest() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../polyhost.toml");
-    let out = polyhost(&["check", "--no-cache", "--manifest", manifest.to_str().unwrap()]);
+    let out = polyhost(&[
+        "check",
+        "--no-cache",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -42,7 +47,9 @@ fn check_passes_on_the_demo_manifest() {
         "auditor",
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with("ok") && l.contains(plugin)),
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(plugin)),
             "{plugin} missing from:\n{stdout}"
         );
     }
@@ -104,7 +111,9 @@ memory_mb = 0
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     assert!(
-        stderr.lines().any(|l| l.contains("plugin `a`") && l.contains("`colour`")),
+        stderr
+            .lines()
+            .any(|l| l.contains("plugin `a`") && l.contains("`colour`")),
         "{stderr}"
     );
     assert!(

@@ -62,7 +62,8 @@ async fn faults_end_the_call_only() {
         .await
         .expect("load noop");
 
-    let cases: [(&str, fn(&BatchFailure) -> bool); 5] = [
+    type Expected = fn(&BatchFailure) -> bool;
+    let cases: [(&str, Expected); 5] = [
         (
             "fault.panic",
             |f| matches!(f, BatchFailure::Trap(r) if r.contains("unreachable")),

@@ -1,8 +1,35 @@
 //! Kafka publish (`polyhost:platform/messaging`), scoped to the granted topics.
+//!
+//! The host has one idempotent producer (`acks=all`), shared by every plugin; a plugin's
+//! [`Client`] adds its topic scope. Every topic of a call is checked against the grant
+//! before anything is enqueued, and a call returns only once the broker has acknowledged
+//! each of its messages.
 
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::Settings;
+use crate::bindings::polyhost::platform::messaging::{Host, Message};
+use crate::error::{HostError, with_timeout};
+use crate::state::HostState;
+
+/// Calls a plugin may have in flight.
+const CALLS_IN_FLIGHT: usize = 64;
+/// How long librdkafka keeps trying to deliver a message. Bounded well below its 5-minute
+/// default: a plugin whose call timed out retries the event, and every retry enqueues
+/// another copy, so stale copies should not pile up behind a broker that is down.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait before enqueueing again when librdkafka's local queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
 
 /// `grants.messaging`: the topics a plugin may publish to.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -13,21 +40,394 @@ pub struct Grant {
 }
 
 /// The host's one Kafka producer.
-#[derive(Debug)]
-pub struct Shared {}
+pub struct Shared {
+    producer: FutureProducer,
+}
 
-impl Shared {
-    pub async fn connect(_settings: &Settings) -> anyhow::Result<Shared> {
-        anyhow::bail!("messaging backend not implemented yet")
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
     }
 }
 
-/// One plugin's handle on the producer.
-#[derive(Debug, Clone)]
-pub struct Client {}
+impl Shared {
+    /// The idempotent producer for `KAFKA_BROKERS`. librdkafka dials the brokers in the
+    /// background: a broker that is down makes publishes fail as unavailable (and be
+    /// retried), rather than stopping the host here.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("client.id", "polyhost")
+            // Idempotence keeps retried sends from duplicating or reordering records within
+            // a partition; it needs acks from every in-sync replica.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
+            .create::<FutureProducer>()
+            .map_err(|e| anyhow::anyhow!("building the Kafka producer: {e}"))?;
+        Ok(Shared { producer })
+    }
+}
+
+/// One plugin's handle on the producer, with the topics it may publish to.
+#[derive(Clone)]
+pub struct Client {
+    producer: FutureProducer,
+    plugin: Arc<str>,
+    topics: Arc<BTreeSet<String>>,
+    permits: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("plugin", &self.plugin)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Client {
-    pub fn new(_shared: &Shared, _plugin: &str, _grant: &Grant) -> Client {
-        Client {}
+    /// `plugin`'s handle, publishing only to the grant's topics.
+    pub fn new(shared: &Shared, plugin: &str, grant: &Grant) -> Client {
+        Client {
+            producer: shared.producer.clone(),
+            plugin: plugin.into(),
+            topics: Arc::new(grant.publish.iter().cloned().collect()),
+            permits: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
+        }
+    }
+
+    /// Enqueues every message in order, then waits for every acknowledgement.
+    async fn send_all(&self, messages: &[Message]) -> Result<(), HostError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HostError::Unavailable("the messaging client is shut down".into()))?;
+        let total = messages.len();
+        let which = |i: usize, m: &Message| {
+            if total == 1 {
+                format!("publishing to `{}`", m.topic)
+            } else {
+                format!("message {} of {total} (to `{}`)", i + 1, m.topic)
+            }
+        };
+        // Enqueued one after another, so librdkafka keeps their order on each partition;
+        // their acknowledgements are awaited together afterwards.
+        let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(total);
+        for (i, m) in messages.iter().enumerate() {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&m.topic)
+                .payload(m.value.as_slice())
+                .headers(headers(m));
+            if let Some(key) = &m.key {
+                record = record.key(key.as_slice());
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break deliveries.push(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
+                    }
+                    Err((e, _)) => return Err(map_error(&which(i, m), &e)),
+                }
+            }
+        }
+        let mut first_failure = None;
+        let mut failures = 0;
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            let failure = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => map_error(&which(i, &messages[i]), &e),
+                Err(_canceled) => HostError::Unavailable(format!(
+                    "{}: the producer shut down before the broker answered",
+                    which(i, &messages[i])
+                )),
+            };
+            failures += 1;
+            first_failure.get_or_insert(failure);
+        }
+        match first_failure {
+            None => Ok(()),
+            Some(e) if failures == 1 => Err(e),
+            Some(e) => Err(with_suffix(e, &format!(" ({} more failed)", failures - 1))),
+        }
+    }
+}
+
+/// A message's headers in Kafka's form.
+fn headers(m: &Message) -> OwnedHeaders {
+    m.headers.iter().fold(
+        OwnedHeaders::new_with_capacity(m.headers.len()),
+        |h, (name, value)| {
+            h.insert(Header {
+                key: name,
+                value: Some(value.as_slice()),
+            })
+        },
+    )
+}
+
+/// Every topic must be in the grant; the first that is not is named in the refusal.
+fn check_topics<'a>(
+    plugin: &str,
+    granted: &BTreeSet<String>,
+    topics: impl IntoIterator<Item = &'a str>,
+) -> Result<(), HostError> {
+    for topic in topics {
+        if !granted.contains(topic) {
+            let list: Vec<&str> = granted.iter().map(String::as_str).collect();
+            return Err(HostError::Denied(format!(
+                "plugin `{plugin}` may not publish to topic `{topic}`: grants.messaging.publish \
+                 is {list:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What kind of failure a Kafka error is: the one place rdkafka's errors become
+/// [`HostError`]s.
+fn map_error(what: &str, e: &KafkaError) -> HostError {
+    use RDKafkaErrorCode as C;
+    let message = format!("{what}: {e}");
+    let Some(code) = e.rdkafka_error_code() else {
+        return match e {
+            KafkaError::Canceled => HostError::Unavailable(message),
+            _ => HostError::Other(message),
+        };
+    };
+    match code {
+        C::QueueFull
+        | C::MessageTimedOut
+        | C::BrokerTransportFailure
+        | C::AllBrokersDown
+        | C::Resolve
+        | C::TimedOutQueue
+        | C::OperationTimedOut
+        | C::RequestTimedOut
+        | C::LeaderNotAvailable
+        | C::NotLeaderForPartition
+        | C::BrokerNotAvailable
+        | C::ReplicaNotAvailable
+        | C::PreferredLeaderNotAvailable
+        | C::NetworkException
+        | C::NotEnoughReplicas
+        | C::NotEnoughReplicasAfterAppend
+        | C::KafkaStorageError
+        | C::ThrottlingQuotaExceeded
+        | C::FencedLeaderEpoch
+        | C::UnknownLeaderEpoch
+        | C::PurgeQueue
+        | C::PurgeInflight
+        | C::Retry => HostError::Unavailable(message),
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => {
+            HostError::NotFound(message)
+        }
+        C::MessageSizeTooLarge
+        | C::InvalidMessageSize
+        | C::MessageBatchTooLarge
+        | C::InvalidMessage
+        | C::InvalidRecord
+        | C::InvalidTopic
+        | C::InvalidTimestamp
+        | C::InvalidArgument
+        | C::BadMessage
+        | C::UnsupportedForMessageFormat
+        | C::PolicyViolation => HostError::Invalid(message),
+        // The broker's own ACLs refused it, beyond what the manifest grants.
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => HostError::Denied(message),
+        _ => HostError::Other(message),
+    }
+}
+
+/// The same error kind with `suffix` after its message (a trap is left as it is).
+fn with_suffix(e: HostError, suffix: &str) -> HostError {
+    match e {
+        HostError::Denied(m) => HostError::Denied(m + suffix),
+        HostError::Invalid(m) => HostError::Invalid(m + suffix),
+        HostError::NotFound(m) => HostError::NotFound(m + suffix),
+        HostError::Conflict(m) => HostError::Conflict(m + suffix),
+        HostError::Unavailable(m) => HostError::Unavailable(m + suffix),
+        HostError::Timeout(m) => HostError::Timeout(m + suffix),
+        HostError::Other(m) => HostError::Other(m + suffix),
+        HostError::Trap(t) => HostError::Trap(t),
+    }
+}
+
+impl HostState {
+    fn messaging_client(&self) -> Result<(Client, Duration), HostError> {
+        let client = self
+            .env
+            .backends
+            .messaging
+            .clone()
+            .ok_or_else(|| super::not_granted("messaging"))?;
+        Ok((client, self.env.host_call_timeout))
+    }
+}
+
+impl Host for HostState {
+    async fn publish(&mut self, message: Message) -> Result<(), HostError> {
+        let (client, timeout) = self.messaging_client()?;
+        check_topics(&client.plugin, &client.topics, [message.topic.as_str()])?;
+        let messages = [message];
+        with_timeout(timeout, "messaging.publish", client.send_all(&messages)).await
+    }
+
+    async fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), HostError> {
+        let (client, timeout) = self.messaging_client()?;
+        check_topics(
+            &client.plugin,
+            &client.topics,
+            messages.iter().map(|m| m.topic.as_str()),
+        )?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        with_timeout(
+            timeout,
+            "messaging.publish-batch",
+            client.send_all(&messages),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(topics: &[&str]) -> BTreeSet<String> {
+        topics.iter().map(|t| t.to_string()).collect()
+    }
+
+    #[test]
+    fn only_granted_topics_pass() {
+        let g = granted(&["streaming.derived", "streaming.users"]);
+        assert!(check_topics("p", &g, ["streaming.derived"]).is_ok());
+        assert!(check_topics("p", &g, ["streaming.users", "streaming.derived"]).is_ok());
+        assert!(check_topics("p", &g, []).is_ok());
+        let err = check_topics("p", &g, ["streaming.derived", "streaming.billing"]).unwrap_err();
+        match err {
+            HostError::Denied(m) => {
+                assert!(m.contains("`streaming.billing`"), "{m}");
+                assert!(m.contains("grants.messaging.publish"), "{m}");
+                assert!(m.contains("`p`"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn topic_names_match_exactly() {
+        let g = granted(&["streaming.derived"]);
+        for topic in [
+            "streaming.derived2",
+            "streaming.*",
+            "streaming",
+            "",
+            "Streaming.Derived",
+        ] {
+            assert!(
+                matches!(check_topics("p", &g, [topic]), Err(HostError::Denied(_))),
+                "{topic}"
+            );
+        }
+        assert!(matches!(
+            check_topics("p", &granted(&[]), ["streaming.derived"]),
+            Err(HostError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn kafka_errors_map_to_kinds() {
+        let kind = |e: KafkaError| {
+            let e = map_error("x", &e);
+            format!("{e:?}")
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let produce = KafkaError::MessageProduction;
+        assert_eq!(kind(produce(RDKafkaErrorCode::QueueFull)), "Unavailable");
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::MessageTimedOut)),
+            "Unavailable"
+        );
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::BrokerTransportFailure)),
+            "Unavailable"
+        );
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::AllBrokersDown)),
+            "Unavailable"
+        );
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::NotEnoughReplicas)),
+            "Unavailable"
+        );
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::UnknownTopicOrPartition)),
+            "NotFound"
+        );
+        assert_eq!(kind(produce(RDKafkaErrorCode::UnknownTopic)), "NotFound");
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::MessageSizeTooLarge)),
+            "Invalid"
+        );
+        assert_eq!(kind(produce(RDKafkaErrorCode::InvalidTopic)), "Invalid");
+        assert_eq!(
+            kind(produce(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            "Denied"
+        );
+        assert_eq!(kind(produce(RDKafkaErrorCode::Fatal)), "Other");
+        assert_eq!(kind(KafkaError::Canceled), "Unavailable");
+        assert!(map_error("x", &produce(RDKafkaErrorCode::MessageTimedOut)).is_transient());
+        assert!(!map_error("x", &produce(RDKafkaErrorCode::MessageSizeTooLarge)).is_transient());
+    }
+
+    #[test]
+    fn grants_parse_strictly() {
+        let g: Grant = toml::from_str(r#"publish = ["streaming.derived"]"#).unwrap();
+        assert_eq!(g.publish, ["streaming.derived"]);
+        assert!(
+            toml::from_str::<Grant>(
+                r#"publish = ["a"]
+subscribe = ["b"]"#
+            )
+            .is_err()
+        );
+        assert!(toml::from_str::<Grant>("").is_err());
+    }
+
+    #[test]
+    fn headers_keep_their_order_and_bytes() {
+        use rdkafka::message::Headers as _;
+        let m = Message {
+            topic: "t".into(),
+            key: None,
+            value: vec![],
+            headers: vec![
+                ("trace-id".into(), b"abc".to_vec()),
+                ("bin".into(), vec![0, 0xff]),
+                ("trace-id".into(), vec![]),
+            ],
+        };
+        let h = headers(&m);
+        let got: Vec<(&str, Option<&[u8]>)> = h.iter().map(|h| (h.key, h.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("trace-id", Some(&b"abc"[..])),
+                ("bin", Some(&[0, 0xff][..])),
+                ("trace-id", Some(&[][..])),
+            ]
+        );
     }
 }

@@ -40,7 +40,11 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Elasticsearch URL.
-    #[arg(long, env = "ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
+    #[arg(
+        long,
+        env = "ELASTICSEARCH_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
     pub elasticsearch_url: String,
 }
 
@@ -163,21 +167,32 @@ impl Backends {
     }
 }
 
-/// Which grant a WIT interface import needs, or `None` for interfaces every plugin may
-/// import (WASI basics, logging, config, the shared types). `Err` for an interface the host
-/// does not provide at all.
-pub fn grant_needed(interface: &str) -> Result<Option<&'static str>, ()> {
+/// What importing an interface takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportNeeds {
+    /// Nothing: WASI basics, logging, config, the shared types.
+    Nothing,
+    /// The named grant.
+    Grant(&'static str),
+    /// The host does not provide this interface at all.
+    Unknown,
+}
+
+/// What a plugin needs to import `interface` (a WIT interface name, version optional).
+pub fn import_needs(interface: &str) -> ImportNeeds {
     let base = interface.split('@').next().unwrap_or(interface);
-    Ok(match base {
-        "polyhost:platform/types" | "wasi:logging/logging" | "wasi:config/store" => None,
-        "polyhost:platform/messaging" => Some("messaging"),
-        "polyhost:platform/sql" => Some("sql"),
-        "polyhost:platform/documents" => Some("documents"),
+    match base {
+        "polyhost:platform/types" | "wasi:logging/logging" | "wasi:config/store" => {
+            ImportNeeds::Nothing
+        }
+        "polyhost:platform/messaging" => ImportNeeds::Grant("messaging"),
+        "polyhost:platform/sql" => ImportNeeds::Grant("sql"),
+        "polyhost:platform/documents" => ImportNeeds::Grant("documents"),
         "polyhost:platform/kv"
         | "wasi:keyvalue/store"
         | "wasi:keyvalue/atomics"
-        | "wasi:keyvalue/batch" => Some("keyvalue"),
-        "polyhost:platform/search" => Some("search"),
+        | "wasi:keyvalue/batch" => ImportNeeds::Grant("keyvalue"),
+        "polyhost:platform/search" => ImportNeeds::Grant("search"),
         b if b.starts_with("wasi:cli/")
             || b.starts_with("wasi:io/")
             || b.starts_with("wasi:clocks/")
@@ -185,14 +200,14 @@ pub fn grant_needed(interface: &str) -> Result<Option<&'static str>, ()> {
             || b.starts_with("wasi:filesystem/")
             || b.starts_with("wasi:sockets/") =>
         {
-            None
+            ImportNeeds::Nothing
         }
-        _ => return Err(()),
-    })
+        _ => ImportNeeds::Unknown,
+    }
 }
 
 impl Grants {
-    /// Whether the grant named by [`grant_needed`] is present.
+    /// Whether the grant named by [`ImportNeeds::Grant`] is present.
     pub fn has(&self, grant: &str) -> bool {
         match grant {
             "messaging" => self.messaging.is_some(),
@@ -213,14 +228,14 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     p::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     wasi::logging::logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     wasi::config::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) p::messaging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) p::sql::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) p::documents::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) p::kv::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) wasi::keyvalue::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) wasi::keyvalue::batch::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    // TODO(backend) p::search::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::messaging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::sql::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::documents::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::kv::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    wasi::keyvalue::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    wasi::keyvalue::batch::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::search::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -299,21 +299,21 @@ fn check_imports(
 ) -> Result<(), LoadError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        match backends::grant_needed(name) {
-            Err(()) => {
+        match backends::import_needs(name) {
+            backends::ImportNeeds::Unknown => {
                 return Err(LoadError::UnknownImport {
                     plugin: spec.name.clone(),
                     interface: name.to_string(),
                 });
             }
-            Ok(Some(grant)) if !spec.grants.has(grant) => {
+            backends::ImportNeeds::Grant(grant) if !spec.grants.has(grant) => {
                 return Err(LoadError::NotGranted {
                     plugin: spec.name.clone(),
                     interface: name.to_string(),
                     grant: grant.to_string(),
                 });
             }
-            Ok(_) => {}
+            _ => {}
         }
     }
     Ok(())

@@ -73,3 +73,22 @@ pub fn batch(topic: &str) -> BatchInfo {
         attempt: 0,
     }
 }
+
+/// Hands a probe plugin one event whose data is `script` (its steps and their expected
+/// results) and fails with the probe's list of mismatches when it rejects.
+pub async fn run_script(
+    plugin: &polyhost::runtime::LoadedPlugin,
+    script: &serde_json::Value,
+) -> anyhow::Result<()> {
+    use polyhost::bindings::polyhost::platform::types::Outcome;
+    let events = [event("e1", "probe", script)];
+    let outcomes = plugin
+        .handle(&batch("t"), &events)
+        .await
+        .map_err(|e| anyhow::anyhow!("the probe failed: {e}"))?;
+    match &outcomes[..] {
+        [Outcome::Ok] => Ok(()),
+        [Outcome::Reject(why)] => anyhow::bail!("the probe found mismatches: {why}"),
+        other => anyhow::bail!("unexpected outcomes {other:?}"),
+    }
+}

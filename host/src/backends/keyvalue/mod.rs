@@ -1,0 +1,365 @@
+//! Redis: `wasi:keyvalue` (`store`, `atomics`, `batch`) and `polyhost:platform/kv`, scoped to
+//! granted key prefixes.
+//!
+//! The host holds one [`ConnectionManager`] (a multiplexed connection that reconnects by
+//! itself); each plugin's [`Client`] is a clone of it bound to the plugin's prefixes, with a
+//! semaphore bounding its calls in flight.
+//!
+//! Every key a call names is checked against the grant before anything is sent
+//! ([`check_key`]): it must start with a granted prefix and must not lie in the host's own
+//! namespace ([`HOST_NAMESPACE`], where `apply-once` keeps its dedupe keys). A call with one
+//! key outside the grant is refused whole, so a batch never half-runs.
+//!
+//! - [`wasi`]: the `wasi:keyvalue` buckets, and how bucket identifiers map onto keys.
+//! - [`kv`]: `polyhost:platform/kv`, beyond plain keys.
+//! - [`apply_once`]: the atomic, deduplicated batch of writes (one Lua script).
+
+mod apply_once;
+mod kv;
+mod wasi;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind as RedisErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use serde::Deserialize;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::Settings;
+use crate::error::HostError;
+use crate::state::PluginEnv;
+
+pub use wasi::Bucket;
+
+/// `grants.keyvalue`: the key prefixes a plugin may touch.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Key prefixes, e.g. `leaderboard:`; a key must start with one of them. The same
+    /// prefixes apply to `wasi:keyvalue` and `polyhost:platform/kv`.
+    pub prefixes: Vec<String>,
+}
+
+/// Keys the host keeps for itself: no grant reaches them, whatever its prefixes say, so no
+/// plugin can forge or erase another's (or its own) `apply-once` records.
+pub const HOST_NAMESPACE: &str = "polyhost:applied:";
+
+/// Calls one plugin may have in flight on the shared connection, so that one busy plugin
+/// cannot fill the connection's pipeline for every other.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How long connecting (or reconnecting) to Redis may take. An absent server fails the
+/// host's start, or a call, within this rather than hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one reply may take. Host calls are bounded more tightly by the plugin's
+/// host-call timeout; this is the backstop for the connection itself.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest expiry accepted, in milliseconds (about 292 000 years). Redis refuses an
+/// expiry whose deadline overflows its clock; checking here keeps such a value out of
+/// `apply-once`, where a refusal half-way would be too late.
+pub(crate) const MAX_TTL_MS: u64 = (i64::MAX / 1000) as u64;
+
+/// The host's one Redis connection.
+#[derive(Debug)]
+pub struct Shared {
+    conn: ConnectionManager,
+}
+
+impl Shared {
+    /// Connects to `settings.redis_url`. An absent server fails here, within the connect
+    /// timeout, rather than on a plugin's first call.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        let client =
+            redis::Client::open(settings.redis_url.as_str()).context("parsing the Redis URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Reconnection happens in the background while calls fail as `unavailable`;
+            // a few attempts per outage are enough, the next call starts another round.
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .context("connecting to Redis")?;
+        Ok(Shared { conn })
+    }
+}
+
+/// One plugin's handle on Redis: a clone of the shared connection bound to its prefixes.
+#[derive(Debug, Clone)]
+pub struct Client {
+    plugin: Arc<str>,
+    prefixes: Arc<[String]>,
+    conn: ConnectionManager,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Client {
+    /// Binds `plugin`'s `grant` to the shared connection.
+    pub fn new(shared: &Shared, plugin: &str, grant: &Grant) -> Client {
+        Client {
+            plugin: plugin.into(),
+            prefixes: grant.prefixes.clone().into(),
+            conn: shared.conn.clone(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// `key`, if the grant covers it; else `denied`.
+    fn check(&self, key: &str) -> Result<(), HostError> {
+        check_key(&self.prefixes, key)
+    }
+
+    /// Every key of `keys`, or `denied` naming the first outside the grant.
+    fn check_all<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Result<(), HostError> {
+        keys.into_iter().try_for_each(|k| self.check(k))
+    }
+
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, HostError> {
+        // The semaphore is never closed; an error here is a host bug.
+        self.in_flight
+            .acquire()
+            .await
+            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("keyvalue: {e}"))))
+    }
+
+    /// Sends `cmd` (whose keys were checked) within the in-flight bound.
+    async fn query<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, HostError> {
+        let _permit = self.permit().await?;
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| map_error(what, e))
+    }
+}
+
+/// The plugin's Redis client, or the error for a plugin without a `keyvalue` grant.
+fn client(env: &PluginEnv) -> Result<&Client, HostError> {
+    env.backends
+        .keyvalue
+        .as_ref()
+        .ok_or_else(|| super::not_granted("keyvalue"))
+}
+
+/// Whether `prefixes` grant `key`: it starts with one of them and lies outside the host's
+/// namespace. An empty prefix grants nothing (the manifest refuses it too), so that a typo
+/// cannot open the whole keyspace.
+pub fn key_granted(prefixes: &[String], key: &str) -> bool {
+    !key.starts_with(HOST_NAMESPACE)
+        && prefixes
+            .iter()
+            .any(|p| !p.is_empty() && key.starts_with(p.as_str()))
+}
+
+/// [`key_granted`] as a call's check: `denied`, naming the key and the grant, when not.
+pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
+    if key_granted(prefixes, key) {
+        return Ok(());
+    }
+    if key.starts_with(HOST_NAMESPACE) {
+        return Err(HostError::Denied(format!(
+            "key `{key}` lies in the host's namespace `{HOST_NAMESPACE}`"
+        )));
+    }
+    Err(HostError::Denied(format!(
+        "key `{key}` is outside the keyvalue grant (prefixes: {})",
+        Listed(prefixes)
+    )))
+}
+
+/// A TTL argument, if within `min..=`[`MAX_TTL_MS`]; else `invalid`.
+fn check_ttl(what: &str, ttl_ms: u64, min: u64) -> Result<(), HostError> {
+    if (min..=MAX_TTL_MS).contains(&ttl_ms) {
+        Ok(())
+    } else {
+        Err(HostError::Invalid(format!(
+            "{what}: a TTL of {ttl_ms} ms is out of range ({min}..={MAX_TTL_MS})"
+        )))
+    }
+}
+
+/// `a:`, `b:` for messages.
+struct Listed<'a>(&'a [String]);
+
+impl fmt::Display for Listed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "`{p}`")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a Redis failure reads to a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unavailable,
+    Timeout,
+    Invalid,
+    Denied,
+    Conflict,
+    Other,
+}
+
+/// The kind of an error reply, by its code (the reply's first word).
+fn kind_of_code(code: &str) -> Kind {
+    match code {
+        // Argument and type errors: the call is wrong, not the server.
+        "ERR" | "WRONGTYPE" | "CROSSSLOT" => Kind::Invalid,
+        // The server is there but cannot serve now: loading, failing over, out of memory,
+        // unable to persist, busy with a script.
+        "LOADING"
+        | "TRYAGAIN"
+        | "CLUSTERDOWN"
+        | "MASTERDOWN"
+        | "READONLY"
+        | "MOVED"
+        | "ASK"
+        | "OOM"
+        | "MISCONF"
+        | "BUSY"
+        | "NOREPLICAS"
+        | "MASTERDOWNNOTREPLICATING" => Kind::Unavailable,
+        // The host's own credentials: a deployment problem, which retrying outlives once an
+        // operator fixes it, rather than a reason to dead-letter every event meanwhile.
+        "NOAUTH" | "WRONGPASS" => Kind::Unavailable,
+        "NOPERM" => Kind::Denied,
+        "BUSYKEY" => Kind::Conflict,
+        _ => Kind::Other,
+    }
+}
+
+/// Classifies a Redis failure: the one place Redis errors become plugin-visible kinds.
+fn classify(error: &RedisError) -> Kind {
+    if error.is_timeout() {
+        return Kind::Timeout;
+    }
+    match error.kind() {
+        RedisErrorKind::Io | RedisErrorKind::ClusterConnectionNotFound => Kind::Unavailable,
+        RedisErrorKind::AuthenticationFailed => Kind::Unavailable,
+        RedisErrorKind::Server(ServerErrorKind::NoPerm) => Kind::Denied,
+        RedisErrorKind::Server(_) | RedisErrorKind::Extension => {
+            error.code().map_or(Kind::Other, kind_of_code)
+        }
+        _ if error.is_connection_dropped() || error.is_connection_refusal() => Kind::Unavailable,
+        _ => Kind::Other,
+    }
+}
+
+/// A Redis failure of `what` as the host error the plugin sees.
+fn map_error(what: &str, error: RedisError) -> HostError {
+    let message = format!("{what}: {error}");
+    match classify(&error) {
+        Kind::Unavailable => HostError::Unavailable(message),
+        Kind::Timeout => HostError::Timeout(message),
+        Kind::Invalid => HostError::Invalid(message),
+        Kind::Denied => HostError::Denied(message),
+        Kind::Conflict => HostError::Conflict(message),
+        Kind::Other => HostError::Other(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixes(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn keys_must_start_with_a_granted_prefix() {
+        let g = prefixes(&["leaderboard:", "session:"]);
+        assert!(key_granted(&g, "leaderboard:top"));
+        assert!(key_granted(&g, "leaderboard:"));
+        assert!(key_granted(&g, "session:42"));
+        assert!(!key_granted(&g, "leaderboard"));
+        assert!(!key_granted(&g, "Leaderboard:top"));
+        assert!(!key_granted(&g, "other:1"));
+        assert!(!key_granted(&g, ""));
+        assert!(!key_granted(&g, "xleaderboard:top"));
+    }
+
+    #[test]
+    fn an_empty_prefix_grants_nothing() {
+        assert!(!key_granted(&prefixes(&[""]), "anything"));
+        assert!(!key_granted(&prefixes(&[]), "anything"));
+    }
+
+    #[test]
+    fn the_host_namespace_is_never_granted() {
+        let g = prefixes(&["polyhost:"]);
+        assert!(key_granted(&g, "polyhost:flags"));
+        assert!(!key_granted(&g, "polyhost:applied:p:e1"));
+        let denied = check_key(&g, "polyhost:applied:p:e1").unwrap_err();
+        assert!(matches!(denied, HostError::Denied(m) if m.contains("host's namespace")));
+    }
+
+    #[test]
+    fn a_denial_names_the_key_and_the_grant() {
+        let err = check_key(&prefixes(&["a:", "b:"]), "c:1").unwrap_err();
+        match err {
+            HostError::Denied(m) => {
+                assert!(m.contains("`c:1`"), "{m}");
+                assert!(m.contains("`a:`, `b:`"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ttls_are_bounded() {
+        assert!(check_ttl("t", 0, 1).is_err());
+        assert!(check_ttl("t", 0, 0).is_ok());
+        assert!(check_ttl("t", 1, 1).is_ok());
+        assert!(check_ttl("t", MAX_TTL_MS, 1).is_ok());
+        assert!(check_ttl("t", MAX_TTL_MS + 1, 1).is_err());
+        assert!(check_ttl("t", u64::MAX, 0).is_err());
+    }
+
+    #[test]
+    fn reply_codes_map_to_kinds() {
+        assert_eq!(kind_of_code("WRONGTYPE"), Kind::Invalid);
+        assert_eq!(kind_of_code("ERR"), Kind::Invalid);
+        assert_eq!(kind_of_code("LOADING"), Kind::Unavailable);
+        assert_eq!(kind_of_code("CLUSTERDOWN"), Kind::Unavailable);
+        assert_eq!(kind_of_code("OOM"), Kind::Unavailable);
+        assert_eq!(kind_of_code("NOPERM"), Kind::Denied);
+        assert_eq!(kind_of_code("BUSYKEY"), Kind::Conflict);
+        assert_eq!(kind_of_code("SOMETHINGNEW"), Kind::Other);
+    }
+
+    #[test]
+    fn errors_map_to_host_errors() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let e = map_error("get", refused);
+        assert!(
+            matches!(e, HostError::Unavailable(_)) && e.is_transient(),
+            "{e:?}"
+        );
+
+        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(matches!(map_error("get", timed_out), HostError::Timeout(_)));
+
+        let wrongtype = redis::make_extension_error(
+            "WRONGTYPE".into(),
+            Some("Operation against a key holding the wrong kind of value".into()),
+        );
+        let e = map_error("incr-by `k`", wrongtype);
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.starts_with("incr-by `k`")),
+            "{e:?}"
+        );
+        assert!(!e.is_transient());
+
+        let parse = RedisError::from((RedisErrorKind::UnexpectedReturnType, "not a number"));
+        assert!(matches!(map_error("get", parse), HostError::Other(_)));
+    }
+}

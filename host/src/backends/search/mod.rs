@@ -1,0 +1,645 @@
+//! Elasticsearch (`polyhost:platform/search`), scoped to granted index patterns.
+//!
+//! The host holds one client (its HTTP connection pool inside, with a request timeout);
+//! each plugin's [`Client`] is a clone of it bound to the plugin's patterns, with a semaphore
+//! bounding its calls in flight.
+//!
+//! Every call is checked before a request is sent ([`scope`]): the index (or every element
+//! of the index pattern) must lie inside the grant, bodies must be JSON objects without
+//! scripts or references to documents of other indices, and templates must keep their
+//! patterns and aliases inside the grant. Documents are parsed and re-serialised, so a
+//! document's text can never inject a line into a `_bulk` request.
+//!
+//! HTTP statuses map to error kinds in [`map_status`]: 400 `invalid`, 401/403 `denied`,
+//! 404 `not-found` (but `get` answers `none` and `delete` `false`), 409 `conflict`, 408,
+//! 429 and 5xx `unavailable`; a failed connection is `unavailable`, a request past the
+//! client's timeout `timeout`.
+
+pub mod scope;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use elasticsearch::http::Url;
+use elasticsearch::http::request::JsonBody;
+use elasticsearch::http::response::Response;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{
+    IndicesGetIndexTemplateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts,
+};
+use elasticsearch::{
+    BulkParts, CountParts, DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use super::Settings;
+use crate::bindings::polyhost::platform::search::{BulkItem, Hit, Host, SearchResult};
+use crate::error::{HostError, with_timeout};
+use crate::state::{HostState, PluginEnv};
+
+/// `grants.search`: the index patterns a plugin may touch.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Index patterns, `*` matching any run of characters, e.g. `audit-events-*`.
+    pub indices: Vec<String>,
+}
+
+/// Calls one plugin may have in flight, so that one busy plugin cannot take every pooled
+/// connection (or every search thread of the server) from the others.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// The client's own bound on one request. Host calls are bounded more tightly by the
+/// plugin's host-call timeout; this is the backstop for the connection itself.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The host's one Elasticsearch client.
+#[derive(Debug)]
+pub struct Shared {
+    client: Elasticsearch,
+}
+
+impl Shared {
+    /// Builds the client for `settings.elasticsearch_url` and asks for the cluster's health,
+    /// so that an absent server fails here rather than on a plugin's first call.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        let url = Url::parse(&settings.elasticsearch_url).with_context(|| {
+            format!(
+                "parsing the Elasticsearch URL `{}`",
+                settings.elasticsearch_url
+            )
+        })?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(REQUEST_TIMEOUT)
+            // The server is addressed directly; an HTTP(S)_PROXY meant for downloads must
+            // not capture the host's requests.
+            .disable_proxy()
+            .build()
+            .context("building the Elasticsearch transport")?;
+        let client = Elasticsearch::new(transport);
+        // `_cluster/health` rather than `GET /`: the root endpoint is a module some
+        // distributions (the integration-test zip) leave out.
+        let response = client
+            .cluster()
+            .health(elasticsearch::cluster::ClusterHealthParts::None)
+            .send()
+            .await
+            .context("asking Elasticsearch for its health")?;
+        let status = response.status_code();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            anyhow::bail!("Elasticsearch answered its health check with HTTP {status}: {body}");
+        }
+        Ok(Shared { client })
+    }
+}
+
+/// One plugin's handle on Elasticsearch: a clone of the shared client bound to its patterns.
+#[derive(Debug, Clone)]
+pub struct Client {
+    grants: Arc<[String]>,
+    client: Elasticsearch,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Client {
+    /// Binds `plugin`'s `grant` to the shared client.
+    pub fn new(shared: &Shared, _plugin: &str, grant: &Grant) -> Client {
+        Client {
+            grants: grant.indices.clone().into(),
+            client: shared.client.clone(),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    async fn permit(&self) -> Result<SemaphorePermit<'_>, HostError> {
+        // The semaphore is never closed; an error here is a host bug.
+        self.in_flight
+            .acquire()
+            .await
+            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("search: {e}"))))
+    }
+
+    async fn index(&self, index: &str, id: &str, document: &str) -> Result<(), HostError> {
+        scope::check_index(&self.grants, index)?;
+        check_id(id)?;
+        let doc = parse_document(&format!("index `{index}`/`{id}`"), document)?;
+        let _permit = self.permit().await?;
+        let what = format!("index `{index}`/`{id}`");
+        let sent = self
+            .client
+            .index(IndexParts::IndexId(index, id))
+            .body(doc)
+            .send()
+            .await;
+        expect_success(&what, sent).await.map(drop)
+    }
+
+    async fn bulk_index(&self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
+        // Every item is checked before anything is sent, so nothing half-runs on a refusal.
+        let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(items.len() * 2);
+        for (i, item) in items.iter().enumerate() {
+            let what = format!("bulk-index item {i} (`{}`/`{}`)", item.index, item.id);
+            scope::check_index(&self.grants, &item.index).map_err(|e| scope::prefixed(&what, e))?;
+            check_id(&item.id).map_err(|e| scope::prefixed(&what, e))?;
+            let doc = parse_document(&what, &item.document)?;
+            lines.push(json!({ "index": { "_index": item.index, "_id": item.id } }).into());
+            lines.push(doc.into());
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _permit = self.permit().await?;
+        let sent = self.client.bulk(BulkParts::None).body(lines).send().await;
+        let reply = expect_success("bulk-index", sent).await?;
+        bulk_outcomes(&reply, items.len())
+    }
+
+    async fn get(&self, index: &str, id: &str) -> Result<Option<String>, HostError> {
+        scope::check_index(&self.grants, index)?;
+        check_id(id)?;
+        let _permit = self.permit().await?;
+        let what = format!("get `{index}`/`{id}`");
+        let sent = self.client.get(GetParts::IndexId(index, id)).send().await;
+        // A missing document and a missing index both read as "no such document".
+        let Some(reply) = allow_not_found(expect_success(&what, sent).await)? else {
+            return Ok(None);
+        };
+        if reply.get("found") != Some(&Value::Bool(true)) {
+            return Ok(None);
+        }
+        Ok(Some(
+            reply.get("_source").unwrap_or(&Value::Null).to_string(),
+        ))
+    }
+
+    async fn delete(&self, index: &str, id: &str) -> Result<bool, HostError> {
+        scope::check_index(&self.grants, index)?;
+        check_id(id)?;
+        let _permit = self.permit().await?;
+        let what = format!("delete `{index}`/`{id}`");
+        let sent = self
+            .client
+            .delete(DeleteParts::IndexId(index, id))
+            .send()
+            .await;
+        Ok(allow_not_found(expect_success(&what, sent).await)?
+            .is_some_and(|r| r.get("result").and_then(Value::as_str) == Some("deleted")))
+    }
+
+    async fn search(&self, pattern: &str, body: &str) -> Result<SearchResult, HostError> {
+        let targets = scope::check_target(&self.grants, pattern)?;
+        let what = format!("search `{pattern}`");
+        let mut body = scope::check_query(&self.grants, &what, body)?;
+        // The WIT promises an exact total; without this Elasticsearch stops at 10 000.
+        body["track_total_hits"] = Value::Bool(true);
+        let _permit = self.permit().await?;
+        let sent = self
+            .client
+            .search(SearchParts::Index(&targets))
+            .body(body)
+            .send()
+            .await;
+        let reply = expect_success(&what, sent).await?;
+        search_result(&reply).ok_or_else(|| {
+            HostError::Other(format!(
+                "{what}: unexpected answer from Elasticsearch: {reply}"
+            ))
+        })
+    }
+
+    async fn count(&self, pattern: &str, body: &str) -> Result<u64, HostError> {
+        let targets = scope::check_target(&self.grants, pattern)?;
+        let what = format!("count `{pattern}`");
+        let body = scope::check_query(&self.grants, &what, body)?;
+        let _permit = self.permit().await?;
+        let sent = self
+            .client
+            .count(CountParts::Index(&targets))
+            .body(body)
+            .send()
+            .await;
+        let reply = expect_success(&what, sent).await?;
+        reply.get("count").and_then(Value::as_u64).ok_or_else(|| {
+            HostError::Other(format!(
+                "{what}: unexpected answer from Elasticsearch: {reply}"
+            ))
+        })
+    }
+
+    async fn refresh(&self, pattern: &str) -> Result<(), HostError> {
+        let targets = scope::check_target(&self.grants, pattern)?;
+        let _permit = self.permit().await?;
+        let sent = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&targets))
+            .send()
+            .await;
+        expect_success(&format!("refresh `{pattern}`"), sent)
+            .await
+            .map(drop)
+    }
+
+    async fn put_index_template(&self, name: &str, body: &str) -> Result<(), HostError> {
+        let body = scope::check_template(&self.grants, name, body)?;
+        let what = format!("put-index-template `{name}`");
+        let _permit = self.permit().await?;
+        // Templates share one namespace: replacing one is allowed only when it, too, lies
+        // inside the grant, or a plugin could rewrite another's.
+        let sent = self
+            .client
+            .indices()
+            .get_index_template(IndicesGetIndexTemplateParts::Name(name))
+            .send()
+            .await;
+        if let Some(existing) = allow_not_found(expect_success(&what, sent).await)? {
+            for t in existing["index_templates"].as_array().into_iter().flatten() {
+                for pattern in scope::template_patterns(&t["index_template"])? {
+                    scope::check_target(&self.grants, &pattern).map_err(|_| {
+                        HostError::Denied(format!(
+                            "{what}: it would replace a template for `{pattern}`, outside the search grant"
+                        ))
+                    })?;
+                }
+            }
+        }
+        let sent = self
+            .client
+            .indices()
+            .put_index_template(IndicesPutIndexTemplateParts::Name(name))
+            .body(body)
+            .send()
+            .await;
+        expect_success(&what, sent).await.map(drop)
+    }
+}
+
+/// A document id Elasticsearch can be addressed by in a URL path.
+fn check_id(id: &str) -> Result<(), HostError> {
+    // `.` and `..` would be resolved as path segments: `DELETE /i/_doc/..` is `DELETE /i`.
+    if id.is_empty() || id == "." || id == ".." {
+        Err(HostError::Invalid(format!(
+            "`{id}` is not a usable document id"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A document: a JSON object.
+fn parse_document(what: &str, document: &str) -> Result<Value, HostError> {
+    let doc: Value = serde_json::from_str(document)
+        .map_err(|e| HostError::Invalid(format!("{what}: the document is not JSON: {e}")))?;
+    if !doc.is_object() {
+        return Err(HostError::Invalid(format!(
+            "{what}: a document must be a JSON object"
+        )));
+    }
+    Ok(doc)
+}
+
+/// The answer to a request: its JSON body when the status is a success, else the mapped error.
+async fn expect_success(
+    what: &str,
+    sent: Result<Response, elasticsearch::Error>,
+) -> Result<Value, HostError> {
+    let response = sent.map_err(|e| map_transport(what, &e))?;
+    let status = response.status_code().as_u16();
+    let text = response.text().await.map_err(|e| map_transport(what, &e))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(map_status(what, status, &body))
+    }
+}
+
+/// `not-found` as `None`, for the calls whose WIT answers a miss with a value.
+fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(HostError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `type: reason` of an Elasticsearch error body, or the body itself.
+fn reason(body: &Value) -> String {
+    match body.get("error") {
+        Some(Value::Object(e)) => {
+            let ty = e.get("type").and_then(Value::as_str).unwrap_or("error");
+            let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
+            format!("{ty}: {reason}")
+        }
+        Some(Value::String(s)) => s.clone(),
+        _ => match body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// An HTTP error status of `what` as the host error the plugin sees: the one place
+/// Elasticsearch's answers become error kinds.
+pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
+    let message = format!("{what}: HTTP {status}: {}", reason(body));
+    match status {
+        400 | 405 | 413 | 422 => HostError::Invalid(message),
+        401 | 403 => HostError::Denied(message),
+        404 => HostError::NotFound(message),
+        409 => HostError::Conflict(message),
+        408 | 429 | 500..=599 => HostError::Unavailable(message),
+        _ => HostError::Other(message),
+    }
+}
+
+/// A failure to get an answer at all: a timeout, or a connection that failed.
+fn map_transport(what: &str, error: &elasticsearch::Error) -> HostError {
+    let message = format!("{what}: {error}");
+    if error.is_timeout() {
+        HostError::Timeout(message)
+    } else if error.is_json() {
+        HostError::Other(message)
+    } else {
+        HostError::Unavailable(message)
+    }
+}
+
+/// Per item of a `_bulk` reply: `None` when stored, `Some(reason)` when refused. An item
+/// refused for a transient reason (429, 5xx) fails the whole call as `unavailable`: the
+/// items are keyed by id, so indexing them all again on a retry is harmless.
+pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String>>, HostError> {
+    let items = reply
+        .get("items")
+        .and_then(Value::as_array)
+        .filter(|items| items.len() == expected)
+        .ok_or_else(|| {
+            HostError::Other(format!(
+                "bulk-index: Elasticsearch answered something other than {expected} items: {reply}"
+            ))
+        })?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let result = item.get("index").unwrap_or(item);
+        let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
+        if result.get("error").is_none() && (200..300).contains(&status) {
+            outcomes.push(None);
+            continue;
+        }
+        let why = result.get("error").map_or_else(
+            || format!("HTTP {status}"),
+            |e| reason(&json!({ "error": e })),
+        );
+        if status == 429 || status >= 500 {
+            return Err(HostError::Unavailable(format!(
+                "bulk-index item {i}: HTTP {status}: {why}"
+            )));
+        }
+        outcomes.push(Some(why));
+    }
+    Ok(outcomes)
+}
+
+/// The WIT's search result from a `_search` reply.
+pub fn search_result(reply: &Value) -> Option<SearchResult> {
+    let hits = reply.get("hits")?;
+    let total = hits.pointer("/total/value")?.as_u64()?;
+    let hits = hits
+        .get("hits")?
+        .as_array()?
+        .iter()
+        .map(|h| {
+            Some(Hit {
+                index: h.get("_index")?.as_str()?.to_string(),
+                id: h.get("_id")?.as_str()?.to_string(),
+                score: h.get("_score").and_then(Value::as_f64),
+                source: h.get("_source").unwrap_or(&Value::Null).to_string(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(SearchResult {
+        total,
+        hits,
+        aggregations: reply.get("aggregations").map(Value::to_string),
+    })
+}
+
+/// The plugin's Elasticsearch client, or the error for a plugin without a `search` grant.
+fn client(env: &PluginEnv) -> Result<&Client, HostError> {
+    env.backends
+        .search
+        .as_ref()
+        .ok_or_else(|| super::not_granted("search"))
+}
+
+impl Host for HostState {
+    async fn index(
+        &mut self,
+        index: String,
+        id: String,
+        document: String,
+    ) -> Result<(), HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.index",
+            c.index(&index, &id, &document),
+        )
+        .await
+    }
+
+    async fn bulk_index(&mut self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.bulk-index",
+            c.bulk_index(items),
+        )
+        .await
+    }
+
+    async fn get(&mut self, index: String, id: String) -> Result<Option<String>, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(env.host_call_timeout, "search.get", c.get(&index, &id)).await
+    }
+
+    async fn delete(&mut self, index: String, id: String) -> Result<bool, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.delete",
+            c.delete(&index, &id),
+        )
+        .await
+    }
+
+    async fn search(
+        &mut self,
+        index_pattern: String,
+        body: String,
+    ) -> Result<SearchResult, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.search",
+            c.search(&index_pattern, &body),
+        )
+        .await
+    }
+
+    async fn count(&mut self, index_pattern: String, body: String) -> Result<u64, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.count",
+            c.count(&index_pattern, &body),
+        )
+        .await
+    }
+
+    async fn refresh(&mut self, index_pattern: String) -> Result<(), HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.refresh",
+            c.refresh(&index_pattern),
+        )
+        .await
+    }
+
+    async fn put_index_template(&mut self, name: String, body: String) -> Result<(), HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        with_timeout(
+            env.host_call_timeout,
+            "search.put-index-template",
+            c.put_index_template(&name, &body),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let body = json!({"error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}, "status": 400});
+        let e = map_status("index `a`/`1`", 400, &body);
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m == "index `a`/`1`: HTTP 400: mapper_parsing_exception: failed to parse"),
+            "{e:?}"
+        );
+        assert!(matches!(
+            map_status("x", 403, &Value::Null),
+            HostError::Denied(_)
+        ));
+        assert!(matches!(
+            map_status("x", 404, &Value::Null),
+            HostError::NotFound(_)
+        ));
+        assert!(matches!(
+            map_status("x", 409, &Value::Null),
+            HostError::Conflict(_)
+        ));
+        for transient in [429, 500, 502, 503, 504] {
+            let e = map_status("x", transient, &Value::Null);
+            assert!(
+                matches!(e, HostError::Unavailable(_)) && e.is_transient(),
+                "{transient}"
+            );
+        }
+        assert!(matches!(
+            map_status("x", 418, &Value::Null),
+            HostError::Other(_)
+        ));
+    }
+
+    #[test]
+    fn misses_become_values() {
+        assert!(
+            allow_not_found(Err(HostError::NotFound("x".into())))
+                .unwrap()
+                .is_none()
+        );
+        assert!(allow_not_found(Err(HostError::Invalid("x".into()))).is_err());
+    }
+
+    #[test]
+    fn ids_that_are_path_segments_are_refused() {
+        for bad in ["", ".", ".."] {
+            assert!(
+                matches!(check_id(bad), Err(HostError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(check_id("ev-1").is_ok());
+        assert!(check_id("a/b").is_ok());
+    }
+
+    #[test]
+    fn documents_must_be_objects() {
+        assert!(parse_document("d", r#"{"a":1}"#).is_ok());
+        assert!(matches!(
+            parse_document("d", "[1]"),
+            Err(HostError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_document("d", "{"),
+            Err(HostError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn bulk_items_report_each_refusal() {
+        let reply = json!({"errors": true, "items": [
+            {"index": {"_index": "a", "_id": "1", "status": 201, "result": "created"}},
+            {"index": {"_index": "a", "_id": "2", "status": 400,
+                       "error": {"type": "document_parsing_exception", "reason": "bad field"}}},
+        ]});
+        assert_eq!(
+            bulk_outcomes(&reply, 2).unwrap(),
+            vec![
+                None,
+                Some("document_parsing_exception: bad field".to_string())
+            ]
+        );
+        assert!(matches!(bulk_outcomes(&reply, 3), Err(HostError::Other(_))));
+        let busy = json!({"items": [{"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}}]});
+        assert!(matches!(
+            bulk_outcomes(&busy, 1),
+            Err(HostError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn search_replies_become_results() {
+        let reply = json!({
+            "hits": {"total": {"value": 12, "relation": "eq"}, "hits": [
+                {"_index": "a", "_id": "1", "_score": 1.5, "_source": {"x": 1}},
+                {"_index": "a", "_id": "2", "_score": null, "_source": {"x": 2}},
+            ]},
+            "aggregations": {"by": {"buckets": []}}
+        });
+        let r = search_result(&reply).unwrap();
+        assert_eq!(r.total, 12);
+        assert_eq!(r.hits.len(), 2);
+        assert_eq!(r.hits[0].score, Some(1.5));
+        assert_eq!(r.hits[1].score, None);
+        assert_eq!(r.hits[1].source, r#"{"x":2}"#);
+        assert_eq!(r.aggregations.as_deref(), Some(r#"{"by":{"buckets":[]}}"#));
+        assert!(search_result(&json!({"took": 1})).is_none());
+    }
+}

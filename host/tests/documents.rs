@@ -1,0 +1,503 @@
+//! The documents backend (`polyhost:platform/documents`) against the real server: the
+//! `documents-probe` plugin runs scripts of calls with their expected results, and each test
+//! then reads back with the mongodb driver what the server really holds.
+//!
+//! Needs MongoDB (FerretDB here, `cargo xtask services up`) and the test plugins (`cargo
+//! xtask plugins`); fails, rather than skips, without them. Each test works in a database of
+//! its own, granted to its plugin, and drops it afterwards.
+
+#[allow(dead_code)]
+mod common;
+mod harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use common::{CLIENT_TIMEOUT, Service, unique_name, with_cleanup, within};
+use futures::{AsyncReadExt as _, TryStreamExt as _};
+use harness::{runtime, test_plugin};
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{ClientOptions, GridFsBucketOptions};
+use polyhost::backends::{Settings, documents};
+use polyhost::manifest::PluginSpec;
+use polyhost::runtime::{LoadedPlugin, Runtime};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// The collections and bucket every test's plugin is granted.
+const COLLECTIONS: [&str; 2] = ["videos", "channels"];
+const BUCKET: &str = "thumbnails";
+
+/// A test's database, its native handle and the probe plugin granted it.
+struct Fixture {
+    mongodb: Service,
+    db: mongodb::Database,
+    plugin: Arc<LoadedPlugin>,
+    // Keeps the engine and connections alive as long as the plugin.
+    _runtime: Runtime,
+}
+
+impl Fixture {
+    /// Runs `script`'s steps in the plugin and fails with its list of mismatches.
+    async fn run(&self, script: Value) -> Result<()> {
+        harness::run_script(&self.plugin, &script).await
+    }
+
+    fn coll(&self, name: &str) -> mongodb::Collection<Document> {
+        self.db.collection(name)
+    }
+
+    /// Every document of `name`, by `_id`.
+    async fn all(&self, name: &str) -> Result<Vec<Document>> {
+        let cursor = within(
+            &self.mongodb,
+            format!("reading {name}"),
+            self.coll(name).find(doc! {}).sort(doc! { "_id": 1 }),
+        )
+        .await?;
+        within(
+            &self.mongodb,
+            format!("reading {name}"),
+            cursor.try_collect(),
+        )
+        .await
+    }
+
+    async fn collection_names(&self) -> Result<Vec<String>> {
+        within(
+            &self.mongodb,
+            "listing collections",
+            self.db.list_collection_names(),
+        )
+        .await
+    }
+}
+
+/// Connects natively, loads the probe granted a fresh database, runs `body`, and drops the
+/// database whatever happened.
+async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
+    let mongodb = Service::mongodb();
+    let mut options = within(
+        &mongodb,
+        "parsing the connection string",
+        ClientOptions::parse(&mongodb.url),
+    )
+    .await?;
+    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
+    options.connect_timeout = Some(CLIENT_TIMEOUT);
+    let client = mongodb::Client::with_options(options)
+        .with_context(|| format!("{mongodb}: building the client"))?;
+    within(
+        &mongodb,
+        "ping",
+        client.database("admin").run_command(doc! { "ping": 1 }),
+    )
+    .await?;
+    let db = client.database(&unique_name("docs"));
+
+    let rt = runtime();
+    let mut spec = PluginSpec::new("documents-probe", test_plugin("documents-probe"));
+    spec.subscribe = vec!["t".into()];
+    spec.grants.documents = Some(documents::Grant {
+        database: db.name().to_string(),
+        collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+        buckets: vec![BUCKET.to_string()],
+    });
+    spec.limits.host_call_timeout_ms = 10_000;
+    spec.limits.call_timeout_ms = 60_000;
+    let plugin = rt
+        .load(&spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("{mongodb}: loading the probe: {e}"))?;
+
+    let mut fixture = Fixture {
+        mongodb: mongodb.clone(),
+        db,
+        plugin,
+        _runtime: rt,
+    };
+    with_cleanup(&mut fixture, body, async |f| {
+        within(&f.mongodb, "dropping the test database", f.db.drop()).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn crud_calls_store_and_return_what_they_say() -> Result<()> {
+    with_fixture(async |f| {
+        f.run(json!({"steps": [
+            {"call": "insert", "collection": "videos",
+             "doc": {"_id": "v1", "title": "Big Buck Bunny", "views": 10, "tags": ["animation"]},
+             "expect": {"ok": "v1"}},
+            {"call": "insert", "collection": "videos", "doc": {"title": "Sintel", "views": 5},
+             "expect": {"ok": {"$oid": "*"}}},
+            {"call": "insert", "collection": "videos",
+             "doc": {"_id": "v3", "title": "Tears of Steel", "views": 7,
+                     "at": {"$date": "2024-01-02T03:04:05Z"}},
+             "expect": {"ok": "v3"}},
+            {"call": "insert", "collection": "videos", "doc": {"_id": "v1"},
+             "expect": {"err": "conflict", "transient": false}},
+            {"call": "count", "collection": "videos", "filter": {}, "expect": {"ok": 3}},
+            {"call": "count", "collection": "videos", "filter": {"views": {"$gte": 7}},
+             "expect": {"ok": 2}},
+            {"call": "find", "collection": "videos", "filter": {"views": {"$gte": 5}},
+             "options": {"sort": {"views": -1}, "projection": {"title": 1, "_id": 0},
+                         "skip": 1, "limit": 1},
+             "expect": {"ok": [{"title": "Tears of Steel"}]}},
+            {"call": "find", "collection": "videos", "filter": {},
+             "options": {"sort": {"views": 1}, "projection": {"views": 1, "_id": 0}},
+             "expect": {"ok": [{"views": 5}, {"views": 7}, {"views": 10}]}},
+            {"call": "find", "collection": "videos", "filter": {}, "options": {"limit": 0},
+             "expect": {"ok": []}},
+            {"call": "find-one", "collection": "videos", "filter": {"_id": "v3"},
+             "expect": {"ok": {"_id": "v3", "title": "Tears of Steel", "views": 7,
+                               "at": {"$date": "2024-01-02T03:04:05Z"}}}},
+            {"call": "find-one", "collection": "videos", "filter": {"_id": "nope"},
+             "expect": {"ok": null}},
+            {"call": "update", "collection": "videos", "filter": {"_id": "v1"},
+             "update": {"$inc": {"views": 1}, "$addToSet": {"tags": "cc-by"}},
+             "expect": {"ok": {"matched": 1, "modified": 1, "upserted_id": null}}},
+            {"call": "update", "collection": "videos", "filter": {"views": {"$lt": 100}},
+             "update": {"$set": {"public": true}}, "many": true,
+             "expect": {"ok": {"matched": 3, "modified": 3, "upserted_id": null}}},
+            {"call": "update", "collection": "videos", "filter": {"views": {"$lt": 100}},
+             "update": {"$set": {"checked": true}},
+             "expect": {"ok": {"matched": 1, "modified": 1, "upserted_id": null}}},
+            {"call": "update", "collection": "videos", "filter": {"_id": "v4"},
+             "update": {"$set": {"title": "Cosmos Laundromat"}}, "upsert": true,
+             "expect": {"ok": {"matched": 0, "modified": 0, "upserted_id": "v4"}}},
+            {"call": "upsert", "collection": "videos", "filter": {"_id": "v5"},
+             "replacement": {"title": "Elephants Dream", "views": 1},
+             "expect": {"ok": {"matched": 0, "modified": 0, "upserted_id": "v5"}}},
+            {"call": "upsert", "collection": "videos", "filter": {"_id": "v5"},
+             "replacement": {"title": "Elephants Dream", "views": 2},
+             "expect": {"ok": {"matched": 1, "modified": 1, "upserted_id": null}}},
+            {"call": "delete", "collection": "videos", "filter": {"_id": "v4"},
+             "expect": {"ok": 1}},
+            {"call": "delete", "collection": "videos", "filter": {"title": "Sintel"},
+             "expect": {"ok": 1}},
+            {"call": "delete", "collection": "videos", "filter": {"_id": "none"},
+             "expect": {"ok": 0}},
+            {"call": "insert", "collection": "channels", "doc": {"_id": 1, "kind": "x"}},
+            {"call": "insert", "collection": "channels", "doc": {"_id": 2, "kind": "x"}},
+            {"call": "insert", "collection": "channels", "doc": {"_id": 3, "kind": "y"}},
+            {"call": "delete", "collection": "channels", "filter": {"kind": "x"}, "many": true,
+             "expect": {"ok": 2}},
+        ]}))
+        .await?;
+
+        let videos = f.all("videos").await?;
+        let ids: Vec<_> = videos.iter().map(|d| d.get("_id").cloned()).collect();
+        ensure!(
+            ids == [Some("v1".into()), Some("v3".into()), Some("v5".into())],
+            "videos: {videos:?}"
+        );
+        let v1 = &videos[0];
+        ensure!(v1.get_i32("views")? == 11, "v1: {v1}");
+        ensure!(
+            v1.get_array("tags")? == &vec![Bson::from("animation"), Bson::from("cc-by")],
+            "v1: {v1}"
+        );
+        ensure!(v1.get_bool("public")?, "v1: {v1}");
+        let v3 = &videos[1];
+        ensure!(
+            v3.get_datetime("at")?.try_to_rfc3339_string()? == "2024-01-02T03:04:05Z",
+            "the $date arrived as a BSON date: {v3}"
+        );
+        let v5 = &videos[2];
+        ensure!(
+            *v5 == doc! { "_id": "v5", "title": "Elephants Dream", "views": 2 },
+            "the upsert replaced the whole document: {v5}"
+        );
+        let channels = f.all("channels").await?;
+        ensure!(
+            channels == [doc! { "_id": 3, "kind": "y" }],
+            "channels: {channels:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bulk_write_runs_ops_in_order_and_honours_ordered() -> Result<()> {
+    with_fixture(async |f| {
+        f.run(json!({"steps": [
+            {"call": "bulk-write", "collection": "videos", "ordered": true, "ops": [
+                {"insert": {"_id": "b1", "n": 0}},
+                {"insert": {"_id": "b2", "n": 0}},
+                {"update": {"filter": {"_id": "b1"}, "update": {"$set": {"n": 1}}}},
+                {"replace": {"filter": {"_id": "b2"}, "replacement": {"x": 2}}},
+                {"replace": {"filter": {"_id": "b3"}, "replacement": {"x": 3}, "upsert": true}},
+                {"update": {"filter": {"_id": "b4"}, "update": {"$set": {"x": 4}},
+                            "upsert": true}},
+                {"delete": {"filter": {"_id": "b2"}}},
+                {"insert": {"_id": "b5"}},
+                {"update": {"filter": {}, "update": {"$set": {"seen": true}}, "many": true}},
+                {"delete": {"filter": {"_id": {"$in": ["b5", "nope"]}}, "many": true}},
+            ], "expect": {"ok": {"inserted": 3, "matched": 6, "modified": 6, "deleted": 2,
+                                 "upserted": 2}}},
+            // Ordered: stops at the duplicate, so c2 is never written.
+            {"call": "bulk-write", "collection": "channels", "ordered": true, "ops": [
+                {"insert": {"_id": "c1"}},
+                {"insert": {"_id": "c1"}},
+                {"insert": {"_id": "c2"}},
+                {"delete": {"filter": {"_id": "c1"}}},
+            ], "expect": {"err": "conflict"}},
+            // Unordered: the duplicate fails, everything else runs.
+            {"call": "bulk-write", "collection": "channels", "ordered": false, "ops": [
+                {"insert": {"_id": "d1"}},
+                {"insert": {"_id": "c1"}},
+                {"insert": {"_id": "d2"}},
+                {"update": {"filter": {"_id": "d1"}, "update": {"$set": {"ok": true}}}},
+            ], "expect": {"err": "conflict"}},
+            // Ordered, failing in a non-insert op (the server refuses to change an `_id`).
+            {"call": "bulk-write", "collection": "channels", "ordered": true, "ops": [
+                {"insert": {"_id": "f1"}},
+                {"update": {"filter": {"_id": "d2"}, "update": {"$set": {"_id": "zz"}}}},
+                {"insert": {"_id": "f2"}},
+            ], "expect": {"err": "invalid"}},
+            // A malformed op fails the whole call before anything is written.
+            {"call": "bulk-write", "collection": "channels", "ordered": false, "ops": [
+                {"insert": {"_id": "e1"}},
+                {"update": {"filter": {"_id": "e1"}, "update": {"x": 1}}},
+            ], "expect": {"err": "invalid"}},
+            {"call": "bulk-write", "collection": "channels", "ordered": false, "ops": [
+                {"insert": {"_id": "e2"}},
+                {"delete": {"filter": {"$where": "true"}}},
+            ], "expect": {"err": "denied"}},
+            {"call": "bulk-write", "collection": "channels", "ordered": true, "ops": [],
+             "expect": {"ok": {"inserted": 0, "matched": 0, "modified": 0, "deleted": 0,
+                               "upserted": 0}}},
+        ]}))
+        .await?;
+
+        let videos = f.all("videos").await?;
+        let expected = [
+            doc! { "_id": "b1", "n": 1, "seen": true },
+            doc! { "_id": "b3", "x": 3, "seen": true },
+            doc! { "_id": "b4", "x": 4, "seen": true },
+        ];
+        ensure!(videos == expected, "videos: {videos:?}");
+        let channels = f.all("channels").await?;
+        let expected = [
+            doc! { "_id": "c1" },
+            doc! { "_id": "d1", "ok": true },
+            doc! { "_id": "d2" },
+            doc! { "_id": "f1" },
+        ];
+        ensure!(channels == expected, "channels: {channels:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// `len` bytes that are not all alike, from `seed`.
+fn bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[tokio::test]
+async fn blobs_round_trip_their_bytes_and_sha256() -> Result<()> {
+    with_fixture(async |f| {
+        let first = bytes(6_000, 1);
+        let second = bytes(300_000, 2); // more than one GridFS chunk (255 KiB)
+        let small = bytes(700, 3);
+        let info = |id: &str, ty: &str, data: &[u8], meta: Value| {
+            json!({"id": id, "content_type": ty, "length": data.len(), "sha256": sha256(data),
+                   "metadata": meta})
+        };
+        let v1_first = info("v1.png", "image/png", &first, json!({"w": 320, "h": 180}));
+        let v1_second = info("v1.png", "image/webp", &second, json!({"w": 1280}));
+        let v2 = info("v2.png", "image/png", &small, json!({}));
+        let empty = info("empty", "text/plain", &[], json!({"note": "nothing"}));
+        f.run(json!({"steps": [
+            {"call": "stat-blob", "bucket": BUCKET, "id": "v1.png", "expect": {"ok": null}},
+            {"call": "get-blob", "bucket": BUCKET, "id": "v1.png", "expect": {"ok": null}},
+            {"call": "delete-blob", "bucket": BUCKET, "id": "v1.png", "expect": {"ok": false}},
+            {"call": "put-blob", "bucket": BUCKET, "id": "v1.png", "content_type": "image/png",
+             "data_hex": hex::encode(&first), "metadata": {"w": 320, "h": 180},
+             "expect": {"ok": v1_first}},
+            {"call": "stat-blob", "bucket": BUCKET, "id": "v1.png", "expect": {"ok": v1_first}},
+            {"call": "get-blob", "bucket": BUCKET, "id": "v1.png",
+             "expect": {"ok": {"info": v1_first, "data_hex": hex::encode(&first)}}},
+            {"call": "put-blob", "bucket": BUCKET, "id": "v1.png", "content_type": "image/webp",
+             "data_hex": hex::encode(&second), "metadata": {"w": 1280},
+             "expect": {"ok": v1_second}},
+            {"call": "get-blob", "bucket": BUCKET, "id": "v1.png",
+             "expect": {"ok": {"info": v1_second, "data_hex": hex::encode(&second)}}},
+            {"call": "put-blob", "bucket": BUCKET, "id": "v2.png", "content_type": "image/png",
+             "data_hex": hex::encode(&small), "metadata": {}, "expect": {"ok": v2}},
+            {"call": "put-blob", "bucket": BUCKET, "id": "empty", "content_type": "text/plain",
+             "data_hex": "", "metadata": {"note": "nothing"}, "expect": {"ok": empty}},
+            {"call": "get-blob", "bucket": BUCKET, "id": "empty",
+             "expect": {"ok": {"info": empty, "data_hex": ""}}},
+            {"call": "delete-blob", "bucket": BUCKET, "id": "v2.png", "expect": {"ok": true}},
+            {"call": "delete-blob", "bucket": BUCKET, "id": "v2.png", "expect": {"ok": false}},
+            {"call": "stat-blob", "bucket": BUCKET, "id": "v2.png", "expect": {"ok": null}},
+            {"call": "put-blob", "bucket": BUCKET, "id": "bad", "content_type": "x/y",
+             "data_hex": "00", "metadata": "[1]", "expect": {"err": "invalid"}},
+        ]}))
+        .await?;
+
+        // Natively: one revision per live blob (the first v1.png was replaced), its bytes
+        // and the host's fields as stored, and no chunk left of any removed revision.
+        let bucket = f.db.gridfs_bucket(
+            GridFsBucketOptions::builder()
+                .bucket_name(BUCKET.to_string())
+                .build(),
+        );
+        let files: Vec<_> = within(
+            &f.mongodb,
+            "listing blobs",
+            bucket.find(doc! {}).sort(doc! { "filename": 1 }),
+        )
+        .await?
+        .try_collect()
+        .await?;
+        let names: Vec<_> = files.iter().map(|f| f.filename.clone()).collect();
+        ensure!(
+            names == [Some("empty".to_string()), Some("v1.png".to_string())],
+            "blob files: {names:?}"
+        );
+        for (file, data, ty) in [
+            (&files[0], &[][..], "text/plain"),
+            (&files[1], &second[..], "image/webp"),
+        ] {
+            let mut stream = within(
+                &f.mongodb,
+                "opening a blob",
+                bucket.open_download_stream(file.id.clone()),
+            )
+            .await?;
+            let mut stored = Vec::new();
+            stream.read_to_end(&mut stored).await?;
+            ensure!(
+                stored == data,
+                "{:?}: the stored bytes differ",
+                file.filename
+            );
+            let meta = file.metadata.clone().unwrap_or_default();
+            ensure!(
+                meta.get_str("sha256")? == sha256(data) && meta.get_str("contentType")? == ty,
+                "{:?}: metadata {meta}",
+                file.filename
+            );
+        }
+        let chunks = within(
+            &f.mongodb,
+            "counting chunks",
+            f.coll(&format!("{BUCKET}.chunks")).count_documents(doc! {}),
+        )
+        .await?;
+        ensure!(
+            chunks == second.len().div_ceil(255 * 1024) as u64,
+            "{chunks} chunks"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn calls_outside_the_grant_or_carrying_code_never_reach_the_server() -> Result<()> {
+    with_fixture(async |f| {
+        within(
+            &f.mongodb,
+            "seeding videos",
+            f.coll("videos")
+                .insert_one(doc! { "_id": "v1", "views": 1 }),
+        )
+        .await?;
+        let where_filter = json!({"$where": "this.views == 1"});
+        let function = json!({"$expr": {"$function": {
+            "body": "function() { return true; }", "args": [], "lang": "js"}}});
+        f.run(json!({"steps": [
+            {"call": "insert", "collection": "secrets", "doc": {"a": 1},
+             "expect": {"err": "denied", "transient": false}},
+            {"call": "count", "collection": "secrets", "filter": {}, "expect": {"err": "denied"}},
+            {"call": "find", "collection": "secrets", "filter": {}, "expect": {"err": "denied"}},
+            {"call": "find-one", "collection": "secrets", "filter": {},
+             "expect": {"err": "denied"}},
+            {"call": "update", "collection": "secrets", "filter": {}, "upsert": true,
+             "update": {"$set": {"a": 1}}, "expect": {"err": "denied"}},
+            {"call": "upsert", "collection": "secrets", "filter": {}, "replacement": {},
+             "expect": {"err": "denied"}},
+            {"call": "delete", "collection": "secrets", "filter": {}, "expect": {"err": "denied"}},
+            {"call": "bulk-write", "collection": "secrets", "ordered": true,
+             "ops": [{"insert": {"a": 1}}], "expect": {"err": "denied"}},
+            {"call": "put-blob", "bucket": "banners", "id": "b", "content_type": "image/png",
+             "data_hex": "0001", "metadata": {}, "expect": {"err": "denied"}},
+            {"call": "get-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
+            {"call": "stat-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
+            {"call": "delete-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
+            // The bucket's collections are not collections the plugin was granted.
+            {"call": "find", "collection": format!("{BUCKET}.files"), "filter": {},
+             "expect": {"err": "denied"}},
+            {"call": "find", "collection": "videos", "filter": where_filter,
+             "expect": {"err": "denied"}},
+            {"call": "count", "collection": "videos", "filter": function,
+             "expect": {"err": "denied"}},
+            {"call": "update", "collection": "videos", "filter": where_filter,
+             "update": {"$set": {"views": 2}}, "expect": {"err": "denied"}},
+            {"call": "delete", "collection": "videos",
+             "filter": {"$or": [{"views": 1}, {"$where": "true"}]},
+             "expect": {"err": "denied"}},
+            {"call": "find", "collection": "videos", "filter": {},
+             "options": {"sort": {"views": {"$accumulator": {}}}},
+             "expect": {"err": "denied"}},
+            {"call": "insert", "collection": "videos", "doc": "{not json",
+             "expect": {"err": "invalid", "transient": false}},
+            {"call": "insert", "collection": "videos", "doc": "[1, 2]",
+             "expect": {"err": "invalid"}},
+            {"call": "update", "collection": "videos", "filter": {}, "update": {"views": 2},
+             "expect": {"err": "invalid"}},
+            {"call": "upsert", "collection": "videos", "filter": {},
+             "replacement": {"$set": {"views": 2}}, "expect": {"err": "invalid"}},
+            {"call": "find", "collection": "videos", "filter": {"views": {"$nosuchop": 1}},
+             "expect": {"err": "invalid"}},
+            {"call": "count", "collection": "videos", "filter": {}, "expect": {"ok": 1}},
+        ]}))
+        .await?;
+
+        let names = f.collection_names().await?;
+        ensure!(names == ["videos"], "collections: {names:?}");
+        let videos = f.all("videos").await?;
+        ensure!(
+            videos == [doc! { "_id": "v1", "views": 1 }],
+            "videos: {videos:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn connecting_to_an_absent_server_fails_fast() {
+    let settings = Settings {
+        mongodb_uri: "mongodb://127.0.0.1:1".to_string(),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let result = documents::Shared::connect(&settings).await;
+    let error = result.expect_err("no server listens on port 1");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(format!("{error:#}").contains("pinging"), "{error:#}");
+}
