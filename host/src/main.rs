@@ -54,8 +54,23 @@ struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    fn config(&self) -> RuntimeConfig {
+    /// The engine's settings for `manifest`: the instance pool sized to what its plugins may
+    /// run at once (twice over, so a new version can start while the old one finishes), and
+    /// its pool slots to the largest memory limit.
+    fn config(&self, manifest: &Manifest) -> RuntimeConfig {
         let mut c = RuntimeConfig::default();
+        let instances: u32 = manifest
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_instances)
+            .sum();
+        c.max_instances = (instances * 2).max(8);
+        c.max_memory_mb = manifest
+            .plugins
+            .iter()
+            .map(|p| p.limits.memory_mb)
+            .max()
+            .unwrap_or(64);
         if self.no_cache {
             c.cache_dir = None;
         } else if let Some(d) = &self.cache_dir {
@@ -116,7 +131,7 @@ async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let runtime = Runtime::new(
-        args.config(),
+        args.config(&manifest),
         Arc::new(Connections::new(Settings::default())),
     )?;
     let mut failed = false;
@@ -147,7 +162,7 @@ async fn run(path: &Path, settings: Settings, args: &RuntimeArgs) -> Result<Exit
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let runtime = Runtime::new(args.config(), Arc::new(Connections::new(settings)))?;
+    let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
     let mut plugins = Vec::new();
     for spec in &manifest.plugins {
         let p = runtime

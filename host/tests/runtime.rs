@@ -108,6 +108,21 @@ async fn faults_end_the_call_only() {
     }
 }
 
+/// No files, no environment, no sockets: the plugin itself tries each and reports.
+#[tokio::test]
+async fn a_plugin_reaches_no_file_environment_or_socket() {
+    let rt = runtime();
+    let p = rt
+        .load(&spec("faulty", "fault-handler"))
+        .await
+        .expect("load");
+    let out = p
+        .handle(&batch("t"), &[event("s", "sandbox.escape", &json!({}))])
+        .await
+        .expect("handle");
+    assert!(matches!(&out[0], Outcome::Ok), "{out:?}");
+}
+
 #[tokio::test]
 async fn an_ungranted_import_is_refused_at_load_naming_plugin_and_interface() {
     let rt = runtime();

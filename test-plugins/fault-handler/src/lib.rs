@@ -6,6 +6,8 @@
 //! - `fault.stack` — recurses without bound (a stack overflow);
 //! - `fault.wrong-length` — returns one outcome too many;
 //! - `fault.reject` — rejects the event with a reason;
+//! - `sandbox.escape` — tries the environment, the file system and the network, and answers
+//!   `ok` only when all of them are closed to it (else `reject` naming what was open);
 //! - anything else — `ok`.
 
 wit_bindgen::generate!({
@@ -18,6 +20,36 @@ use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
 
 struct Faulty;
+
+/// What a plugin must not reach: each that it can is named in the result.
+fn escape_attempts() -> Vec<&'static str> {
+    let mut open = Vec::new();
+    if std::env::vars_os().next().is_some() {
+        open.push("environment variables");
+    }
+    if std::env::args_os().nth(1).is_some() {
+        open.push("arguments");
+    }
+    for path in ["/", ".", "/etc/passwd", "/proc/self/environ"] {
+        if std::fs::metadata(path).is_ok() || std::fs::read_dir(path).is_ok() {
+            open.push("the file system");
+            break;
+        }
+    }
+    if std::fs::write("escape.txt", b"x").is_ok() {
+        open.push("file creation");
+    }
+    for addr in ["127.0.0.1:5432", "127.0.0.1:6379", "127.0.0.1:9092"] {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            open.push("TCP sockets");
+            break;
+        }
+    }
+    if std::net::UdpSocket::bind("127.0.0.1:0").is_ok() {
+        open.push("UDP sockets");
+    }
+    open
+}
 
 /// Recursion on plain values only, so every frame lives on the wasm call stack (not in
 /// linear memory) and the overflow is the engine's, not an out-of-bounds store.
@@ -54,6 +86,10 @@ impl Guest for Faulty {
                     out.push(Outcome::Ok);
                 }
                 "fault.reject" => out.push(Outcome::Reject(format!("rejected {}", e.id))),
+                "sandbox.escape" => out.push(match escape_attempts() {
+                    open if open.is_empty() => Outcome::Ok,
+                    open => Outcome::Reject(format!("open to the plugin: {}", open.join(", "))),
+                }),
                 _ => out.push(Outcome::Ok),
             }
         }
