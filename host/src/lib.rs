@@ -5,6 +5,7 @@
 //! - [`manifest`]: the plugin manifest (strict TOML).
 //! - [`runtime`]: the wasmtime engine, plugin loading, grants at load, limits, batches.
 //! - [`backends`]: one module per backend, each implementing one WIT interface.
+//! - [`trigger`]: the Kafka consumer loop: batches, offsets, retries, dead letters.
 //! - [`bindings`]: the host side of the WIT contract.
 
 pub mod backends;
@@ -13,3 +14,4 @@ pub mod error;
 pub mod manifest;
 pub mod runtime;
 pub mod state;
+pub mod trigger;

@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load every plugin of a manifest, connect its granted backends, and run it.
+    /// Load every plugin of a manifest, connect its granted backends, and deliver each
+    /// handler its topics from Kafka until SIGINT or SIGTERM (which drains and commits).
     Run {
         /// The plugin manifest.
         #[arg(long, short, default_value = "polyhost.toml")]
@@ -162,6 +163,7 @@ async fn run(path: &Path, settings: Settings, args: &RuntimeArgs) -> Result<Exit
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
+    let brokers = settings.kafka_brokers.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
     let mut plugins = Vec::new();
     for spec in &manifest.plugins {
@@ -170,9 +172,14 @@ async fn run(path: &Path, settings: Settings, args: &RuntimeArgs) -> Result<Exit
             .await
             .with_context(|| format!("loading plugin `{}`", spec.name))?;
         tracing::info!(plugin = %p.name, kind = %p.kind, digest = p.short_digest(), cache = ?p.cache, "plugin loaded");
-        plugins.push(p);
+        plugins.push((spec.clone(), p));
     }
-    tracing::info!(plugins = plugins.len(), "all plugins loaded; Ctrl-C stops");
-    tokio::signal::ctrl_c().await?;
+    tracing::info!(
+        plugins = plugins.len(),
+        "all plugins loaded; consuming until SIGINT or SIGTERM"
+    );
+    polyhost::trigger::run_until_signalled(polyhost::trigger::TriggerConfig::new(brokers), plugins)
+        .await?;
+    tracing::info!("drained and committed; exiting");
     Ok(ExitCode::SUCCESS)
 }

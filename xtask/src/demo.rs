@@ -10,9 +10,9 @@ pub fn run() -> Result<()> {
     services::up()?;
     plugins::run(&plugins::Args::default())?;
     eprintln!(
-        "xtask: starting polyhost with polyhost.toml. It loads, checks and links every plugin \
-         and connects its granted backends; consuming events from Kafka (the trigger) and the \
-         platform's domain logic are not built yet. Ctrl-C stops it."
+        "xtask: starting polyhost with polyhost.toml: every handler consumes its topics. The \
+         generator driver and the platform's domain logic are not built yet, so nothing \
+         produces events; Ctrl-C drains and stops it."
     );
     cmd::run(cmd::cargo().args([
         "run",

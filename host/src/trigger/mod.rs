@@ -1,0 +1,526 @@
+//! The Kafka trigger: delivers each handler plugin's topics to it in batches, with
+//! at-least-once delivery, retries, dead letters, per-partition order and a graceful drain.
+//!
+//! - One consumer group per plugin ([`crate::manifest::PluginSpec::group_id`]), so one
+//!   slow or failing plugin never holds another back.
+//! - A dispatcher task reads the plugin's consumer and routes each record to its
+//!   partition's worker (the private `partition` module); workers run concurrently, and
+//!   the plugin's own semaphore (`max_instances`) bounds the instances in flight. A worker
+//!   that falls behind (retrying, or a slow plugin) gets its partition paused, so nothing
+//!   spins and nothing piles up; it is resumed once the worker has caught up.
+//! - Offsets: `enable.auto.offset.store=false`; a worker stores an offset only when its
+//!   event and every event fetched before it in the partition are final ([`offsets`]);
+//!   `enable.auto.commit` commits stored offsets periodically; the rebalance callback
+//!   lets the revoked partitions' in-flight batches finish and commits; shutdown drains
+//!   and commits.
+//! - Outcomes: `ok` is final; `reject`, an invalid CloudEvent ([`cloudevent`]) and a
+//!   permanent batch failure go to `polyhost.dlq.<plugin>` ([`dlq`]) and are final once
+//!   the broker acknowledges them; `retry` and transient failures are handed over again,
+//!   with capped exponential backoff and jitter ([`backoff`]), for as long as it takes.
+//!   Only the events not yet final are handed over again, in offset order. A batch of
+//!   several events that fails permanently as a whole (a trap, a timeout) is handed over
+//!   again one event at a time, so only the culprit is dead-lettered.
+//! - The plugin version is read at each batch ([`Trigger::replace`] swaps it at a batch
+//!   boundary without touching the consumer).
+
+pub mod backoff;
+pub mod cloudevent;
+pub mod dlq;
+pub mod offsets;
+mod partition;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use self::backoff::Backoff;
+use self::dlq::DeadLetters;
+use self::offsets::PartitionProgress;
+use self::partition::{Done, Worker, WorkerHandle};
+use crate::manifest::{Kind, PluginSpec};
+use crate::runtime::LoadedPlugin;
+
+/// How the trigger runs, beyond each plugin's manifest limits.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// How often stored offsets are committed (`auto.commit.interval.ms`).
+    pub commit_interval: Duration,
+    /// The consumer's `session.timeout.ms`: how soon a dead host's partitions move on.
+    pub session_timeout: Duration,
+    /// Waits between retries of an event, and of an unacknowledged dead letter.
+    pub backoff: Backoff,
+    /// How long a revocation waits for the revoked partitions' batches to finish.
+    pub revoke_timeout: Duration,
+    /// How long shutdown waits for in-flight and queued batches before giving up on them
+    /// (they are not stored, so they are redelivered after a restart).
+    pub drain_timeout: Duration,
+    /// A partition is paused once this many batches' worth of records (and at least
+    /// [`TriggerConfig::queued_records`]) wait for its worker, and resumed once half as
+    /// many do. Resuming costs a fetch round trip, so the queue must last longer than one.
+    pub queued_batches: usize,
+    /// The fewest records a partition's queue holds before the partition is paused.
+    pub queued_records: usize,
+}
+
+impl TriggerConfig {
+    /// Defaults for `brokers`.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        TriggerConfig {
+            brokers: brokers.into(),
+            commit_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            revoke_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+            queued_batches: 4,
+            queued_records: 1024,
+        }
+    }
+}
+
+/// What became of one event: reported to the observer, if any (tests, metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// Where the record was.
+    pub topic: String,
+    /// Where the record was.
+    pub partition: i32,
+    /// Where the record was.
+    pub offset: i64,
+    /// The CloudEvent id, when the record was a valid CloudEvent.
+    pub id: Option<String>,
+    /// Its final outcome.
+    pub disposition: Disposition,
+    /// How many times it was handed to the plugin.
+    pub attempts: u32,
+}
+
+/// An event's final outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The plugin answered `ok`.
+    Ok,
+    /// Sent to the dead-letter topic, for this reason.
+    DeadLettered(String),
+}
+
+/// Why the trigger could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// A Kafka client failed.
+    #[error("plugin `{plugin}`: kafka: {source}")]
+    Kafka {
+        plugin: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// A generator has no topics to consume.
+    #[error("plugin `{0}` is a generator: the trigger delivers only to handlers")]
+    NotAHandler(String),
+}
+
+type Registry = Arc<Mutex<HashMap<(String, i32), WorkerHandle>>>;
+
+/// What a plugin's dispatcher and workers share.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    plugin: RwLock<Arc<LoadedPlugin>>,
+    pub(crate) consumer: Arc<StreamConsumer<RebalanceContext>>,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) config: TriggerConfig,
+    pub(crate) observer: Option<mpsc::UnboundedSender<Processed>>,
+}
+
+impl Shared {
+    /// The plugin version the next batch runs on (a hot swap replaces it between batches).
+    pub(crate) fn plugin(&self) -> Arc<LoadedPlugin> {
+        self.plugin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn pause_at(&self) -> usize {
+        (self.plugin().limits.batch_size.max(1) as usize * self.config.queued_batches.max(1))
+            .max(self.config.queued_records)
+    }
+
+    pub(crate) fn resume_below(&self) -> usize {
+        self.pause_at() / 2
+    }
+}
+
+/// The consumer's context: on revocation, stops the revoked partitions' workers, waits
+/// (bounded) for their in-flight batches, and commits what they stored.
+pub struct RebalanceContext {
+    plugin: String,
+    registry: Registry,
+    revoke_timeout: Duration,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let mut dones = Vec::new();
+                {
+                    let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                    for e in tpl.elements() {
+                        if let Some(h) = registry.remove(&(e.topic().to_string(), e.partition())) {
+                            let _ = h.revoked.send(true);
+                            dones.push(h.done.clone());
+                            // Dropping the sender lets the worker see the end of its queue.
+                        }
+                    }
+                }
+                let limit = self.revoke_timeout;
+                let wait = || {
+                    let deadline = std::time::Instant::now() + limit;
+                    for d in &dones {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if !d.wait(left) {
+                            tracing::warn!(plugin = %self.plugin, "a revoked partition's batch did not finish in time; it will be redelivered");
+                        }
+                    }
+                };
+                // The callback runs inside the dispatcher's poll: let the runtime move
+                // other tasks (the workers being waited for) off this thread.
+                match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                    Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                        tokio::task::block_in_place(wait)
+                    }
+                    _ => wait(),
+                }
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                    && !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+                {
+                    tracing::warn!(plugin = %self.plugin, error = %e, "commit on revocation failed");
+                }
+                tracing::info!(plugin = %self.plugin, partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(plugin = %self.plugin, partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(plugin = %self.plugin, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+/// The trigger of every handler plugin of a host.
+#[derive(Debug)]
+pub struct Trigger {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), TriggerError>>,
+    plugins: HashMap<String, Arc<Shared>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trigger {
+    /// Starts consuming for every handler plugin with topics to subscribe to.
+    pub async fn start(
+        config: TriggerConfig,
+        plugins: Vec<(PluginSpec, Arc<LoadedPlugin>)>,
+        observer: Option<mpsc::UnboundedSender<Processed>>,
+    ) -> Result<Trigger, TriggerError> {
+        let (stop, stopping) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut shared = HashMap::new();
+        for (spec, plugin) in plugins {
+            if spec.kind != Kind::Handler || spec.subscribe.is_empty() {
+                continue;
+            }
+            let consumer = PluginConsumer::new(&config, &spec, plugin, observer.clone()).await?;
+            shared.insert(spec.name.clone(), consumer.shared.clone());
+            tasks.spawn(consumer.run(stopping.clone()));
+        }
+        Ok(Trigger {
+            stop,
+            tasks,
+            plugins: shared,
+        })
+    }
+
+    /// Hot swap: the next batch of `plugin.name`'s partitions runs on `plugin`; batches in
+    /// flight finish on the version they started with. The consumer is untouched: no
+    /// rebalance, no gap, no repeat. Returns the version replaced, or `None` (and changes
+    /// nothing) when the trigger runs no plugin of that name.
+    pub fn replace(&self, plugin: Arc<LoadedPlugin>) -> Option<Arc<LoadedPlugin>> {
+        let shared = self.plugins.get(&plugin.name)?;
+        let mut slot = shared.plugin.write().unwrap_or_else(|e| e.into_inner());
+        Some(std::mem::replace(&mut *slot, plugin))
+    }
+
+    /// Stops fetching, lets in-flight and queued batches finish, commits, and returns
+    /// the first error any plugin's consumer met.
+    pub async fn shutdown(mut self) -> Result<(), TriggerError> {
+        let _ = self.stop.send(true);
+        let mut first = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            match r {
+                Ok(Err(e)) if first.is_ok() => first = Err(e),
+                Err(e) => tracing::error!(error = %e, "a plugin consumer panicked"),
+                _ => {}
+            }
+        }
+        first
+    }
+}
+
+/// Runs the trigger until SIGINT or SIGTERM, then drains: stops fetching, lets in-flight
+/// and queued batches finish (bounded by [`TriggerConfig::drain_timeout`] per plugin),
+/// commits, and returns. What `polyhost run` calls once every plugin is loaded.
+pub async fn run_until_signalled(
+    config: TriggerConfig,
+    plugins: Vec<(PluginSpec, Arc<LoadedPlugin>)>,
+) -> Result<(), TriggerError> {
+    let trigger = Trigger::start(config, plugins, None).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received: draining");
+    trigger.shutdown().await
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// One plugin's consumer and its workers.
+struct PluginConsumer {
+    shared: Arc<Shared>,
+    registry: Registry,
+}
+
+impl PluginConsumer {
+    async fn new(
+        config: &TriggerConfig,
+        spec: &PluginSpec,
+        plugin: Arc<LoadedPlugin>,
+        observer: Option<mpsc::UnboundedSender<Processed>>,
+    ) -> Result<Self, TriggerError> {
+        if spec.kind != Kind::Handler {
+            return Err(TriggerError::NotAHandler(spec.name.clone()));
+        }
+        let kafka = |source| TriggerError::Kafka {
+            plugin: spec.name.clone(),
+            source,
+        };
+        let registry: Registry = Arc::default();
+        let context = RebalanceContext {
+            plugin: spec.name.clone(),
+            registry: registry.clone(),
+            revoke_timeout: config.revoke_timeout,
+        };
+        let consumer: StreamConsumer<RebalanceContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", spec.group_id())
+            .set("client.id", format!("polyhost-{}", spec.name))
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval.as_millis().to_string(),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .create_with_context(context)
+            .map_err(kafka)?;
+        let dead_letters = DeadLetters::new(&config.brokers, &spec.name).map_err(kafka)?;
+        ensure_topic(&config.brokers, dead_letters.topic())
+            .await
+            .map_err(kafka)?;
+        let topics: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(kafka)?;
+        tracing::info!(plugin = %spec.name, group = %spec.group_id(), topics = ?spec.subscribe, "consuming");
+        Ok(PluginConsumer {
+            shared: Arc::new(Shared {
+                name: spec.name.clone(),
+                plugin: RwLock::new(plugin),
+                consumer: Arc::new(consumer),
+                dead_letters,
+                config: config.clone(),
+                observer,
+            }),
+            registry,
+        })
+    }
+
+    /// Routes records to partition workers until told to stop, then drains and commits.
+    async fn run(self, mut stopping: watch::Receiver<bool>) -> Result<(), TriggerError> {
+        let mut workers = JoinSet::new();
+        let consumer = self.shared.consumer.clone();
+        let for_workers = stopping.clone();
+        {
+            let mut stream = consumer.stream();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stopping.wait_for(|s| *s) => break,
+                    next = stream.next() => match next {
+                        None => break,
+                        Some(Err(e)) => {
+                            tracing::warn!(plugin = %self.shared.name, error = %e, "kafka consumer error");
+                        }
+                        Some(Ok(m)) => self.route(m.detach(), &for_workers, &mut workers),
+                    },
+                }
+                // Reap finished workers so the set does not grow with every rebalance.
+                while workers.try_join_next().is_some() {}
+            }
+        }
+        // Stop fetching: close every queue, so each worker finishes what it holds and ends.
+        let handles: Vec<WorkerHandle> = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        drop(handles);
+        let drained = tokio::time::timeout(self.shared.config.drain_timeout, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(plugin = %self.shared.name, "drain timed out; unfinished events will be redelivered");
+            workers.abort_all();
+        }
+        let result = match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(source) => Err(TriggerError::Kafka {
+                plugin: self.shared.name.clone(),
+                source,
+            }),
+        };
+        tracing::info!(plugin = %self.shared.name, "consumer drained and committed");
+        result
+    }
+
+    /// Hands a record to its partition's worker, starting one if needed, and pauses the
+    /// partition when the worker is too far behind.
+    fn route(
+        &self,
+        m: rdkafka::message::OwnedMessage,
+        stopping: &watch::Receiver<bool>,
+        workers: &mut JoinSet<()>,
+    ) {
+        let key = (m.topic().to_string(), m.partition());
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = registry.entry(key.clone()).or_insert_with(|| {
+            tracing::debug!(plugin = %self.shared.name, topic = %key.0, partition = key.1, offset = m.offset(), "partition worker started");
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (revoked_tx, revoked) = watch::channel(false);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let paused = Arc::new(Mutex::new(false));
+            let done = Arc::new(Done::default());
+            let worker = Worker {
+                shared: self.shared.clone(),
+                topic: key.0.clone(),
+                partition: key.1,
+                rx,
+                queued: queued.clone(),
+                paused: paused.clone(),
+                revoked,
+                stopping: stopping.clone(),
+                done: done.clone(),
+                progress: PartitionProgress::default(),
+            };
+            workers.spawn(worker.run());
+            WorkerHandle {
+                tx,
+                queued,
+                paused,
+                revoked: revoked_tx,
+                done,
+            }
+        });
+        let queued = handle.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        if handle.tx.send(m).is_err() {
+            handle.queued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        if queued >= self.shared.pause_at() {
+            let mut paused = handle.paused.lock().unwrap_or_else(|e| e.into_inner());
+            if !*paused {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&key.0, key.1);
+                match self.shared.consumer.pause(&tpl) {
+                    Ok(()) => *paused = true,
+                    Err(e) => {
+                        tracing::warn!(plugin = %self.shared.name, topic = %key.0, partition = key.1, error = %e, "cannot pause partition")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Creates `topic` (one partition) unless it exists.
+async fn ensure_topic(brokers: &str, topic: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! One partition's worker: takes the records the dispatcher routes to it, in order, makes
+//! batches of them (up to the plugin's `batch_size`, waiting up to `batch_wait_ms`), hands
+//! each batch to the plugin, settles every event (ok, dead-lettered, or retried with
+//! backoff until it is one of the two), and stores the offset of the contiguous final
+//! prefix. Partitions run concurrently; the plugin's own semaphore bounds instances.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
+use tokio::sync::{mpsc, watch};
+
+use super::cloudevent::{self, RecordMeta};
+use super::dlq::Letter;
+use super::offsets::PartitionProgress;
+use super::{Disposition, Processed, Shared};
+use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
+
+/// Set when a worker ends, however it ends; the rebalance callback waits on it.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `limit` for the worker to end; `false` if it did not.
+    pub(crate) fn wait(&self, limit: Duration) -> bool {
+        let guard = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, limit, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// What the dispatcher and the rebalance callback hold of a worker.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) tx: mpsc::UnboundedSender<OwnedMessage>,
+    /// Records routed to the worker and not yet taken into a batch.
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Whether the partition is paused because the worker is behind.
+    pub(crate) paused: Arc<Mutex<bool>>,
+    /// Set on revocation: take no new batch, give up retrying, end.
+    pub(crate) revoked: watch::Sender<bool>,
+    pub(crate) done: Arc<Done>,
+}
+
+/// Sets [`Done`] when dropped, so a panicking or aborted worker still reports.
+struct DoneGuard(Arc<Done>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+pub(crate) struct Worker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) rx: mpsc::UnboundedReceiver<OwnedMessage>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) paused: Arc<Mutex<bool>>,
+    pub(crate) revoked: watch::Receiver<bool>,
+    pub(crate) stopping: watch::Receiver<bool>,
+    pub(crate) done: Arc<Done>,
+    pub(crate) progress: PartitionProgress,
+}
+
+/// One record of a batch and where it stands.
+struct Slot {
+    record: OwnedMessage,
+    /// `Err(reason)` when it is not a valid CloudEvent.
+    event: Result<Event, String>,
+    settled: bool,
+    /// How many times it was handed to the plugin.
+    handed: u32,
+}
+
+/// What one hand-over left to do.
+enum Round {
+    /// Every event of it is final.
+    Settled,
+    /// Some are to be retried, after a backoff.
+    Retry,
+    /// It failed permanently as a whole: hand its events over one at a time.
+    Split,
+}
+
+/// Why a batch was left unsettled.
+enum Abandon {
+    Revoked,
+    Stopping,
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self) {
+        let _done = DoneGuard(self.done.clone());
+        let limits = self.shared.plugin().limits;
+        let size = limits.batch_size.max(1) as usize;
+        let wait = Duration::from_millis(limits.batch_wait_ms);
+        loop {
+            let Some(first) = self.rx.recv().await else {
+                break; // the dispatcher is done with this partition: drained
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < size {
+                match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                            Ok(Some(m)) => batch.push(m),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            self.took(batch.len());
+            if *self.revoked.borrow() {
+                tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, "partition revoked: worker ends");
+                break;
+            }
+            if self.process(batch).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Counts records out of the queue, and resumes the partition once the worker caught up.
+    fn took(&self, n: usize) {
+        let left = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if *paused && left <= self.shared.resume_below() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, self.partition);
+            match self.shared.consumer.resume(&tpl) {
+                Ok(()) => *paused = false,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, error = %e, "cannot resume partition")
+                }
+            }
+        }
+    }
+
+    /// Settles every event of `records`: `Err` when the worker must stop with some unsettled.
+    async fn process(&mut self, records: Vec<OwnedMessage>) -> Result<(), Abandon> {
+        let mut slots: Vec<Slot> = records
+            .into_iter()
+            .filter(|m| self.progress.fetched(m.offset()))
+            .map(|record| {
+                let event = cloudevent::parse(record.payload(), meta(&record));
+                Slot {
+                    record,
+                    event,
+                    settled: false,
+                    handed: 0,
+                }
+            })
+            .collect();
+
+        // Not CloudEvents: dead-lettered without reaching the plugin.
+        for slot in &mut slots {
+            if let Err(reason) = &slot.event {
+                let reason = reason.clone();
+                self.dead_letter(&slot.record, &reason, 0).await?;
+                slot.settled = true;
+                self.settle(slot, Disposition::DeadLettered(reason), 0);
+            }
+        }
+
+        let mut attempt: u32 = 0;
+        // After a permanent failure of a batch of several events (a trap, a timeout, a
+        // wrong-length result), the events are handed over one at a time, so that only the
+        // culprit is dead-lettered and the rest of the batch goes on.
+        let mut isolate = false;
+        let mut delay_next = false;
+        loop {
+            let pending: Vec<usize> = (0..slots.len()).filter(|&i| !slots[i].settled).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if delay_next {
+                let delay = self.shared.config.backoff.delay_jittered(attempt);
+                self.pause_for(delay).await?;
+            }
+            let groups: Vec<Vec<usize>> = if isolate {
+                pending.iter().map(|&i| vec![i]).collect()
+            } else {
+                vec![pending]
+            };
+            let mut split = false;
+            delay_next = false;
+            for group in groups {
+                match self.hand_over(&mut slots, &group, attempt).await? {
+                    Round::Settled => {}
+                    Round::Retry => delay_next = true,
+                    Round::Split => split = true,
+                }
+            }
+            if split {
+                isolate = true;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Hands the events `group` of `slots` to the plugin once and settles what it can.
+    async fn hand_over(
+        &mut self,
+        slots: &mut [Slot],
+        group: &[usize],
+        attempt: u32,
+    ) -> Result<Round, Abandon> {
+        let plugin = self.shared.plugin();
+        let events: Vec<Event> = group
+            .iter()
+            .map(|&i| slots[i].event.clone().expect("only events are pending"))
+            .collect();
+        let info = BatchInfo {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            attempt,
+        };
+        for &i in group {
+            slots[i].handed += 1;
+        }
+        tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
+        match plugin.handle(&info, &events).await {
+            Ok(outcomes) => {
+                let mut round = Round::Settled;
+                for (&i, outcome) in group.iter().zip(outcomes) {
+                    let handed = slots[i].handed;
+                    match outcome {
+                        Outcome::Ok => {
+                            slots[i].settled = true;
+                            self.settle(&slots[i], Disposition::Ok, handed);
+                        }
+                        Outcome::Reject(reason) => {
+                            self.dead_letter(&slots[i].record, &reason, handed).await?;
+                            slots[i].settled = true;
+                            self.settle(&slots[i], Disposition::DeadLettered(reason), handed);
+                        }
+                        Outcome::Retry(reason) => {
+                            round = Round::Retry;
+                            tracing::debug!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), attempt, %reason, "event will be retried");
+                        }
+                    }
+                }
+                Ok(round)
+            }
+            Err(failure) if failure.is_permanent() && group.len() > 1 => {
+                tracing::info!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, events = group.len(), reason = %failure, "batch failed permanently: handing its events over one at a time");
+                Ok(Round::Split)
+            }
+            Err(failure) if failure.is_permanent() => {
+                let reason = failure.to_string();
+                let i = group[0];
+                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), %reason, "event failed permanently: dead-lettering it");
+                let handed = slots[i].handed;
+                self.dead_letter(&slots[i].record, &reason, handed).await?;
+                slots[i].settled = true;
+                self.settle(&slots[i], Disposition::DeadLettered(reason), handed);
+                Ok(Round::Settled)
+            }
+            Err(failure) => {
+                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, attempt, reason = %failure, "batch failed transiently: retrying");
+                Ok(Round::Retry)
+            }
+        }
+    }
+
+    /// Publishes a dead letter, retrying with backoff until the broker acknowledges it.
+    async fn dead_letter(
+        &self,
+        record: &OwnedMessage,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), Abandon> {
+        let plugin = self.shared.plugin();
+        let letter = Letter {
+            reason,
+            plugin: &plugin.name,
+            version: &plugin.digest,
+            topic: &self.topic,
+            partition: self.partition,
+            offset: record.offset(),
+            attempts,
+        };
+        let mut tries = 0;
+        loop {
+            match self.shared.dead_letters.publish(record, &letter).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(plugin = %plugin.name, topic = self.shared.dead_letters.topic(), error = %e, tries, "dead letter not acknowledged: retrying");
+                    self.pause_for(self.shared.config.backoff.delay_jittered(tries))
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Marks an event final, stores the offset if the final prefix grew, and reports it.
+    fn settle(&mut self, slot: &Slot, disposition: Disposition, attempts: u32) {
+        let offset = slot.record.offset();
+        if let Some(store) = self.progress.finalize(offset)
+            && let Err(e) = self
+                .shared
+                .consumer
+                .store_offset(&self.topic, self.partition, store)
+        {
+            // After a revocation the partition is someone else's: they will redo it.
+            tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = store, error = %e, "cannot store offset");
+        }
+        if let Some(observer) = &self.shared.observer {
+            let _ = observer.send(Processed {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset,
+                id: slot.event.as_ref().ok().map(|e| e.id.clone()),
+                disposition,
+                attempts,
+            });
+        }
+    }
+
+    /// Waits `delay`, unless the partition is revoked or the host stops first.
+    async fn pause_for(&self, delay: Duration) -> Result<(), Abandon> {
+        let mut revoked = self.revoked.clone();
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = revoked.wait_for(|r| *r) => Err(Abandon::Revoked),
+            _ = stopping.wait_for(|s| *s) => Err(Abandon::Stopping),
+        }
+    }
+}
+
+fn meta(m: &OwnedMessage) -> RecordMeta {
+    RecordMeta {
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,579 @@
+//! The Kafka trigger against the real broker: records produced to a fresh topic reach the
+//! plugin through its own consumer group, every event ends final exactly once as far as
+//! the host can tell, offsets are committed, and permanent failures land in the plugin's
+//! dead-letter topic with their headers.
+//!
+//! Needs Kafka (`cargo xtask services up`) and the test plugins (`cargo xtask plugins`).
+//! Each test uses topics, a plugin name and a group of its own, and deletes its topics.
+
+#[allow(dead_code)]
+mod common;
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use common::{CLIENT_TIMEOUT, Service, unique_name, within};
+use harness::{runtime, test_plugin};
+use polyhost::manifest::PluginSpec;
+use polyhost::trigger::{Disposition, Processed, Trigger, TriggerConfig, dlq};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// Logs to the test's output when `POLYHOST_LOG` is set (e.g. `polyhost=debug`).
+fn logs() {
+    if let Ok(filter) = std::env::var("POLYHOST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+fn config(kafka: &Service) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.url).set(
+        "socket.connection.setup.timeout.ms",
+        CLIENT_TIMEOUT.as_millis().to_string(),
+    );
+    config
+}
+
+/// A test's topic and plugin name, deleted (with the dead-letter topic) on drop of the
+/// body's result.
+struct Fixture {
+    kafka: Service,
+    admin: AdminClient<DefaultClientContext>,
+    topic: String,
+    plugin: String,
+    partitions: i32,
+}
+
+impl Fixture {
+    async fn new(partitions: i32) -> Result<Fixture> {
+        let kafka = Service::kafka();
+        let admin: AdminClient<DefaultClientContext> = config(&kafka).create()?;
+        let topic = unique_name("trig");
+        let created = within(
+            &kafka,
+            format!("creating topic {topic}"),
+            admin.create_topics(
+                &[NewTopic::new(
+                    &topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
+                &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+            ),
+        )
+        .await?;
+        for r in created {
+            if let Err((name, code)) = r {
+                bail!("{kafka}: creating topic {name}: {code}");
+            }
+        }
+        Ok(Fixture {
+            kafka,
+            admin,
+            plugin: unique_name("plugin"),
+            topic,
+            partitions,
+        })
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        let dlq = dlq::topic_for(&self.plugin);
+        let _ = self
+            .admin
+            .delete_topics(
+                &[self.topic.as_str(), dlq.as_str()],
+                &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Produces `(key, value)` records and waits for every acknowledgement.
+    async fn produce(&self, records: &[(String, Vec<u8>)]) -> Result<()> {
+        let producer: FutureProducer = config(&self.kafka)
+            .set("enable.idempotence", "true")
+            .create()?;
+        let sends = records.iter().map(|(k, v)| {
+            producer.send(
+                FutureRecord::to(&self.topic).key(k.as_bytes()).payload(v),
+                Duration::from_secs(10),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).context("producing")?;
+        }
+        Ok(())
+    }
+
+    fn spec(&self, plugin: &str, batch_size: u32) -> PluginSpec {
+        let mut spec = PluginSpec::new(&self.plugin, test_plugin(plugin));
+        spec.subscribe = vec![self.topic.clone()];
+        spec.limits.batch_size = batch_size;
+        spec.limits.max_instances = 2;
+        spec.limits.call_timeout_ms = 1_000;
+        spec
+    }
+
+    /// The group's committed offsets, per partition.
+    async fn committed(&self, group: &str) -> Result<Vec<i64>> {
+        let consumer: BaseConsumer = config(&self.kafka).set("group.id", group).create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let tpl =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(tpl, CLIENT_TIMEOUT))
+                .await??;
+        Ok(tpl
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            })
+            .collect())
+    }
+
+    /// Every record of the dead-letter topic, once it holds `n` (and checks it holds no more).
+    async fn dead_letters(&self, n: usize) -> Result<Vec<OwnedMessage>> {
+        let topic = dlq::topic_for(&self.plugin);
+        let consumer: StreamConsumer = config(&self.kafka)
+            .set("group.id", unique_name("dlqreader"))
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&tpl)?;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let m = within(&self.kafka, format!("reading {topic}"), consumer.recv()).await?;
+            out.push(m.detach());
+        }
+        let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+        ensure!(extra.is_err(), "more than {n} dead letters");
+        Ok(out)
+    }
+}
+
+fn cloudevent(id: &str, ty: &str, n: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/polyhost/tests",
+        "type": ty,
+        "subject": format!("k{}", n % 10),
+        "time": "2026-01-01T00:00:00Z",
+        "data": {"n": n},
+    }))
+    .unwrap()
+}
+
+/// Collects what the trigger reports until `done` says enough, or fails after `limit`.
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Processed>,
+    limit: Duration,
+    done: impl Fn(&[Processed]) -> bool,
+) -> Result<Vec<Processed>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => seen.push(p),
+            Ok(None) => bail!("the trigger stopped reporting"),
+            Err(_) => bail!("timed out with {} events reported", seen.len()),
+        }
+    }
+    Ok(seen)
+}
+
+async fn with_fixture(
+    partitions: i32,
+    body: impl AsyncFnOnce(&Fixture) -> Result<()>,
+) -> Result<()> {
+    logs();
+    let fixture = Fixture::new(partitions).await?;
+    let outcome = body(&fixture).await;
+    let cleaned = fixture.cleanup().await;
+    outcome.and(cleaned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_is_processed_and_committed() -> Result<()> {
+    with_fixture(3, async |f| {
+        const N: usize = 300;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                (
+                    format!("k{}", i % 10),
+                    cloudevent(&format!("e{i}"), "test.ok", i),
+                )
+            })
+            .collect();
+        f.produce(&records).await?;
+
+        let spec = f.spec("noop-handler", 16);
+        let group = spec.group_id();
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let trigger = Trigger::start(
+            TriggerConfig::new(f.kafka.url.clone()),
+            vec![(spec, plugin)],
+            Some(tx),
+        )
+        .await?;
+        let seen = collect(&mut rx, Duration::from_secs(60), |s| {
+            s.iter()
+                .filter_map(|p| p.id.clone())
+                .collect::<BTreeSet<_>>()
+                .len()
+                >= N
+        })
+        .await;
+        trigger.shutdown().await?;
+        let seen = seen?;
+
+        let ids: BTreeSet<_> = seen.iter().filter_map(|p| p.id.clone()).collect();
+        assert_eq!(ids.len(), N);
+        assert!(ids.iter().all(|id| {
+            records
+                .iter()
+                .any(|(_, v)| v == &cloudevent(id, "test.ok", id[1..].parse().unwrap()))
+        }));
+        assert!(seen.iter().all(|p| p.disposition == Disposition::Ok));
+        // Per partition, offsets were reported in order.
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for p in &seen {
+            let prev = last.insert(p.partition, p.offset);
+            assert!(
+                prev.is_none_or(|o| o < p.offset),
+                "out of order in partition {}",
+                p.partition
+            );
+        }
+        let committed = f.committed(&group).await?;
+        assert_eq!(
+            committed.iter().sum::<i64>(),
+            N as i64,
+            "committed {committed:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_rejects_and_traps_are_dead_lettered_and_the_rest_go_on() -> Result<()> {
+    with_fixture(1, async |f| {
+        const N: usize = 40;
+        let mut expected_dead = BTreeMap::new();
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let id = format!("e{i}");
+                let value = match i {
+                    7 => {
+                        expected_dead.insert(i as i64, "not JSON");
+                        b"{not json".to_vec()
+                    }
+                    15 => {
+                        expected_dead.insert(i as i64, "`id` is missing");
+                        br#"{"specversion":"1.0","source":"/t","type":"x"}"#.to_vec()
+                    }
+                    22 => {
+                        expected_dead.insert(i as i64, "trap");
+                        cloudevent(&id, "fault.panic", i)
+                    }
+                    i if i % 10 == 3 => {
+                        expected_dead.insert(i as i64, "rejected");
+                        cloudevent(&id, "fault.reject", i)
+                    }
+                    _ => cloudevent(&id, "test.ok", i),
+                };
+                (format!("k{}", i % 10), value)
+            })
+            .collect();
+        f.produce(&records).await?;
+
+        let spec = f.spec("fault-handler", 8);
+        let group = spec.group_id();
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let digest = plugin.digest.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let trigger = Trigger::start(
+            TriggerConfig::new(f.kafka.url.clone()),
+            vec![(spec, plugin)],
+            Some(tx),
+        )
+        .await?;
+        let seen = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= N).await;
+        trigger.shutdown().await?;
+        let seen = seen?;
+
+        let offsets: BTreeSet<i64> = seen.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets.len(), N, "every record settled once");
+        let dead: BTreeSet<i64> = seen
+            .iter()
+            .filter(|p| matches!(p.disposition, Disposition::DeadLettered(_)))
+            .map(|p| p.offset)
+            .collect();
+        assert_eq!(dead, expected_dead.keys().copied().collect());
+
+        let letters = f.dead_letters(expected_dead.len()).await?;
+        for m in &letters {
+            let headers: BTreeMap<String, String> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let offset: i64 = headers[dlq::ORIGINAL_OFFSET].parse()?;
+            let why = expected_dead
+                .get(&offset)
+                .context("an unexpected dead letter")?;
+            assert!(headers[dlq::REASON].contains(why), "{offset}: {headers:?}");
+            assert_eq!(headers[dlq::PLUGIN], f.plugin);
+            assert_eq!(headers[dlq::VERSION], digest);
+            assert_eq!(headers[dlq::ORIGINAL_TOPIC], f.topic);
+            assert_eq!(headers[dlq::ORIGINAL_PARTITION], "0");
+            assert_eq!(m.payload(), Some(&records[offset as usize].1[..]));
+        }
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_events_are_handed_over_again_and_never_dead_lettered() -> Result<()> {
+    with_fixture(1, async |f| {
+        const N: usize = 20;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let ty = match i {
+                    4 | 11 => "flaky.retry-3",
+                    9 => "flaky.retry-then-reject-2",
+                    _ => "test.ok",
+                };
+                (format!("k{}", i % 10), cloudevent(&format!("e{i}"), ty, i))
+            })
+            .collect();
+        f.produce(&records).await?;
+
+        let spec = f.spec("flaky-handler", 8);
+        let group = spec.group_id();
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        config.backoff.base = Duration::from_millis(10);
+        config.backoff.cap = Duration::from_millis(100);
+        let trigger = Trigger::start(config, vec![(spec, plugin)], Some(tx)).await?;
+        let seen = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= N).await;
+        trigger.shutdown().await?;
+        let seen = seen?;
+
+        let by_offset: BTreeMap<i64, &Processed> = seen.iter().map(|p| (p.offset, p)).collect();
+        assert_eq!(by_offset.len(), N);
+        for o in [4, 11] {
+            assert_eq!(by_offset[&o].disposition, Disposition::Ok);
+            assert_eq!(by_offset[&o].attempts, 4, "three retries, then ok");
+        }
+        assert!(matches!(
+            by_offset[&9].disposition,
+            Disposition::DeadLettered(_)
+        ));
+        assert_eq!(by_offset[&9].attempts, 3);
+        let others = by_offset
+            .values()
+            .filter(|p| ![4, 9, 11].contains(&p.offset))
+            .filter(|p| p.disposition != Disposition::Ok)
+            .count();
+        assert_eq!(others, 0);
+        let letters = f.dead_letters(1).await?;
+        let attempts = letters[0]
+            .headers()
+            .and_then(|hs| hs.iter().find(|h| h.key == dlq::ATTEMPTS))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(attempts.as_deref(), Some("3"));
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        Ok(())
+    })
+    .await
+}
+
+/// Ids of the events reported final.
+fn ids(seen: &[Processed]) -> BTreeSet<String> {
+    seen.iter().filter_map(|p| p.id.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_trigger_commits_what_it_finished_and_a_restart_loses_nothing() -> Result<()> {
+    with_fixture(2, async |f| {
+        const N: usize = 3000;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                (
+                    format!("k{}", i % 10),
+                    cloudevent(&format!("e{i}"), "test.ok", i),
+                )
+            })
+            .collect();
+        f.produce(&records).await?;
+        let spec = f.spec("noop-handler", 8);
+        let group = spec.group_id();
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = TriggerConfig::new(f.kafka.url.clone());
+        let first = Trigger::start(
+            config.clone(),
+            vec![(spec.clone(), plugin.clone())],
+            Some(tx),
+        )
+        .await?;
+        let early = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= 200).await;
+        first.shutdown().await?;
+        let mut before = early?;
+        // What was reported after the stop signal was finished during the drain.
+        while let Ok(p) = rx.try_recv() {
+            before.push(p);
+        }
+        // Every partition's committed offset covers exactly the contiguous prefix reported.
+        let committed = f.committed(&group).await?;
+        for (p, &c) in committed.iter().enumerate() {
+            let offsets: BTreeSet<i64> = before
+                .iter()
+                .filter(|x| x.partition == p as i32)
+                .map(|x| x.offset)
+                .collect();
+            let prefix = (0..).take_while(|o| offsets.contains(o)).count() as i64;
+            assert_eq!(
+                c.max(0),
+                prefix,
+                "partition {p}: committed {c}, reported prefix {prefix}"
+            );
+        }
+        let first_ids = ids(&before);
+        assert!(first_ids.len() < N, "the first run should stop mid-stream");
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let second = Trigger::start(config, vec![(spec, plugin)], Some(tx)).await?;
+        let rest = N - committed.iter().map(|c| c.max(&0)).sum::<i64>() as usize;
+        let after = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= rest).await;
+        second.shutdown().await?;
+        let after = after?;
+        assert_eq!(
+            after.len(),
+            rest,
+            "the restart starts at the committed offsets"
+        );
+        let all: BTreeSet<String> = first_ids.union(&ids(&after)).cloned().collect();
+        assert_eq!(all.len(), N, "nothing lost");
+        assert_eq!(f.committed(&group).await?.iter().sum::<i64>(), N as i64);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_triggers_share_the_partitions_and_one_leaving_loses_nothing() -> Result<()> {
+    with_fixture(4, async |f| {
+        const N: usize = 4000;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                (
+                    format!("k{}", i % 10),
+                    cloudevent(&format!("e{i}"), "test.ok", i),
+                )
+            })
+            .collect();
+        f.produce(&records[..N / 2]).await?;
+        let spec = f.spec("noop-handler", 4);
+        let group = spec.group_id();
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let config = TriggerConfig::new(f.kafka.url.clone());
+
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+        let a = Trigger::start(
+            config.clone(),
+            vec![(spec.clone(), plugin.clone())],
+            Some(tx_a),
+        )
+        .await?;
+        let mut seen = collect(&mut rx_a, Duration::from_secs(60), |s| s.len() >= 100).await?;
+        // B joins: the group rebalances while A is consuming the second half, which
+        // arrives in chunks; once B has processed something, A leaves mid-stream.
+        let b = Trigger::start(config, vec![(spec, plugin)], Some(tx_b)).await?;
+        let production = async {
+            for chunk in records[N / 2..].chunks(200) {
+                f.produce(chunk).await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            anyhow::Ok(())
+        };
+        let handover = async {
+            let by_b = collect(&mut rx_b, Duration::from_secs(60), |s| !s.is_empty()).await;
+            a.shutdown().await?;
+            by_b
+        };
+        let (produced, by_b) = tokio::join!(production, handover);
+        produced?;
+        seen.extend(by_b?);
+        while let Ok(p) = rx_a.try_recv() {
+            seen.push(p);
+        }
+        // Until every id was seen (a set kept as we go: recounting would be quadratic).
+        let mut all = ids(&seen);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        let mut after_a = 0;
+        let rest = async {
+            while all.len() < N {
+                match tokio::time::timeout_at(deadline, rx_b.recv()).await {
+                    Ok(Some(p)) => {
+                        all.extend(p.id.clone());
+                        seen.push(p);
+                        after_a += 1;
+                    }
+                    _ => bail!("timed out with {} of {N} ids", all.len()),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        b.shutdown().await?;
+        rest?;
+        assert_eq!(ids(&seen).len(), N, "nothing lost");
+        assert!(after_a > 0, "A should leave mid-stream");
+        assert_eq!(f.committed(&group).await?.iter().sum::<i64>(), N as i64);
+        eprintln!(
+            "{} reports for {N} events ({} redelivered)",
+            seen.len(),
+            seen.len() - N
+        );
+        Ok(())
+    })
+    .await
+}
