@@ -66,7 +66,14 @@ pub fn run(args: &Args) -> Result<()> {
     let target = cmd::root().join("target");
     for c in &crates {
         let file = format!("{}.wasm", c.name.replace('-', "_"));
-        let built = target.join(TARGET).join(PROFILE).join(&file);
+        // cargo-component builds `wasm32-wasip2` as a wasip1 module and adapts it into a
+        // component, which it writes under the wasip1 folder.
+        let built_target = if args.cargo_component {
+            "wasm32-wasip1"
+        } else {
+            TARGET
+        };
+        let built = target.join(built_target).join(PROFILE).join(&file);
         let out_dir = target.join(c.group);
         fs::create_dir_all(&out_dir)?;
         let out = out_dir.join(&file);
