@@ -68,13 +68,17 @@ pub async fn with_timeout<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, HostError>>,
 ) -> Result<T, HostError> {
-    match tokio::time::timeout(timeout, fut).await {
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(HostError::Timeout(format!(
             "{what} did not finish within {} ms",
             timeout.as_millis()
         ))),
-    }
+    };
+    let backend = what.split('.').next().unwrap_or(what);
+    crate::metrics::global().backend_call(backend, started.elapsed(), result.is_err());
+    result
 }
 
 /// The failure of a `wasi:keyvalue` call.

@@ -8,10 +8,15 @@
 //! - [`trigger`]: the Kafka consumer loop: batches, offsets, retries, dead letters.
 //! - [`bindings`]: the host side of the WIT contract.
 
+pub mod admin;
 pub mod backends;
 pub mod bindings;
 pub mod error;
+pub mod generate;
 pub mod manifest;
+pub mod metrics;
 pub mod runtime;
 pub mod state;
+pub mod supervisor;
 pub mod trigger;
+pub mod watch;

@@ -3,12 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use polyhost::backends::{Connections, Settings};
-use polyhost::manifest::Manifest;
+use polyhost::generate::Pace;
+use polyhost::manifest::{ConfigValue, Kind, Manifest, PluginSpec};
 use polyhost::runtime::{Runtime, RuntimeConfig};
+use polyhost::supervisor::Supervisor;
+use polyhost::trigger::TriggerConfig;
 
 /// Runs a streaming platform's back end as sandboxed WebAssembly plugins.
 #[derive(Parser)]
@@ -30,6 +34,77 @@ enum Command {
         settings: Settings,
         #[command(flatten)]
         runtime: RuntimeArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Reload a plugin when its component file changes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Run one generator plugin of a manifest alone until COUNT events are acknowledged
+    /// by Kafka (idempotent producer, keyed by entity id), then exit.
+    Generate {
+        /// The plugin manifest.
+        #[arg(long, short, default_value = "polyhost.toml")]
+        manifest: PathBuf,
+        /// The generator plugin (default: the manifest's only generator).
+        #[arg(long)]
+        plugin: Option<String>,
+        /// How many events to publish.
+        #[arg(long)]
+        count: u64,
+        /// The seed (default: the manifest's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Events per second; 0 = as fast as Kafka acknowledges (default: the manifest's).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Apply the SQL migrations (sqlx) to `DATABASE_URL`, then let every role a plugin's
+    /// `grants.sql.role` names log in with the host's password (unless its grant names a
+    /// `password_env`).
+    Migrate {
+        /// The migrations folder.
+        #[arg(long, default_value = "migrations")]
+        source: PathBuf,
+        /// The plugin manifest.
+        #[arg(long, short, default_value = "polyhost.toml")]
+        manifest: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Print a running host's plugins: versions, state, counters, lag.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the JSON of `GET /api/plugins` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hot-swap a plugin of a running host to a new version (default: re-read the file its
+    /// manifest entry names), or re-read the whole manifest with `--manifest`.
+    Reload {
+        /// The plugin.
+        #[arg(required_unless_present = "manifest")]
+        plugin: Option<String>,
+        /// Load this component file instead of the manifest's path.
+        #[arg(long, conflicts_with = "manifest")]
+        wasm: Option<PathBuf>,
+        /// Re-read the host's manifest: plugins added, removed or changed.
+        #[arg(long)]
+        manifest: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Return a plugin of a running host to its previous version.
+    Rollback {
+        /// The plugin.
+        plugin: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Validate a manifest and every plugin's imports and exports, connecting to nothing.
     ///
@@ -41,6 +116,14 @@ enum Command {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+}
+
+/// Where the admin API listens (or, for the client commands, where to find it).
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's address.
+    #[arg(long, env = "POLYHOST_ADMIN_ADDR", default_value = polyhost::admin::DEFAULT_ADDR)]
+    admin_addr: std::net::SocketAddr,
 }
 
 /// Engine settings shared by the commands that load plugins.
@@ -113,7 +196,65 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             manifest,
             settings,
             runtime,
-        } => run(&manifest, settings, &runtime).await,
+            admin,
+            watch,
+        } => run(&manifest, settings, &runtime, &admin, watch).await,
+        Command::Generate {
+            manifest,
+            plugin,
+            count,
+            seed,
+            rate,
+            settings,
+            runtime,
+        } => {
+            generate(
+                &manifest,
+                plugin.as_deref(),
+                count,
+                seed,
+                rate,
+                settings,
+                &runtime,
+            )
+            .await
+        }
+        Command::Migrate {
+            source,
+            manifest,
+            settings,
+        } => migrate(&source, &manifest, &settings).await,
+        Command::Status { admin, json } => client::status(&admin.admin_addr, json).await,
+        Command::Reload {
+            plugin,
+            wasm,
+            manifest,
+            admin,
+        } => {
+            if manifest {
+                client::post(&admin.admin_addr, "/api/manifest/reload", None).await
+            } else {
+                let plugin = plugin.unwrap_or_default();
+                let body = match wasm {
+                    Some(w) => Some(serde_json::json!({ "wasm": std::path::absolute(&w)? })),
+                    None => None,
+                };
+                client::post(
+                    &admin.admin_addr,
+                    &format!("/api/plugins/{plugin}/reload"),
+                    body,
+                )
+                .await
+            }
+        }
+        Command::Rollback { plugin, admin } => {
+            client::post(
+                &admin.admin_addr,
+                &format!("/api/plugins/{plugin}/rollback"),
+                None,
+            )
+            .await
+        }
     }
 }
 
@@ -158,28 +299,206 @@ async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
     })
 }
 
-async fn run(path: &Path, settings: Settings, args: &RuntimeArgs) -> Result<ExitCode> {
+async fn run(
+    path: &Path,
+    settings: Settings,
+    args: &RuntimeArgs,
+    admin: &AdminArgs,
+    watch: bool,
+) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
     let brokers = settings.kafka_brokers.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
-    let mut plugins = Vec::new();
-    for spec in &manifest.plugins {
-        let p = runtime
-            .load(spec)
-            .await
-            .with_context(|| format!("loading plugin `{}`", spec.name))?;
-        tracing::info!(plugin = %p.name, kind = %p.kind, digest = p.short_digest(), cache = ?p.cache, "plugin loaded");
-        plugins.push((spec.clone(), p));
-    }
+    let supervisor = Supervisor::start(runtime, &manifest, TriggerConfig::new(brokers)).await?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, server) = polyhost::admin::serve(admin.admin_addr, supervisor.clone(), async {
+        let _ = admin_stopped.await;
+    })
+    .await
+    .with_context(|| format!("cannot serve the admin API on {}", admin.admin_addr))?;
+    let watcher =
+        watch.then(|| polyhost::watch::spawn(supervisor.clone(), Duration::from_millis(250)));
     tracing::info!(
-        plugins = plugins.len(),
+        plugins = manifest.plugins.len(),
+        admin = %addr,
+        watch,
         "all plugins loaded; consuming until SIGINT or SIGTERM"
     );
-    polyhost::trigger::run_until_signalled(polyhost::trigger::TriggerConfig::new(brokers), plugins)
-        .await?;
+    polyhost::trigger::wait_for_signal().await;
+    tracing::info!("signal received: draining");
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    supervisor.shutdown().await?;
+    let _ = stop_admin.send(());
+    let _ = server.await;
     tracing::info!("drained and committed; exiting");
     Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn generate(
+    path: &Path,
+    plugin: Option<&str>,
+    count: u64,
+    seed: Option<u64>,
+    rate: Option<f64>,
+    settings: Settings,
+    args: &RuntimeArgs,
+) -> Result<ExitCode> {
+    let manifest = match load_manifest(path) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let generators: Vec<&PluginSpec> = manifest
+        .plugins
+        .iter()
+        .filter(|p| p.kind == Kind::Generator && plugin.is_none_or(|n| n == p.name))
+        .collect();
+    let mut spec = match generators.as_slice() {
+        [one] => (*one).clone(),
+        [] => anyhow::bail!(
+            "{}: no generator plugin{}",
+            path.display(),
+            plugin.map(|p| format!(" named `{p}`")).unwrap_or_default()
+        ),
+        _ => anyhow::bail!(
+            "{}: several generators; name one with --plugin",
+            path.display()
+        ),
+    };
+    spec.config
+        .insert("total".into(), ConfigValue::Integer(count as i64));
+    if let Some(seed) = seed {
+        spec.config
+            .insert("seed".into(), ConfigValue::Integer(seed as i64));
+    }
+    let mut pace = Pace::from_config(&spec);
+    if let Some(r) = rate {
+        pace.rate = (r > 0.0).then_some(r);
+    }
+    let brokers = settings.kafka_brokers.clone();
+    let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
+    let loaded = runtime
+        .load(&spec)
+        .await
+        .with_context(|| format!("loading plugin `{}`", spec.name))?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        polyhost::trigger::wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    let acked = polyhost::generate::run(
+        &brokers,
+        &spec,
+        loaded,
+        pace,
+        TriggerConfig::new(brokers.clone()).topic_partitions,
+        stopping,
+    )
+    .await?;
+    println!("{acked} events published by `{}`", spec.name);
+    Ok(if acked == count {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("polyhost: the generator ended after {acked} of {count} events");
+        ExitCode::FAILURE
+    })
+}
+
+async fn migrate(source: &Path, path: &Path, settings: &Settings) -> Result<ExitCode> {
+    let manifest = match load_manifest(path) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let n = polyhost::backends::sql::migrate(settings, source, &manifest).await?;
+    println!("migrations applied from {} ({n} in all)", source.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client side of the admin API.
+mod client {
+    use std::net::SocketAddr;
+    use std::process::ExitCode;
+
+    use anyhow::{Context, Result};
+    use polyhost::supervisor::PluginStatus;
+
+    fn url(addr: &SocketAddr, path: &str) -> String {
+        format!("http://{addr}{path}")
+    }
+
+    /// `polyhost status`.
+    pub async fn status(addr: &SocketAddr, json: bool) -> Result<ExitCode> {
+        let r = reqwest::get(url(addr, "/api/plugins"))
+            .await
+            .with_context(|| format!("no polyhost admin API answers on {addr}"))?;
+        let plugins: Vec<PluginStatus> = r.json().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plugins)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<18} {:<9} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8} {:>6}  loaded at",
+            "PLUGIN", "KIND", "VERSION", "PREVIOUS", "PROCESSED", "RETRIED", "DLQ", "LAG", "SWAPS"
+        );
+        for p in plugins {
+            let short = |d: &str| d.get(..12).unwrap_or(d).to_string();
+            let count = if p.kind == "generator" {
+                p.generated
+            } else {
+                p.processed
+            };
+            println!(
+                "{:<18} {:<9} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8} {:>6}  {} ({})",
+                p.name,
+                p.kind,
+                short(&p.digest),
+                p.previous_digest
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or_else(|| "-".into()),
+                count,
+                p.retried,
+                p.dead_lettered,
+                p.lag.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                p.swaps,
+                p.loaded_at,
+                p.state,
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `polyhost reload` / `rollback`: prints the answer; exits 1 with the reason when refused.
+    pub async fn post(
+        addr: &SocketAddr,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ExitCode> {
+        let client = reqwest::Client::new();
+        let mut req = client.post(url(addr, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .with_context(|| format!("no polyhost admin API answers on {addr}"))?;
+        let ok = r.status().is_success();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if ok {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!(
+                "polyhost: refused: {}",
+                v["error"].as_str().unwrap_or("(no reason given)")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -67,7 +67,8 @@ pub struct PluginSpec {
     /// `handler` (default) or `generator`.
     #[serde(default)]
     pub kind: Kind,
-    /// The topics a handler consumes.
+    /// The topics a handler consumes; an entry starting with `^` is a regular expression
+    /// (e.g. `^polyhost\\.dlq\\..*` for every dead-letter topic).
     #[serde(default)]
     pub subscribe: Vec<String>,
     /// The Kafka consumer group; default `polyhost.<name>`.
@@ -355,7 +356,15 @@ impl PluginSpec {
             _ => {}
         }
         for (i, t) in self.subscribe.iter().enumerate() {
-            if !valid_topic(t) {
+            if let Some(pattern) = t.strip_prefix('^') {
+                if pattern.is_empty() {
+                    errors.push(ManifestError::at(
+                        n,
+                        &format!("subscribe[{i}]"),
+                        "a topic pattern (starting with `^`) must not be empty",
+                    ));
+                }
+            } else if !valid_topic(t) {
                 errors.push(ManifestError::at(
                     n,
                     &format!("subscribe[{i}]"),

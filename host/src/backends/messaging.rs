@@ -51,6 +51,20 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether a Kafka broker answers a metadata request.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        use rdkafka::producer::Producer as _;
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(drop)
+        })
+        .await??;
+        Ok(())
+    }
+
     /// The idempotent producer for `KAFKA_BROKERS`. librdkafka dials the brokers in the
     /// background: a broker that is down makes publishes fail as unavailable (and be
     /// retried), rather than stopping the host here.

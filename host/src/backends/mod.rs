@@ -101,6 +101,39 @@ impl Connections {
             ..Default::default()
         }
     }
+
+    /// Pings every backend a plugin has been bound to (the others are not needed): one
+    /// `(backend, Err(reason))` per backend that does not answer within 2 s.
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        async fn probe(
+            name: &'static str,
+            ping: impl std::future::Future<Output = anyhow::Result<()>>,
+        ) -> (&'static str, Result<(), String>) {
+            let r = match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("no answer within 2 s".to_string()),
+            };
+            (name, r)
+        }
+        let mut out = Vec::new();
+        if let Some(c) = self.messaging.get() {
+            out.push(probe("messaging", c.ping()).await);
+        }
+        if let Some(c) = self.sql.get() {
+            out.push(probe("sql", c.ping()).await);
+        }
+        if let Some(c) = self.documents.get() {
+            out.push(probe("documents", c.ping()).await);
+        }
+        if let Some(c) = self.keyvalue.get() {
+            out.push(probe("keyvalue", c.ping()).await);
+        }
+        if let Some(c) = self.search.get() {
+            out.push(probe("search", c.ping()).await);
+        }
+        out
+    }
 }
 
 /// One plugin's backends, each bound to its grant. `None`: not granted.

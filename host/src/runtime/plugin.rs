@@ -1,7 +1,7 @@
 //! A loaded plugin version, and the calls into it: one fresh `Store` per batch.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
@@ -60,6 +60,10 @@ pub struct LoadedPlugin {
     instance: PreInstance,
     permits: Arc<Semaphore>,
     epoch_tick: Duration,
+    /// When this version was loaded.
+    pub loaded_at: std::time::SystemTime,
+    first_batch: OnceLock<Instant>,
+    last_batch: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -91,6 +95,9 @@ impl LoadedPlugin {
             instance: checked.instance,
             permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
             epoch_tick,
+            loaded_at: std::time::SystemTime::now(),
+            first_batch: OnceLock::new(),
+            last_batch: Mutex::new(None),
         }
     }
 
@@ -102,6 +109,16 @@ impl LoadedPlugin {
     /// Instances of this plugin running now.
     pub fn in_flight(&self) -> usize {
         self.limits.max_instances as usize - self.permits.available_permits()
+    }
+
+    /// When the first batch started on this version, if one has.
+    pub fn first_batch_at(&self) -> Option<Instant> {
+        self.first_batch.get().copied()
+    }
+
+    /// When the latest batch started on this version, if one has.
+    pub fn last_batch_at(&self) -> Option<Instant> {
+        *self.last_batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn new_store(&self) -> Store<HostState> {
@@ -144,6 +161,9 @@ impl LoadedPlugin {
             .acquire()
             .await
             .expect("semaphore is never closed");
+        let now = Instant::now();
+        self.first_batch.get_or_init(|| now);
+        *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         let mut store = self.new_store();
         self.arm_deadline(&mut store);
         let call = async {

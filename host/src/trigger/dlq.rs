@@ -30,6 +30,71 @@ pub const ORIGINAL_OFFSET: &str = "polyhost.original.offset";
 /// was, e.g. not a CloudEvent).
 pub const ATTEMPTS: &str = "polyhost.attempts";
 
+/// The prefix of every dead-letter topic.
+pub const TOPIC_PREFIX: &str = "polyhost.dlq.";
+
+/// The CloudEvent type a dead letter is delivered as to a plugin that subscribes to
+/// dead-letter topics (an auditor): a dead letter need not be a CloudEvent itself.
+pub const EVENT_TYPE: &str = "polyhost.dead_letter";
+
+/// A dead-letter record as the event a handler receives: type [`EVENT_TYPE`], id
+/// `dlq-<plugin>-<topic>-<partition>-<offset>` (stable, so a redelivery has the same id),
+/// the dead letter's broker timestamp as its time, and as data a JSON object with the
+/// reason, plugin, version, original topic/partition/offset, attempts, and the original
+/// value as `value` (text) or `value_base64` (when it is not UTF-8).
+pub fn as_event(
+    value: Option<&[u8]>,
+    timestamp_ms: Option<i64>,
+    meta: super::cloudevent::RecordMeta,
+) -> crate::bindings::polyhost::platform::types::Event {
+    use base64::Engine as _;
+    let header = |name: &str| {
+        meta.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let number = |name: &str| header(name).parse::<i64>().ok();
+    let (plugin, topic) = (header(PLUGIN), header(ORIGINAL_TOPIC));
+    let (partition, offset) = (number(ORIGINAL_PARTITION), number(ORIGINAL_OFFSET));
+    let mut data = serde_json::json!({
+        "reason": header(REASON),
+        "plugin": plugin,
+        "version": header(VERSION),
+        "original_topic": topic,
+        "original_partition": partition,
+        "original_offset": offset,
+        "attempts": number(ATTEMPTS),
+    });
+    match value.map(std::str::from_utf8) {
+        Some(Ok(text)) => data["value"] = text.into(),
+        Some(Err(_)) => {
+            data["value_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(value.unwrap_or_default())
+                .into()
+        }
+        None => {}
+    }
+    let id = format!(
+        "dlq-{plugin}-{topic}-{}-{}",
+        partition.unwrap_or(-1),
+        offset.unwrap_or(-1)
+    );
+    crate::bindings::polyhost::platform::types::Event {
+        subject: Some(id.clone()),
+        id,
+        source: format!("/polyhost/{plugin}"),
+        type_: EVENT_TYPE.to_string(),
+        time: timestamp_ms.map(|ms| ms * 1000),
+        data: serde_json::to_vec(&data).expect("a JSON value serialises"),
+        offset: meta.offset,
+        key: meta.key,
+        headers: meta.headers,
+    }
+}
+
 /// Why and where from: what a dead letter's headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter<'a> {

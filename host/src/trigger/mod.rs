@@ -73,6 +73,8 @@ pub struct TriggerConfig {
     pub queued_batches: usize,
     /// The fewest records a partition's queue holds before the partition is paused.
     pub queued_records: usize,
+    /// How many partitions a subscribed topic that does not exist yet is created with.
+    pub topic_partitions: i32,
 }
 
 impl TriggerConfig {
@@ -87,6 +89,7 @@ impl TriggerConfig {
             drain_timeout: Duration::from_secs(20),
             queued_batches: 4,
             queued_records: 1024,
+            topic_partitions: 3,
         }
     }
 }
@@ -227,12 +230,20 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
+/// One plugin's running consumer.
+#[derive(Debug)]
+struct Running {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), TriggerError>>,
+}
+
 /// The trigger of every handler plugin of a host.
 #[derive(Debug)]
 pub struct Trigger {
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<Result<(), TriggerError>>,
-    plugins: HashMap<String, Arc<Shared>>,
+    config: TriggerConfig,
+    observer: Option<mpsc::UnboundedSender<Processed>>,
+    plugins: HashMap<String, Running>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -250,22 +261,54 @@ impl Trigger {
         plugins: Vec<(PluginSpec, Arc<LoadedPlugin>)>,
         observer: Option<mpsc::UnboundedSender<Processed>>,
     ) -> Result<Trigger, TriggerError> {
-        let (stop, stopping) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut shared = HashMap::new();
+        let mut trigger = Trigger {
+            config,
+            observer,
+            plugins: HashMap::new(),
+        };
         for (spec, plugin) in plugins {
             if spec.kind != Kind::Handler || spec.subscribe.is_empty() {
                 continue;
             }
-            let consumer = PluginConsumer::new(&config, &spec, plugin, observer.clone()).await?;
-            shared.insert(spec.name.clone(), consumer.shared.clone());
-            tasks.spawn(consumer.run(stopping.clone()));
+            trigger.add(&spec, plugin).await?;
         }
-        Ok(Trigger {
-            stop,
-            tasks,
-            plugins: shared,
-        })
+        Ok(trigger)
+    }
+
+    /// Starts consuming for one more handler plugin (a manifest reload added it).
+    pub async fn add(
+        &mut self,
+        spec: &PluginSpec,
+        plugin: Arc<LoadedPlugin>,
+    ) -> Result<(), TriggerError> {
+        let consumer =
+            PluginConsumer::new(&self.config, spec, plugin, self.observer.clone()).await?;
+        let (stop, stopping) = watch::channel(false);
+        let shared = consumer.shared.clone();
+        let task = tokio::spawn(consumer.run(stopping));
+        self.plugins
+            .insert(spec.name.clone(), Running { shared, stop, task });
+        Ok(())
+    }
+
+    /// Stops one plugin's consumer: drains it and commits, as a shutdown does.
+    pub async fn remove(&mut self, name: &str) -> Result<bool, TriggerError> {
+        let Some(running) = self.plugins.remove(name) else {
+            return Ok(false);
+        };
+        let _ = running.stop.send(true);
+        match running.task.await {
+            Ok(r) => r.map(|()| true),
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "a plugin consumer panicked");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Whether the trigger runs a consumer for `name`.
+    pub fn runs(&self, name: &str) -> bool {
+        self.plugins.contains_key(name)
     }
 
     /// Hot swap: the next batch of `plugin.name`'s partitions runs on `plugin`; batches in
@@ -273,20 +316,54 @@ impl Trigger {
     /// rebalance, no gap, no repeat. Returns the version replaced, or `None` (and changes
     /// nothing) when the trigger runs no plugin of that name.
     pub fn replace(&self, plugin: Arc<LoadedPlugin>) -> Option<Arc<LoadedPlugin>> {
-        let shared = self.plugins.get(&plugin.name)?;
-        let mut slot = shared.plugin.write().unwrap_or_else(|e| e.into_inner());
+        let running = self.plugins.get(&plugin.name)?;
+        let mut slot = running
+            .shared
+            .plugin
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         Some(std::mem::replace(&mut *slot, plugin))
+    }
+
+    /// The consumer-group lag of `name` on its assigned partitions: for each, the high
+    /// watermark minus the committed offset (or minus the low watermark when nothing is
+    /// committed yet). `None` when the trigger runs no such plugin.
+    pub async fn lag(&self, name: &str) -> Option<Result<i64, KafkaError>> {
+        let consumer = self.plugins.get(name)?.shared.consumer.clone();
+        let lag = tokio::task::spawn_blocking(move || -> Result<i64, KafkaError> {
+            let timeout = Duration::from_secs(2);
+            let assigned = consumer.assignment()?;
+            if assigned.count() == 0 {
+                return Ok(0);
+            }
+            let committed = consumer.committed_offsets(assigned, timeout)?;
+            let mut lag = 0;
+            for e in committed.elements() {
+                let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+                let at = match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => low,
+                };
+                lag += (high - at).max(0);
+            }
+            Ok(lag)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("lag task: {e}"));
+        Some(lag)
     }
 
     /// Stops fetching, lets in-flight and queued batches finish, commits, and returns
     /// the first error any plugin's consumer met.
     pub async fn shutdown(mut self) -> Result<(), TriggerError> {
-        let _ = self.stop.send(true);
+        for running in self.plugins.values() {
+            let _ = running.stop.send(true);
+        }
         let mut first = Ok(());
-        while let Some(r) = self.tasks.join_next().await {
-            match r {
+        for (name, running) in self.plugins.drain() {
+            match running.task.await {
                 Ok(Err(e)) if first.is_ok() => first = Err(e),
-                Err(e) => tracing::error!(error = %e, "a plugin consumer panicked"),
+                Err(e) => tracing::error!(plugin = %name, error = %e, "a plugin consumer panicked"),
                 _ => {}
             }
         }
@@ -376,7 +453,10 @@ impl PluginConsumer {
             .create_with_context(context)
             .map_err(kafka)?;
         let dead_letters = DeadLetters::new(&config.brokers, &spec.name).map_err(kafka)?;
-        ensure_topic(&config.brokers, dead_letters.topic())
+        ensure_topics(&config.brokers, &[dead_letters.topic().to_string()], 1)
+            .await
+            .map_err(kafka)?;
+        ensure_topics(&config.brokers, &spec.subscribe, config.topic_partitions)
             .await
             .map_err(kafka)?;
         let topics: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();
@@ -505,14 +585,27 @@ impl PluginConsumer {
     }
 }
 
-/// Creates `topic` (one partition) unless it exists.
-async fn ensure_topic(brokers: &str, topic: &str) -> Result<(), KafkaError> {
+/// Creates each of `topics` with `partitions` partitions, unless it exists (then it is
+/// left as it is). Topic patterns (starting with `^`) are skipped.
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), KafkaError> {
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .filter(|t| !t.starts_with('^'))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &new,
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;

@@ -14,7 +14,7 @@ use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use tokio::sync::{mpsc, watch};
 
 use super::cloudevent::{self, RecordMeta};
-use super::dlq::Letter;
+use super::dlq::{self, Letter};
 use super::offsets::PartitionProgress;
 use super::{Disposition, Processed, Shared};
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
@@ -161,7 +161,15 @@ impl Worker {
             .into_iter()
             .filter(|m| self.progress.fetched(m.offset()))
             .map(|record| {
-                let event = cloudevent::parse(record.payload(), meta(&record));
+                let event = if self.topic.starts_with(dlq::TOPIC_PREFIX) {
+                    Ok(dlq::as_event(
+                        record.payload(),
+                        record.timestamp().to_millis(),
+                        meta(&record),
+                    ))
+                } else {
+                    cloudevent::parse(record.payload(), meta(&record))
+                };
                 Slot {
                     record,
                     event,
@@ -238,7 +246,19 @@ impl Worker {
             slots[i].handed += 1;
         }
         tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
-        match plugin.handle(&info, &events).await {
+        let started = std::time::Instant::now();
+        let handled = plugin.handle(&info, &events).await;
+        crate::metrics::global()
+            .batch_seconds
+            .get_or_create(&crate::metrics::Metrics::plugin(&self.shared.name))
+            .observe(started.elapsed().as_secs_f64());
+        if attempt > 0 {
+            crate::metrics::global()
+                .retries
+                .get_or_create(&crate::metrics::Metrics::plugin(&self.shared.name))
+                .inc_by(group.len() as u64);
+        }
+        match handled {
             Ok(outcomes) => {
                 let mut round = Round::Settled;
                 for (&i, outcome) in group.iter().zip(outcomes) {
@@ -290,6 +310,12 @@ impl Worker {
         attempts: u32,
     ) -> Result<(), Abandon> {
         let plugin = self.shared.plugin();
+        if self.topic == self.shared.dead_letters.topic() {
+            // A record of the plugin's own dead-letter topic is a dead letter already:
+            // sending it there again would loop.
+            tracing::error!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = record.offset(), %reason, "a dead letter of this plugin failed again; it stays where it is");
+            return Ok(());
+        }
         let letter = Letter {
             reason,
             plugin: &plugin.name,
@@ -325,6 +351,13 @@ impl Worker {
             // After a revocation the partition is someone else's: they will redo it.
             tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = store, error = %e, "cannot store offset");
         }
+        crate::metrics::global().event(
+            &self.shared.name,
+            match &disposition {
+                Disposition::Ok => "ok",
+                Disposition::DeadLettered(_) => "dead_lettered",
+            },
+        );
         if let Some(observer) = &self.shared.observer {
             let _ = observer.send(Processed {
                 topic: self.topic.clone(),

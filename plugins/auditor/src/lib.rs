@@ -1,6 +1,10 @@
-//! S3 auditor: every event of every platform topic → Elasticsearch.
+//! S3 auditor: every event of every platform topic, and every dead letter, as one
+//! Elasticsearch document in the daily index `audit-events-<YYYY.MM.DD>` of its time.
 //!
-//! For now it acknowledges every event; the domain logic comes with the platform.
+//! Per batch: the index template is put (idempotent; see [`template`]), then the whole
+//! batch goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
+//! or replayed event replaces its own document: the indices end the same however often
+//! an event comes.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -8,15 +12,110 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+pub mod document;
+pub mod outcome;
+pub mod template;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use exports::polyhost::platform::handler::Guest;
-use polyhost::platform::types::{BatchInfo, Event, Outcome};
+use polyhost::platform::search::{self, BulkItem};
+use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use wasi::logging::logging::{Level, log};
+
+/// Whether this instance has put the template already. Instances are fresh per batch,
+/// so in practice this is once per batch; should the host ever reuse one, once is enough.
+static TEMPLATE_PUT: AtomicBool = AtomicBool::new(false);
 
 struct Auditor;
 
 impl Guest for Auditor {
-    fn handle(_batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
-        events.iter().map(|_| Outcome::Ok).collect()
+    fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = put_template() {
+            warn(&format!("put-index-template: {}", e.message));
+            return vec![outcome::from_error(&e); events.len()];
+        }
+        let mut outcomes = vec![Outcome::Ok; events.len()];
+        let mut items = Vec::with_capacity(events.len());
+        // Where each item's event is in `events`.
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            if let Some(problem) = document::id_problem(&event.id) {
+                outcomes[i] = Outcome::Reject(problem);
+                continue;
+            }
+            items.push(BulkItem {
+                index: document::index_for(event.time),
+                id: event.id.clone(),
+                document: document::document(&batch.topic, batch.partition, event).to_string(),
+            });
+            positions.push(i);
+        }
+        for (i, o) in positions.into_iter().zip(index_all(&items)) {
+            outcomes[i] = o;
+        }
+        for (event, o) in events.iter().zip(&outcomes) {
+            if let Outcome::Reject(why) = o {
+                warn(&format!("event `{}` rejected: {why}", event.id));
+            }
+        }
+        outcomes
     }
+}
+
+/// Indexes `items` in one `bulk-index`, one outcome per item. When Elasticsearch refuses
+/// the request as a whole as invalid (one bad item can do that), the items are split in
+/// halves and each half indexed the same way, so that only the bad item is rejected, in
+/// about 2·log₂(n) requests rather than n.
+fn index_all(items: &[BulkItem]) -> Vec<Outcome> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    match search::bulk_index(items) {
+        Ok(refusals) if refusals.len() == items.len() => {
+            refusals.into_iter().map(outcome::from_item).collect()
+        }
+        Ok(refusals) => vec![
+            Outcome::Retry(format!(
+                "bulk-index answered {} results for {} documents",
+                refusals.len(),
+                items.len()
+            ));
+            items.len()
+        ],
+        Err(Error {
+            kind: ErrorKind::Invalid,
+            message,
+            ..
+        }) if items.len() > 1 => {
+            warn(&format!(
+                "bulk-index of {} documents refused as a whole ({message}); splitting it",
+                items.len()
+            ));
+            let (first, second) = items.split_at(items.len() / 2);
+            let mut outcomes = index_all(first);
+            outcomes.extend(index_all(second));
+            outcomes
+        }
+        Err(e) => vec![outcome::from_error(&e); items.len()],
+    }
+}
+
+/// Puts the index template unless this instance already has.
+fn put_template() -> Result<(), Error> {
+    if TEMPLATE_PUT.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    search::put_index_template(template::NAME, &template::body().to_string())?;
+    TEMPLATE_PUT.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn warn(message: &str) {
+    log(Level::Warn, "auditor", message);
 }
 
 export!(Auditor);

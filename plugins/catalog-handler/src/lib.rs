@@ -1,6 +1,10 @@
-//! S2.2 catalog-handler: titles, relations and display blobs → MongoDB.
+//! S2.2 catalog-handler: titles, their relations, assets and ratings → MongoDB.
 //!
-//! For now it acknowledges every event; the domain logic comes with the platform.
+//! Handles `streaming.title.*` (topic `streaming.catalog`) and `streaming.rating.submitted`
+//! (topic `streaming.ratings`): one document per title in the collection `titles`, the
+//! assets' bytes in the GridFS bucket `title_assets`. [`event`] parses, [`update`] builds
+//! the documents and explains the idempotency scheme, [`store`] makes the calls, [`order`]
+//! keeps each title's events in order within a batch.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -8,14 +12,87 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+mod event;
+mod order;
+mod store;
+mod update;
+
+use std::time::{Duration, Instant};
+
 use exports::polyhost::platform::handler::Guest;
+use order::Verdict;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
+use wasi::logging::logging::{Level, log};
+
+/// How long a batch may spend applying events before the rest are handed back (`retry`),
+/// so that a batch of slow writes (blobs, a busy server) ends well within the host's
+/// `call_timeout_ms` instead of being cut off. Config key `batch_budget_ms`.
+const DEFAULT_BUDGET: Duration = Duration::from_millis(2_000);
 
 struct CatalogHandler;
 
 impl Guest for CatalogHandler {
-    fn handle(_batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
-        events.iter().map(|_| Outcome::Ok).collect()
+    fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
+        let started = Instant::now();
+        let budget = budget();
+        let verdicts = order::in_key_order(
+            &events,
+            |e| e.subject.as_deref(),
+            |e| {
+                if started.elapsed() > budget {
+                    Verdict::Retry("the batch's time budget is spent".to_string())
+                } else {
+                    handle_one(e)
+                }
+            },
+        );
+        events
+            .iter()
+            .zip(verdicts)
+            .map(|(event, verdict)| match verdict {
+                Verdict::Ok => Outcome::Ok,
+                Verdict::Retry(reason) => {
+                    let message = format!(
+                        "{} ({}): retry (attempt {}): {reason}",
+                        event.id, event.type_, batch.attempt
+                    );
+                    log(Level::Debug, "catalog-handler", &message);
+                    Outcome::Retry(reason)
+                }
+                Verdict::Reject(reason) => {
+                    let message = format!("{} ({}): rejected: {reason}", event.id, event.type_);
+                    log(Level::Warn, "catalog-handler", &message);
+                    Outcome::Reject(reason)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The batch time budget: `batch_budget_ms` from the config, else [`DEFAULT_BUDGET`].
+fn budget() -> Duration {
+    match wasi::config::store::get("batch_budget_ms") {
+        Ok(Some(text)) => match text.trim().parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => {
+                let message = format!("config batch_budget_ms = {text:?} is not a number");
+                log(Level::Warn, "catalog-handler", &message);
+                DEFAULT_BUDGET
+            }
+        },
+        _ => DEFAULT_BUDGET,
+    }
+}
+
+/// Parses and applies one event.
+fn handle_one(event: &Event) -> Verdict {
+    match event::parse(&event.type_, event.subject.as_deref(), &event.data) {
+        Ok(Some(parsed)) => store::apply(&event.id, &parsed),
+        Ok(None) => Verdict::Reject(format!(
+            "catalog-handler does not handle events of type `{}`",
+            event.type_
+        )),
+        Err(reason) => Verdict::Reject(reason),
     }
 }
 

@@ -45,7 +45,8 @@ pub fn prepare(layout: &Layout) -> Result<()> {
              pidfile \"\"\n\
              logfile \"\"\n\
              dir {}\n\
-             save \"\"\n\
+             # snapshot on shutdown (and hourly), so a stop and start keeps the data\n\
+             save 3600 1\n\
              appendonly no\n\
              # keep the configuration path in the process title: `down` checks it\n\
              proc-title-template \"{{title}} {{listen-addr}} {{config-file}}\"\n",

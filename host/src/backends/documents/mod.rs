@@ -75,6 +75,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether the MongoDB-protocol server answers a `ping`.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await?;
+        Ok(())
+    }
+
     /// Builds the client for `settings.mongodb_uri` and pings the server, so that an absent
     /// server fails here, within the server-selection timeout, rather than on a plugin's
     /// first call.

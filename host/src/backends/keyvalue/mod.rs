@@ -71,6 +71,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether Redis answers a `PING`.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
     /// Connects to `settings.redis_url`. An absent server fails here, within the connect
     /// timeout, rather than on a plugin's first call.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {

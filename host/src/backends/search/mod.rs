@@ -63,6 +63,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether Elasticsearch answers, with a cluster that is not red.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let r = self.client.ping().send().await?;
+        anyhow::ensure!(r.status_code().is_success(), "answered {}", r.status_code());
+        Ok(())
+    }
+
     /// Builds the client for `settings.elasticsearch_url` and asks for the cluster's health,
     /// so that an absent server fails here rather than on a plugin's first call.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {

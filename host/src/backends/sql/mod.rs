@@ -67,6 +67,15 @@ struct PoolKey {
 }
 
 impl Shared {
+    /// Whether PostgreSQL answers a query (as the host's own user).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        use sqlx::Connection as _;
+        let mut conn = PgConnection::connect_with(&self.options).await?;
+        conn.execute("SELECT 1").await?;
+        conn.close().await?;
+        Ok(())
+    }
+
     /// Parses `DATABASE_URL`. Nothing is dialled here: each plugin's pool connects on its
     /// first statement, so a database that is briefly down delays events (the calls fail
     /// as unavailable, and are retried) instead of stopping the host.
@@ -529,6 +538,74 @@ fn record_failure<T>(t: &mut Transaction, result: &Result<T, HostError>) {
         t.failed = Some((kind_of(e), e.to_string()));
     }
 }
+
+/// `polyhost migrate`: applies the sqlx migrations of `source` to `DATABASE_URL` (as its
+/// user, the database owner), then, for every plugin whose `grants.sql` names no
+/// `password_env`, lets its role log in with `DATABASE_URL`'s password — the password the
+/// host will use for it. A role must exist (a migration creates it, with its GRANTs).
+/// Returns how many migrations the folder holds.
+pub async fn migrate(
+    settings: &Settings,
+    source: &std::path::Path,
+    manifest: &crate::manifest::Manifest,
+) -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    use sqlx::Connection as _;
+    let options = PgConnectOptions::from_str(&settings.database_url)
+        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .context("cannot connect to DATABASE_URL")?;
+    let migrator = sqlx::migrate::Migrator::new(source)
+        .await
+        .with_context(|| format!("cannot read the migrations in {}", source.display()))?;
+    migrator
+        .run(&mut conn)
+        .await
+        .context("applying the migrations")?;
+    let password = url::Url::parse(&settings.database_url)
+        .ok()
+        .and_then(|u| u.password().map(|p| p.to_string()));
+    for spec in &manifest.plugins {
+        let Some(grant) = &spec.grants.sql else {
+            continue;
+        };
+        if grant.password_env.is_some() {
+            continue;
+        }
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+                .bind(&grant.role)
+                .fetch_one(&mut conn)
+                .await?;
+        anyhow::ensure!(
+            exists,
+            "plugin `{}`: grants.sql.role `{}` does not exist; a migration must create it",
+            spec.name,
+            grant.role
+        );
+        let statement: String = match &password {
+            Some(p) => {
+                sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1, $2)")
+                    .bind(&grant.role)
+                    .bind(p)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN', $1)")
+                    .bind(&grant.role)
+                    .fetch_one(&mut conn)
+                    .await?
+            }
+        };
+        conn.execute(statement.as_str()).await?;
+        tracing::info!(plugin = %spec.name, role = %grant.role, "role may log in");
+    }
+    conn.close().await?;
+    Ok(migrator.iter().count())
+}
+
 
 #[cfg(test)]
 mod tests {

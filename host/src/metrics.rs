@@ -1,0 +1,214 @@
+//! Prometheus metrics, served at `GET /metrics` by the admin API.
+//!
+//! One process-wide registry ([`global`]) built on `prometheus-client` (the Prometheus
+//! project's own Rust client, OpenMetrics text format). Per plugin: events by final outcome,
+//! retries, batch latency, consumer lag, instances in flight, generated events, swaps and
+//! the swap pause; per backend: calls, errors, latency.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels naming a plugin.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// The plugin's manifest name.
+    pub plugin: String,
+}
+
+/// Labels naming a plugin and what became of its events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The plugin's manifest name.
+    pub plugin: String,
+    /// `ok` or `dead_lettered`.
+    pub outcome: String,
+}
+
+/// Labels naming a backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// `sql`, `documents`, `kv`, `keyvalue`, `search`, `messaging`.
+    pub backend: String,
+}
+
+/// Labels of a swap.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwapLabels {
+    /// The plugin's manifest name.
+    pub plugin: String,
+    /// `ok`, `refused` (the new version failed a load check) or `rollback`.
+    pub result: String,
+}
+
+/// Every metric the host exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Events whose outcome is final, by outcome.
+    pub events: Family<OutcomeLabels, Counter>,
+    /// Events handed over again after a `retry` or a transient failure.
+    pub retries: Family<PluginLabel, Counter>,
+    /// Time one batch spends in the plugin (one hand-over).
+    pub batch_seconds: Family<PluginLabel, Histogram>,
+    /// Records on the plugin's assigned partitions not yet final (high watermark minus
+    /// the consumer's position, summed).
+    pub lag: Family<PluginLabel, Gauge>,
+    /// Instances of the plugin running now.
+    pub in_flight: Family<PluginLabel, Gauge>,
+    /// Events a generator produced and the broker acknowledged.
+    pub generated: Family<PluginLabel, Counter>,
+    /// Host calls into a backend.
+    pub backend_calls: Family<BackendLabel, Counter>,
+    /// Host calls into a backend that returned an error.
+    pub backend_errors: Family<BackendLabel, Counter>,
+    /// Latency of host calls into a backend.
+    pub backend_seconds: Family<BackendLabel, Histogram>,
+    /// Hot swaps, by result.
+    pub swaps: Family<SwapLabels, Counter>,
+    /// Time between the last batch started on the old version and the first on the new.
+    pub swap_pause_seconds: Family<PluginLabel, Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency() -> Histogram {
+    // 100 µs … ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("polyhost");
+        let m = Metrics {
+            events: Family::default(),
+            retries: Family::default(),
+            batch_seconds: Family::new_with_constructor(latency),
+            lag: Family::default(),
+            in_flight: Family::default(),
+            generated: Family::default(),
+            backend_calls: Family::default(),
+            backend_errors: Family::default(),
+            backend_seconds: Family::new_with_constructor(latency),
+            swaps: Family::default(),
+            swap_pause_seconds: Family::new_with_constructor(latency),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events",
+            "Events whose outcome is final, by outcome",
+            m.events.clone(),
+        );
+        registry.register(
+            "retries",
+            "Events handed to the plugin again after a retry outcome or a transient failure",
+            m.retries.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time one batch spends in the plugin",
+            m.batch_seconds.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Records on the plugin's assigned partitions past its consumer position",
+            m.lag.clone(),
+        );
+        registry.register(
+            "instances_in_flight",
+            "Instances of the plugin running now",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "generated_events",
+            "Events a generator produced that the broker acknowledged",
+            m.generated.clone(),
+        );
+        registry.register(
+            "backend_calls",
+            "Host calls into a backend",
+            m.backend_calls.clone(),
+        );
+        registry.register(
+            "backend_errors",
+            "Host calls into a backend that returned an error",
+            m.backend_errors.clone(),
+        );
+        registry.register(
+            "backend_call_duration_seconds",
+            "Latency of host calls into a backend",
+            m.backend_seconds.clone(),
+        );
+        registry.register("swaps", "Hot swaps, by result", m.swaps.clone());
+        registry.register(
+            "swap_pause_seconds",
+            "Time between the last batch started on the old version and the first on the new",
+            m.swap_pause_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records one host call into `backend`.
+    pub fn backend_call(&self, backend: &str, took: Duration, failed: bool) {
+        let label = BackendLabel {
+            backend: backend.to_string(),
+        };
+        self.backend_calls.get_or_create(&label).inc();
+        if failed {
+            self.backend_errors.get_or_create(&label).inc();
+        }
+        self.backend_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one final outcome of `plugin`.
+    pub fn event(&self, plugin: &str, outcome: &str) {
+        self.events
+            .get_or_create(&OutcomeLabels {
+                plugin: plugin.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The count of `plugin`'s final outcomes of kind `outcome`.
+    pub fn events_of(&self, plugin: &str, outcome: &str) -> u64 {
+        self.events
+            .get_or_create(&OutcomeLabels {
+                plugin: plugin.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .get()
+    }
+
+    /// A plugin label.
+    pub fn plugin(plugin: &str) -> PluginLabel {
+        PluginLabel {
+            plugin: plugin.to_string(),
+        }
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

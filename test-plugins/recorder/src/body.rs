@@ -1,0 +1,63 @@
+// The recorder's code, shared by `recorder` and `recorder-b`, which differ only in
+// `VERSION` (two builds whose outputs differ, for the hot-swap tests).
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "polyhost:platform/platform-handler",
+    generate_all,
+});
+
+use exports::polyhost::platform::handler::Guest;
+use polyhost::platform::kv::{self, Command};
+use polyhost::platform::types::{BatchInfo, Event, Outcome};
+use wasi::config::store as config;
+
+struct Recorder;
+
+/// The dedupe memory: a day, far longer than any test.
+const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
+
+impl Guest for Recorder {
+    /// Per event, once (apply-once on its id): `HSET <prefix>ids <id> <version>@<topic>/<partition>/<offset>`
+    /// and `INCRBY <prefix>count 1`; then, not deduplicated, `INCRBY <prefix>handled 1`
+    /// (how often events were handed over and succeeded). Config `prefix` (granted), optional `slow_ms` (a
+    /// busy wait per batch, to keep batches in flight) and `fail_type` (events of that type
+    /// are rejected).
+    fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
+        let prefix = config::get("prefix").ok().flatten().unwrap_or_default();
+        let fail_type = config::get("fail_type").ok().flatten();
+        if let Some(ms) = config::get("slow_ms")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+            while std::time::Instant::now() < until {}
+        }
+        events
+            .iter()
+            .map(|e| {
+                if fail_type.as_deref() == Some(e.type_.as_str()) {
+                    return Outcome::Reject(format!("events of type {} are refused", e.type_));
+                }
+                let record = format!(
+                    "{VERSION}@{}/{}/{}",
+                    batch.topic, batch.partition, e.offset
+                );
+                let commands = vec![
+                    Command::Hset((format!("{prefix}ids"), e.id.clone(), record.into_bytes())),
+                    Command::IncrBy((format!("{prefix}count"), 1)),
+                ];
+                match kv::apply_once(&e.id, DEDUPE_TTL_MS, &commands)
+                    .and_then(|_| kv::incr_by(&format!("{prefix}handled"), 1))
+                {
+                    Ok(_) => Outcome::Ok,
+                    Err(err) if err.transient => Outcome::Retry(err.message),
+                    Err(err) => Outcome::Reject(err.message),
+                }
+            })
+            .collect()
+    }
+}
+
+export!(Recorder);
