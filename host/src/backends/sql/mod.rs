@@ -606,7 +606,6 @@ pub async fn migrate(
     Ok(migrator.iter().count())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
