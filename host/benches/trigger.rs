@@ -148,7 +148,10 @@ async fn run() -> anyhow::Result<()> {
             .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
         }
         if next == 0 {
             break;
