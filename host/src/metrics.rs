@@ -179,16 +179,6 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts one final outcome of `plugin`.
-    pub fn event(&self, plugin: &str, outcome: &str) {
-        self.events
-            .get_or_create(&OutcomeLabels {
-                plugin: plugin.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
-    }
-
     /// The count of `plugin`'s final outcomes of kind `outcome`.
     pub fn events_of(&self, plugin: &str, outcome: &str) -> u64 {
         self.events
@@ -203,6 +193,41 @@ impl Metrics {
     pub fn plugin(plugin: &str) -> PluginLabel {
         PluginLabel {
             plugin: plugin.to_string(),
+        }
+    }
+}
+
+/// One handler plugin's series, resolved once (the trigger updates them per event, so it
+/// must not look labels up each time).
+#[derive(Clone, Debug)]
+pub struct PluginSeries {
+    /// Final `ok` outcomes.
+    pub ok: Counter,
+    /// Final dead-lettered outcomes.
+    pub dead_lettered: Counter,
+    /// Events handed over again.
+    pub retries: Counter,
+    /// Time one batch spends in the plugin.
+    pub batch_seconds: Histogram,
+}
+
+impl Metrics {
+    /// `plugin`'s series.
+    pub fn series(&self, plugin: &str) -> PluginSeries {
+        let outcome = |o: &str| {
+            self.events
+                .get_or_create(&OutcomeLabels {
+                    plugin: plugin.to_string(),
+                    outcome: o.to_string(),
+                })
+                .clone()
+        };
+        let label = Metrics::plugin(plugin);
+        PluginSeries {
+            ok: outcome("ok"),
+            dead_lettered: outcome("dead_lettered"),
+            retries: self.retries.get_or_create(&label).clone(),
+            batch_seconds: self.batch_seconds.get_or_create(&label).clone(),
         }
     }
 }

@@ -145,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: DeadLetters,
     pub(crate) config: TriggerConfig,
     pub(crate) observer: Option<mpsc::UnboundedSender<Processed>>,
+    /// The plugin's metric series, resolved once.
+    pub(crate) series: crate::metrics::PluginSeries,
 }
 
 impl Shared {
@@ -470,6 +472,7 @@ impl PluginConsumer {
                 dead_letters,
                 config: config.clone(),
                 observer,
+                series: crate::metrics::global().series(&spec.name),
             }),
             registry,
         })

@@ -248,15 +248,12 @@ impl Worker {
         tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
         let started = std::time::Instant::now();
         let handled = plugin.handle(&info, &events).await;
-        crate::metrics::global()
+        let series = &self.shared.series;
+        series
             .batch_seconds
-            .get_or_create(&crate::metrics::Metrics::plugin(&self.shared.name))
             .observe(started.elapsed().as_secs_f64());
         if attempt > 0 {
-            crate::metrics::global()
-                .retries
-                .get_or_create(&crate::metrics::Metrics::plugin(&self.shared.name))
-                .inc_by(group.len() as u64);
+            series.retries.inc_by(group.len() as u64);
         }
         match handled {
             Ok(outcomes) => {
@@ -351,13 +348,10 @@ impl Worker {
             // After a revocation the partition is someone else's: they will redo it.
             tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = store, error = %e, "cannot store offset");
         }
-        crate::metrics::global().event(
-            &self.shared.name,
-            match &disposition {
-                Disposition::Ok => "ok",
-                Disposition::DeadLettered(_) => "dead_lettered",
-            },
-        );
+        match &disposition {
+            Disposition::Ok => self.shared.series.ok.inc(),
+            Disposition::DeadLettered(_) => self.shared.series.dead_lettered.inc(),
+        };
         if let Some(observer) = &self.shared.observer {
             let _ = observer.send(Processed {
                 topic: self.topic.clone(),
