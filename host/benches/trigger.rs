@@ -10,11 +10,14 @@
 //! 2. **batched write**: the host with `batch-writer` (one `wasi:keyvalue` set-many — a
 //!    Redis `MSET` — per batch) against a native consumer doing the identical `MSET`s of
 //!    up to 256 records.
-//! 3. **swap pause**: the no-op handler under a full-speed stream, swapped 10 times; the
-//!    time between the last batch started on the old version and the first on the new
-//!    (p50/p99/max), and the throughput of that window against a window without swaps.
+//! 3. **swap pause**: the no-op handler under a full-speed stream (three times as long,
+//!    on a topic of its own), swapped 10 times; the time between the last batch started
+//!    on the old version and the first on the new (p50/p99/max), and the throughput of
+//!    that window against a window without swaps (new versions are loaded beforehand).
 //!
 //! Each comparison runs three rounds, alternating host and native, and reports medians.
+//! Rates are timed from each side's first event to its last, so the consumer-group join
+//! (and the host's topic and dead-letter producer set-up) is left out of both.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ use tokio::sync::mpsc;
 const PARTITIONS: i32 = 3;
 const BATCH: usize = 256;
 const ROUNDS: usize = 3;
+/// The swap part reads a stream this many times as long as the others.
+const SWAP_STREAM: usize = 3;
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -83,18 +88,17 @@ async fn run() -> anyhow::Result<()> {
         },
         Arc::new(Connections::new(settings.clone())),
     )?;
+    let noop = plugin_file("noop_handler");
+    // `POLYHOST_BENCH_ONLY=swap` runs the third part alone.
+    if std::env::var("POLYHOST_BENCH_ONLY").as_deref() == Ok("swap") {
+        return swap_pause(&runtime, &brokers, &noop, n).await;
+    }
     let topic = unique("topic");
     create_topic(&brokers, &topic).await?;
     produce(&brokers, &topic, n).await?;
     println!(
         "trigger benchmark: {n} CloudEvents (~300 B) on {PARTITIONS} partitions, batches of {BATCH}, medians of {ROUNDS} rounds\n"
     );
-
-    let noop = plugin_file("noop_handler");
-    // `POLYHOST_BENCH_ONLY=swap` runs the third part alone.
-    if std::env::var("POLYHOST_BENCH_ONLY").as_deref() == Ok("swap") {
-        return swap_pause(&runtime, &brokers, &topic, &noop, n).await;
-    }
 
     // 1. no-op
     let mut host = Vec::new();
@@ -160,13 +164,17 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // 3. swap pause
-    swap_pause(&runtime, &brokers, &topic, &noop, n).await?;
+    delete_topic(&brokers, &topic).await;
+    swap_pause(&runtime, &brokers, &noop, n).await
+}
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
-    Ok(())
+async fn delete_topic(brokers: &str, topic: &str) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create();
+    if let Ok(admin) = admin {
+        let _ = admin.delete_topics(&[topic], &AdminOptions::new()).await;
+    }
 }
 
 fn spec(name: &str, wasm: &PathBuf, topic: &str) -> PluginSpec {
@@ -250,17 +258,18 @@ async fn host_rate(
     n: usize,
 ) -> anyhow::Result<f64> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Processed>();
-    let started = Instant::now();
     let trigger =
         Trigger::start(TriggerConfig::new(brokers), vec![(spec, plugin)], Some(tx)).await?;
+    let mut started = None;
     let mut done = 0;
     while done < n {
         match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
             Ok(Some(_)) => done += 1,
             _ => anyhow::bail!("the host stalled after {done} of {n} events"),
         }
+        started.get_or_insert_with(Instant::now);
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let rate = rate_since(started, n);
     trigger.shutdown().await?;
     Ok(rate)
 }
@@ -273,7 +282,7 @@ async fn native_rate(
     n: usize,
     mut redis: Option<(&mut redis::aio::ConnectionManager, &str)>,
 ) -> anyhow::Result<f64> {
-    let started = Instant::now();
+    let mut started = None;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("native"))
@@ -288,6 +297,7 @@ async fn native_rate(
         let m = tokio::time::timeout(Duration::from_secs(60), stream.next())
             .await?
             .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+        started.get_or_insert_with(Instant::now);
         let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
         consumer.store_offset(m.topic(), m.partition(), m.offset())?;
         done += 1;
@@ -307,17 +317,28 @@ async fn native_rate(
             }
         }
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok(rate_since(started, n))
+}
+
+/// Events per second over a run of `n` events that began (its first event) at `started`:
+/// both sides are timed from their first event, so consumer-group joins are left out.
+fn rate_since(started: Option<Instant>, n: usize) -> f64 {
+    let elapsed = started.expect("at least one event").elapsed().as_secs_f64();
+    (n - 1) as f64 / elapsed
 }
 
 /// Ten swaps under a full-speed stream against a window with none.
 async fn swap_pause(
     runtime: &Runtime,
     brokers: &str,
-    topic: &str,
     noop: &PathBuf,
     n: usize,
 ) -> anyhow::Result<()> {
+    // A longer stream of its own, so that the window lasts long enough to compare rates.
+    let n = n * SWAP_STREAM;
+    let topic = &unique("swap-topic");
+    create_topic(brokers, topic).await?;
+    produce(brokers, topic, n).await?;
     let mut pauses = Vec::new();
     let mut rates = Vec::new();
     for swaps in [0usize, 10] {
@@ -336,6 +357,11 @@ async fn swap_pause(
             rx.recv().await.ok_or_else(|| anyhow::anyhow!("stalled"))?;
             done += 1;
         }
+        // The versions swapped in are loaded beforehand: the window measures the swaps.
+        let mut versions = Vec::new();
+        for _ in 0..swaps {
+            versions.push(runtime.load(&spec).await?);
+        }
         let window = n - n / 10 - n / 20;
         let every = window / (swaps + 1);
         let started = Instant::now();
@@ -347,7 +373,7 @@ async fn swap_pause(
             counted += 1;
             if swaps > 0 && counted == next_swap && swapped.len() < swaps {
                 next_swap += every;
-                let new = runtime.load(&spec).await?;
+                let new = versions.pop().expect("one per swap");
                 let old = trigger.replace(new.clone()).expect("running");
                 swapped.push((old, new));
             }
@@ -360,9 +386,10 @@ async fn swap_pause(
         }
         trigger.shutdown().await?;
     }
+    delete_topic(brokers, topic).await;
     pauses.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| pauses[((pauses.len() - 1) as f64 * p).round() as usize];
-    println!("hot swap under a full-speed stream (no-op handler, 10 swaps)");
+    println!("hot swap under a full-speed stream of {n} events (no-op handler, 10 swaps)");
     println!(
         "  pause   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (target p99 ≤ 10 ms)",
         pct(0.5),

@@ -2,7 +2,11 @@
 //! [`Event`] a handler receives. Anything that is not a valid CloudEvent is refused with a
 //! reason, and the trigger dead-letters it before a plugin sees it.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::bindings::polyhost::platform::types::Event;
 
@@ -17,33 +21,131 @@ pub struct RecordMeta {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// The attributes the trigger reads, borrowed from the record where JSON allows; `data` is
+/// kept as its original JSON text, so it is neither built into a tree nor re-serialised.
+/// Other (extension) attributes are skipped without being built.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    specversion: Attr<'a>,
+    #[serde(borrow, default)]
+    id: Attr<'a>,
+    #[serde(borrow, default)]
+    source: Attr<'a>,
+    #[serde(borrow, default, rename = "type")]
+    type_: Attr<'a>,
+    #[serde(borrow, default)]
+    subject: Attr<'a>,
+    #[serde(borrow, default)]
+    time: Attr<'a>,
+    #[serde(borrow, default)]
+    datacontenttype: Attr<'a>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data_base64: Attr<'a>,
+}
+
+/// One attribute's value, as far as validation needs to tell.
+#[derive(Default)]
+enum Attr<'a> {
+    /// Absent.
+    #[default]
+    Missing,
+    Null,
+    Str(Cow<'a, str>),
+    /// A number, a boolean, an object or an array.
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Attr<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<Attr<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Attr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Attr<'a>, E> {
+                Ok(Attr::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Attr<'a>, E> {
+                Ok(Attr::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Attr<'a>, E> {
+                Ok(Attr::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Attr<'a>, E> {
+                Ok(Attr::Null)
+            }
+            fn visit_none<E>(self) -> Result<Attr<'a>, E> {
+                Ok(Attr::Null)
+            }
+            fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Attr<'a>, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Attr<'a>, E> {
+                Ok(Attr::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Attr<'a>, E> {
+                Ok(Attr::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Attr<'a>, E> {
+                Ok(Attr::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Attr<'a>, E> {
+                Ok(Attr::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Attr<'a>, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Attr::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Attr<'a>, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Attr::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 /// Parses a structured-mode CloudEvent. `Err` holds the reason for the dead-letter header.
 pub fn parse(value: Option<&[u8]>, meta: RecordMeta) -> Result<Event, String> {
     let value = value.ok_or("not a CloudEvent: the record has no value")?;
-    let json: Value = serde_json::from_slice(value)
-        .map_err(|e| format!("not a CloudEvent: the value is not JSON ({e})"))?;
-    let Value::Object(obj) = json else {
+    let not_json = |e: serde_json::Error| format!("not a CloudEvent: the value is not JSON ({e})");
+    if value.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // (A derived struct would also accept a JSON array, field by field.)
+        serde_json::from_slice::<IgnoredAny>(value).map_err(not_json)?;
         return Err("not a CloudEvent: the value is not a JSON object".into());
-    };
-    match obj.get("specversion") {
-        Some(Value::String(v)) if v == "1.0" => {}
-        Some(Value::String(v)) => {
+    }
+    let env: Envelope<'_> = serde_json::from_slice(value).map_err(|e| {
+        if e.is_data() {
+            format!("invalid CloudEvent: {e}")
+        } else {
+            not_json(e)
+        }
+    })?;
+    match &env.specversion {
+        Attr::Str(v) if v == "1.0" => {}
+        Attr::Str(v) => {
             return Err(format!(
                 "not a CloudEvent 1.0: `specversion` is `{v}`, not `1.0`"
             ));
         }
-        Some(_) => return Err("not a CloudEvent: `specversion` is not a string".into()),
-        None => return Err("not a CloudEvent: `specversion` is missing".into()),
+        Attr::Missing | Attr::Null => {
+            return Err("not a CloudEvent: `specversion` is missing".into());
+        }
+        Attr::Other => return Err("not a CloudEvent: `specversion` is not a string".into()),
     }
-    let id = required(&obj, "id")?;
-    let source = required(&obj, "source")?;
-    let type_ = required(&obj, "type")?;
-    let subject = optional(&obj, "subject")?;
-    let time = optional(&obj, "time")?
+    let id = required(env.id, "id")?;
+    let source = required(env.source, "source")?;
+    let type_ = required(env.type_, "type")?;
+    let subject = optional(env.subject, "subject")?.map(Cow::into_owned);
+    let time = optional(env.time, "time")?
         .map(|t| rfc3339_micros(&t).map_err(|e| format!("invalid CloudEvent `time` `{t}`: {e}")))
         .transpose()?;
-    let content_type = optional(&obj, "datacontenttype")?;
-    let data = data_bytes(&obj, content_type.as_deref())?;
+    let content_type = optional(env.datacontenttype, "datacontenttype")?;
+    let data = data_bytes(env.data, env.data_base64, content_type.as_deref())?;
     Ok(Event {
         id,
         source,
@@ -57,20 +159,20 @@ pub fn parse(value: Option<&[u8]>, meta: RecordMeta) -> Result<Event, String> {
     })
 }
 
-fn required(obj: &Map<String, Value>, name: &str) -> Result<String, String> {
-    match obj.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(format!("invalid CloudEvent: `{name}` is empty")),
-        Some(_) => Err(format!("invalid CloudEvent: `{name}` is not a string")),
-        None => Err(format!("invalid CloudEvent: `{name}` is missing")),
+fn required(attr: Attr<'_>, name: &str) -> Result<String, String> {
+    match attr {
+        Attr::Str(s) if !s.is_empty() => Ok(s.into_owned()),
+        Attr::Str(_) => Err(format!("invalid CloudEvent: `{name}` is empty")),
+        Attr::Missing => Err(format!("invalid CloudEvent: `{name}` is missing")),
+        Attr::Null | Attr::Other => Err(format!("invalid CloudEvent: `{name}` is not a string")),
     }
 }
 
-fn optional(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("invalid CloudEvent: `{name}` is not a string")),
+fn optional<'a>(attr: Attr<'a>, name: &str) -> Result<Option<Cow<'a, str>>, String> {
+    match attr {
+        Attr::Missing | Attr::Null => Ok(None),
+        Attr::Str(s) => Ok(Some(s)),
+        Attr::Other => Err(format!("invalid CloudEvent: `{name}` is not a string")),
     }
 }
 
@@ -86,22 +188,28 @@ fn is_json(content_type: Option<&str>) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
-/// `data` serialised as JSON, or a non-JSON string's own bytes, or `data_base64` decoded.
-fn data_bytes(obj: &Map<String, Value>, content_type: Option<&str>) -> Result<Vec<u8>, String> {
+/// `data` as its JSON text, or a non-JSON string's own bytes, or `data_base64` decoded.
+fn data_bytes(
+    data: Option<&RawValue>,
+    data_base64: Attr<'_>,
+    content_type: Option<&str>,
+) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
-    match (obj.get("data"), obj.get("data_base64")) {
-        (Some(d), Some(b)) if !d.is_null() && !b.is_null() => {
+    let data = data.map(RawValue::get).filter(|d| *d != "null");
+    match (data, data_base64) {
+        (Some(_), Attr::Str(_) | Attr::Other) => {
             Err("invalid CloudEvent: both `data` and `data_base64` are present".into())
         }
-        (_, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
-            .decode(b)
+        (None, Attr::Str(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.as_bytes())
             .map_err(|e| format!("invalid CloudEvent: `data_base64` is not base64 ({e})")),
-        (_, Some(v)) if !v.is_null() => {
-            Err("invalid CloudEvent: `data_base64` is not a string".into())
+        (None, Attr::Other) => Err("invalid CloudEvent: `data_base64` is not a string".into()),
+        (None, Attr::Missing | Attr::Null) => Ok(Vec::new()),
+        (Some(d), _) if d.starts_with('"') && !is_json(content_type) => {
+            let s: String = serde_json::from_str(d).expect("a JSON string parses");
+            Ok(s.into_bytes())
         }
-        (None | Some(Value::Null), _) => Ok(Vec::new()),
-        (Some(Value::String(s)), _) if !is_json(content_type) => Ok(s.as_bytes().to_vec()),
-        (Some(d), _) => Ok(serde_json::to_vec(d).expect("a JSON value serialises")),
+        (Some(d), _) => Ok(d.as_bytes().to_vec()),
     }
 }
 
@@ -114,7 +222,7 @@ pub fn rfc3339_micros(t: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn ev(v: Value) -> Result<Event, String> {
         parse(
@@ -148,6 +256,25 @@ mod tests {
         );
         assert_eq!((e.offset, e.key.as_deref()), (7, Some(&b"k"[..])));
         assert_eq!(e.headers, vec![("h".to_string(), b"v".to_vec())]);
+    }
+
+    #[test]
+    fn extensions_are_skipped_and_escapes_decoded() {
+        let raw = br#"{"specversion":"1.0","id":"e\u00e9","source":"/t","type":"x",
+            "traceparent":{"a":[1,{"b":null}]},"seq":[1,2],"n":3.5,"data":{"k": [1, "v"]}}"#;
+        let e = parse(Some(raw), RecordMeta::default()).unwrap();
+        assert_eq!(e.id, "e\u{e9}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&e.data).unwrap(),
+            json!({"k": [1, "v"]})
+        );
+        let null_data = br#"{"specversion":"1.0","id":"e","source":"/t","type":"x","data":null}"#;
+        assert!(
+            parse(Some(null_data), RecordMeta::default())
+                .unwrap()
+                .data
+                .is_empty()
+        );
     }
 
     #[test]

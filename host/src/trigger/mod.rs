@@ -5,13 +5,20 @@
 //!   slow or failing plugin never holds another back.
 //! - A dispatcher task reads the plugin's consumer and routes each record to its
 //!   partition's worker (the private `partition` module); workers run concurrently, and
-//!   the plugin's own semaphore (`max_instances`) bounds the instances in flight. A worker
-//!   that falls behind (retrying, or a slow plugin) gets its partition paused, so nothing
-//!   spins and nothing piles up; it is resumed once the worker has caught up.
+//!   the plugin's own semaphore (`max_instances`) bounds the instances in flight.
+//! - Backpressure: a worker's queue holds a few batches. When it is full the dispatcher
+//!   waits for room (librdkafka keeps prefetching meanwhile, within its own bounds), so a
+//!   plugin that keeps up is never paused. Only a worker that makes no room for
+//!   [`TriggerConfig::stuck_after`] (retrying with backoff, or a very slow plugin) gets
+//!   its partition paused, so the others go on; it is resumed once the worker has caught
+//!   up. Pausing is kept for that case because resuming costs a fetch round trip (up to
+//!   `fetch.wait.max.ms` when another partition is idle) and librdkafka drops what it had
+//!   prefetched for a paused partition.
 //! - Offsets: `enable.auto.offset.store=false`; a worker stores an offset only when its
 //!   event and every event fetched before it in the partition are final ([`offsets`]);
 //!   `enable.auto.commit` commits stored offsets periodically; the rebalance callback
 //!   lets the revoked partitions' in-flight batches finish and commits; shutdown drains
+//!   (the batches in flight finish; queued records are left to be redelivered)
 //!   and commits.
 //! - Outcomes: `ok` is final; `reject`, an invalid CloudEvent ([`cloudevent`]) and a
 //!   permanent batch failure go to `polyhost.dlq.<plugin>` ([`dlq`]) and are final once
@@ -41,7 +48,7 @@ use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, S
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, TopicPartitionList};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::backoff::Backoff;
@@ -64,15 +71,18 @@ pub struct TriggerConfig {
     pub backoff: Backoff,
     /// How long a revocation waits for the revoked partitions' batches to finish.
     pub revoke_timeout: Duration,
-    /// How long shutdown waits for in-flight and queued batches before giving up on them
-    /// (they are not stored, so they are redelivered after a restart).
+    /// How long shutdown waits for the batches in flight before giving up on them (they
+    /// are not stored, so they are redelivered after a restart).
     pub drain_timeout: Duration,
-    /// A partition is paused once this many batches' worth of records (and at least
-    /// [`TriggerConfig::queued_records`]) wait for its worker, and resumed once half as
-    /// many do. Resuming costs a fetch round trip, so the queue must last longer than one.
+    /// A partition's queue is full once this many batches' worth of records (and at
+    /// least [`TriggerConfig::queued_records`]) wait for its worker; a paused partition is
+    /// resumed once half as many do.
     pub queued_batches: usize,
-    /// The fewest records a partition's queue holds before the partition is paused.
+    /// The fewest records a partition's queue holds before it is full.
     pub queued_records: usize,
+    /// How long the dispatcher waits for room in a full queue before pausing its
+    /// partition (so that one stuck partition does not hold the plugin's others back).
+    pub stuck_after: Duration,
     /// How many partitions a subscribed topic that does not exist yet is created with.
     pub topic_partitions: i32,
 }
@@ -89,6 +99,7 @@ impl TriggerConfig {
             drain_timeout: Duration::from_secs(20),
             queued_batches: 4,
             queued_records: 1024,
+            stuck_after: Duration::from_millis(500),
             topic_partitions: 3,
         }
     }
@@ -158,13 +169,13 @@ impl Shared {
             .clone()
     }
 
-    fn pause_at(&self) -> usize {
+    fn queue_limit(&self) -> usize {
         (self.plugin().limits.batch_size.max(1) as usize * self.config.queued_batches.max(1))
             .max(self.config.queued_records)
     }
 
     pub(crate) fn resume_below(&self) -> usize {
-        self.pause_at() / 2
+        self.queue_limit() / 2
     }
 }
 
@@ -355,7 +366,7 @@ impl Trigger {
         Some(lag)
     }
 
-    /// Stops fetching, lets in-flight and queued batches finish, commits, and returns
+    /// Stops fetching, lets the batches in flight finish, commits, and returns
     /// the first error any plugin's consumer met.
     pub async fn shutdown(mut self) -> Result<(), TriggerError> {
         for running in self.plugins.values() {
@@ -373,9 +384,9 @@ impl Trigger {
     }
 }
 
-/// Runs the trigger until SIGINT or SIGTERM, then drains: stops fetching, lets in-flight
-/// and queued batches finish (bounded by [`TriggerConfig::drain_timeout`] per plugin),
-/// commits, and returns. What `polyhost run` calls once every plugin is loaded.
+/// Runs the trigger until SIGINT or SIGTERM, then drains: stops fetching, lets the batches
+/// in flight finish (bounded by [`TriggerConfig::drain_timeout`] per plugin), commits, and
+/// returns; records queued but not yet handed over are redelivered on the next start. What `polyhost run` calls once every plugin is loaded.
 pub async fn run_until_signalled(
     config: TriggerConfig,
     plugins: Vec<(PluginSpec, Arc<LoadedPlugin>)>,
@@ -486,16 +497,20 @@ impl PluginConsumer {
         {
             let mut stream = consumer.stream();
             loop {
-                tokio::select! {
+                let record = tokio::select! {
                     biased;
                     _ = stopping.wait_for(|s| *s) => break,
                     next = stream.next() => match next {
                         None => break,
                         Some(Err(e)) => {
                             tracing::warn!(plugin = %self.shared.name, error = %e, "kafka consumer error");
+                            continue;
                         }
-                        Some(Ok(m)) => self.route(m.detach(), &for_workers, &mut workers),
+                        Some(Ok(m)) => m.detach(),
                     },
+                };
+                if let Some(full) = self.route(record, &for_workers, &mut workers) {
+                    self.wait_for_room(full, for_workers.clone()).await;
                 }
                 // Reap finished workers so the set does not grow with every rebalance.
                 while workers.try_join_next().is_some() {}
@@ -529,14 +544,14 @@ impl PluginConsumer {
         result
     }
 
-    /// Hands a record to its partition's worker, starting one if needed, and pauses the
-    /// partition when the worker is too far behind.
+    /// Hands a record to its partition's worker, starting one if needed. Returns the
+    /// worker's queue when that is now full.
     fn route(
         &self,
         m: rdkafka::message::OwnedMessage,
         stopping: &watch::Receiver<bool>,
         workers: &mut JoinSet<()>,
-    ) {
+    ) -> Option<FullQueue> {
         let key = (m.topic().to_string(), m.partition());
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let handle = registry.entry(key.clone()).or_insert_with(|| {
@@ -544,6 +559,7 @@ impl PluginConsumer {
             let (tx, rx) = mpsc::unbounded_channel();
             let (revoked_tx, revoked) = watch::channel(false);
             let queued = Arc::new(AtomicUsize::new(0));
+            let room = Arc::new(Notify::new());
             let paused = Arc::new(Mutex::new(false));
             let done = Arc::new(Done::default());
             let worker = Worker {
@@ -552,6 +568,7 @@ impl PluginConsumer {
                 partition: key.1,
                 rx,
                 queued: queued.clone(),
+                room: room.clone(),
                 paused: paused.clone(),
                 revoked,
                 stopping: stopping.clone(),
@@ -562,6 +579,7 @@ impl PluginConsumer {
             WorkerHandle {
                 tx,
                 queued,
+                room,
                 paused,
                 revoked: revoked_tx,
                 done,
@@ -570,22 +588,59 @@ impl PluginConsumer {
         let queued = handle.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if handle.tx.send(m).is_err() {
             handle.queued.fetch_sub(1, Ordering::AcqRel);
-            return;
+            return None;
         }
-        if queued >= self.shared.pause_at() {
-            let mut paused = handle.paused.lock().unwrap_or_else(|e| e.into_inner());
-            if !*paused {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&key.0, key.1);
-                match self.shared.consumer.pause(&tpl) {
-                    Ok(()) => *paused = true,
-                    Err(e) => {
-                        tracing::warn!(plugin = %self.shared.name, topic = %key.0, partition = key.1, error = %e, "cannot pause partition")
+        (queued >= self.shared.queue_limit()).then(|| FullQueue {
+            topic: key.0,
+            partition: key.1,
+            queued: handle.queued.clone(),
+            room: handle.room.clone(),
+            paused: handle.paused.clone(),
+        })
+    }
+
+    /// Waits until the worker of a full queue has taken a batch from it; pauses its
+    /// partition if it takes none within [`TriggerConfig::stuck_after`] (or the host stops).
+    async fn wait_for_room(&self, full: FullQueue, mut stopping: watch::Receiver<bool>) {
+        if *full.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+            return; // a record fetched before the pause took effect
+        }
+        let limit = self.shared.queue_limit();
+        let deadline = tokio::time::Instant::now() + self.shared.config.stuck_after;
+        while full.queued.load(Ordering::Acquire) >= limit {
+            tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s) => return,
+                _ = full.room.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let mut paused = full.paused.lock().unwrap_or_else(|e| e.into_inner());
+                    if !*paused {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&full.topic, full.partition);
+                        match self.shared.consumer.pause(&tpl) {
+                            Ok(()) => {
+                                *paused = true;
+                                tracing::debug!(plugin = %self.shared.name, topic = %full.topic, partition = full.partition, "worker stuck: partition paused");
+                            }
+                            Err(e) => {
+                                tracing::warn!(plugin = %self.shared.name, topic = %full.topic, partition = full.partition, error = %e, "cannot pause partition")
+                            }
+                        }
                     }
+                    return;
                 }
             }
         }
     }
+}
+
+/// A worker's queue that the last routed record filled.
+struct FullQueue {
+    topic: String,
+    partition: i32,
+    queued: Arc<AtomicUsize>,
+    room: Arc<Notify>,
+    paused: Arc<Mutex<bool>>,
 }
 
 /// Creates each of `topics` with `partitions` partitions, unless it exists (then it is

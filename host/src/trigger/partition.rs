@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::cloudevent::{self, RecordMeta};
 use super::dlq::{self, Letter};
@@ -49,6 +49,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) tx: mpsc::UnboundedSender<OwnedMessage>,
     /// Records routed to the worker and not yet taken into a batch.
     pub(crate) queued: Arc<AtomicUsize>,
+    /// Notified whenever the worker takes records from its queue.
+    pub(crate) room: Arc<Notify>,
     /// Whether the partition is paused because the worker is behind.
     pub(crate) paused: Arc<Mutex<bool>>,
     /// Set on revocation: take no new batch, give up retrying, end.
@@ -71,6 +73,7 @@ pub(crate) struct Worker {
     pub(crate) partition: i32,
     pub(crate) rx: mpsc::UnboundedReceiver<OwnedMessage>,
     pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) room: Arc<Notify>,
     pub(crate) paused: Arc<Mutex<bool>>,
     pub(crate) revoked: watch::Receiver<bool>,
     pub(crate) stopping: watch::Receiver<bool>,
@@ -133,6 +136,12 @@ impl Worker {
                 tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, "partition revoked: worker ends");
                 break;
             }
+            if *self.stopping.borrow() {
+                // Draining: the batch in flight (if any) was finished; queued records are
+                // not stored, so they are redelivered to whoever consumes next.
+                tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, left = batch.len(), "stopping: worker ends");
+                break;
+            }
             if self.process(batch).await.is_err() {
                 break;
             }
@@ -142,6 +151,7 @@ impl Worker {
     /// Counts records out of the queue, and resumes the partition once the worker caught up.
     fn took(&self, n: usize) {
         let left = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
+        self.room.notify_one();
         let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
         if *paused && left <= self.shared.resume_below() {
             let mut tpl = TopicPartitionList::new();
