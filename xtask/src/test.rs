@@ -11,10 +11,6 @@ use anyhow::Result;
 
 use crate::{cmd, plugins, services};
 
-/// Events the end-to-end proof generates under `cargo xtask test` (unless
-/// `POLYHOST_E2E_EVENTS` says otherwise).
-const E2E_EVENTS: &str = "5000";
-
 /// Flags of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,12 +52,6 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let mut test = cmd::cargo();
     test.arg("test");
-    // The end-to-end proof's stream: 20 000 events take the catalog handler (one instance on
-    // FerretDB) about twenty minutes per pass here, so the default run uses fewer; set
-    // POLYHOST_E2E_EVENTS=20000 for the full figure.
-    if std::env::var_os("POLYHOST_E2E_EVENTS").is_none() {
-        test.env("POLYHOST_E2E_EVENTS", E2E_EVENTS);
-    }
     if args.cargo_test_args.is_empty() {
         test.arg("--workspace");
     }

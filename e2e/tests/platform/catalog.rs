@@ -1,12 +1,13 @@
-//! MongoDB, the catalog-handler's store (S2.2): the collection `titles` and the GridFS
-//! bucket `title_assets` of the database `streaming`, checked against the
+//! MongoDB, the catalog-handler's store (S2.2): the collections `titles` and `ratings` and
+//! the GridFS bucket `title_assets` of the database `streaming`, checked against the
 //! `streaming.catalog` and `streaming.ratings` events.
 //!
 //! The expectations are computed here from the events alone, following docs/events.md: a
 //! title is what its `published` event says, with each `updated` event's changes applied in
 //! the title's (partition) order; `related` adds the relation to the title and its reverse
 //! (`sequel` ↔ `prequel`, the others symmetric) to the related title; an uploaded asset's
-//! bytes are the decoded `data_base64`, stored whole; ratings sum per title. An event
+//! bytes are the decoded `data_base64`, stored whole; ratings sum per title, and each counted
+//! rating is one `ratings` document (id = event id). An event
 //! whose data is malformed (or whose asset bytes do not hash to its `sha256`) is expected to
 //! be rejected, so it counts for nothing.
 
@@ -25,18 +26,21 @@ use super::events::{Ev, Urls};
 
 const DATABASE: &str = "streaming";
 const TITLES: &str = "titles";
+const RATINGS: &str = "ratings";
 const BUCKET: &str = "title_assets";
 
 /// How many mismatches the error lists.
 const EXAMPLES: usize = 20;
 
-/// Drops the titles and the asset bucket.
+/// Drops the titles, the ratings and the asset bucket.
 pub async fn reset(urls: &Urls) -> Result<()> {
     let db = connect(urls).await?;
-    db.collection::<mongodb::bson::Document>(TITLES)
-        .drop()
-        .await
-        .context("dropping streaming.titles")?;
+    for collection in [TITLES, RATINGS] {
+        db.collection::<mongodb::bson::Document>(collection)
+            .drop()
+            .await
+            .with_context(|| format!("dropping streaming.{collection}"))?;
+    }
     bucket(&db)
         .drop()
         .await
@@ -72,6 +76,7 @@ pub async fn check(events: &[Ev], urls: &Urls) -> Result<()> {
     }
 
     check_blobs(&db, &expected.assets, &mut report).await?;
+    check_ratings(&db, &expected.titles, &mut report).await?;
 
     if report.is_empty() {
         return Ok(());
@@ -83,6 +88,45 @@ pub async fn check(events: &[Ev], urls: &Urls) -> Result<()> {
         report.len(),
         report.join("\n  ")
     )
+}
+
+/// The `ratings` documents agree, title by title, with the ratings counted in the titles.
+async fn check_ratings(
+    db: &mongodb::Database,
+    titles: &BTreeMap<String, TitleExp>,
+    report: &mut Vec<String>,
+) -> Result<()> {
+    let docs: Vec<mongodb::bson::Document> = db
+        .collection(RATINGS)
+        .find(doc! {})
+        .await
+        .context("reading streaming.ratings")?
+        .try_collect()
+        .await
+        .context("reading streaming.ratings")?;
+    let mut found: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for doc in docs {
+        let json = Bson::Document(doc).into_relaxed_extjson();
+        let title = json["title_id"].as_str().unwrap_or_default().to_string();
+        let entry = found.entry(title).or_default();
+        entry.0 += 1;
+        entry.1 += json["stars"].as_i64().unwrap_or(-100);
+    }
+    for (id, t) in titles {
+        let got = found.remove(id).unwrap_or_default();
+        if got != (t.ratings, t.stars) {
+            report.push(format!(
+                "title {id}: {} `ratings` documents with {} stars, expected {} with {}",
+                got.0, got.1, t.ratings, t.stars
+            ));
+        }
+    }
+    for (id, (n, _)) in found {
+        report.push(format!(
+            "ratings: {n} documents of title {id:?}, which has none"
+        ));
+    }
+    Ok(())
 }
 
 async fn connect(urls: &Urls) -> Result<mongodb::Database> {

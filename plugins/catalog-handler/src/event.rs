@@ -33,6 +33,7 @@ pub enum CatalogEvent {
     AssetUploaded(Asset),
     Rated {
         title_id: String,
+        user_id: String,
         stars: u8,
     },
 }
@@ -207,12 +208,13 @@ pub fn parse(ty: &str, subject: Option<&str>, data: &[u8]) -> Result<Option<Cata
         ASSET_UPLOADED => CatalogEvent::AssetUploaded(parse_asset(data)?),
         RATING_SUBMITTED => {
             let d: RatingData = from_json(data)?;
-            id("user_id", d.user_id)?;
+            let user_id = id("user_id", d.user_id)?;
             if !(1..=5).contains(&d.stars) {
                 return Err(format!("`stars` must be 1 to 5, not {}", d.stars));
             }
             CatalogEvent::Rated {
                 title_id: id("title_id", d.title_id)?,
+                user_id,
                 stars: d.stars,
             }
         }
@@ -521,6 +523,7 @@ mod tests {
             ok.unwrap(),
             Some(CatalogEvent::Rated {
                 title_id: "t-1".into(),
+                user_id: "u-1".into(),
                 stars: 5
             })
         );

@@ -1,28 +1,38 @@
-//! The documents, filters and updates the handler sends to the `titles` collection, built
-//! as JSON (relaxed Extended JSON is plain JSON for these values). Pure, so tested natively.
+//! The documents, filters and updates the handler sends to the `titles` and `ratings`
+//! collections, built as JSON (relaxed Extended JSON is plain JSON for these values). Pure,
+//! so tested natively.
 //!
 //! A title document:
 //!
 //! ```json
 //! {"_id": "t-1", "kind": "movie", "name": "…", "genres": ["…"], "year": 2021,
-//!  "maturity_rating": "14", "cast": ["…"],
+//!  "maturity_rating": "14", "cast": ["…"], "published_by": "evt-42-1",
 //!  "duration_min": 155,                                    // a movie
 //!  "seasons": [{"number": 1, "episodes": [{"number": 1, "name": "…", "duration_min": 50}]}],
 //!  "episode_count": 10,                                    // a series
 //!  "relations": [{"title_id": "t-2", "relation": "sequel"}],
 //!  "assets": [{"asset_id": "a-1", "role": "thumbnail", "content_type": "image/png",
 //!              "sha256": "…", "size": 1234, "width": 320, "height": 180}],
-//!  "rating": {"count": 2, "sum": 9, "average": 4.5},
-//!  "applied": ["evt-42-1", "evt-42-17", …]}
+//!  "rating": {"count": 2, "sum": 9, "average": 4.5, "last": "evt-42-17"}}
 //! ```
 //!
-//! Idempotency: `applied` lists the ids of the events applied to the document. Every change
-//! is one update whose filter is `{_id, applied: {$ne: event_id}}` and which pushes the id
-//! in the same update, so it happens at most once however often the event is handed over.
-//! `published` inserts the document with its id already in `applied` (a duplicate-key error
-//! on a document that lists the id means it was applied before). A rating reads the
-//! summary and writes `{count, sum, average}` whole, on the condition that the summary is
-//! still the one read and the event not yet applied.
+//! and one document per counted rating in `ratings`:
+//! `{"_id": <event id>, "title_id": "t-1", "user_id": "u-3", "stars": 4}`.
+//!
+//! Idempotency, per event id, without a list of applied ids in the title (which grows with
+//! every event and makes every read and write of a popular title slower):
+//! - `published` inserts the document with `published_by`; a duplicate-key error on a
+//!   document published by this very event means it was applied before.
+//! - `updated` (`$set`), `related` (`$addToSet`) and `asset_uploaded` (the blob stored
+//!   under its asset id, its reference replaced) give the same document however often
+//!   they are applied, and a title's events are applied in their partition's order (the
+//!   trigger and [`crate::order`] keep it), so applying one again changes nothing.
+//! - A rating is counted once: an event whose `ratings` document exists was counted. Else
+//!   the summary is written whole, on the condition that it is still the one read, with
+//!   `last` = the event id, and then the `ratings` document is inserted. Should the
+//!   handler stop between the two, the retry finds `last` equal to its id and only
+//!   inserts the document. (A title's ratings are keyed by the title, so they come from
+//!   one partition, one at a time: nothing else can move `last` in between.)
 
 use serde_json::{Value, json};
 
@@ -30,10 +40,12 @@ use crate::event::{Asset, Body, Changes, Relation, Title};
 
 /// The collection of titles.
 pub const TITLES: &str = "titles";
+/// The collection of counted ratings, one document per rating event.
+pub const RATINGS: &str = "ratings";
 /// The GridFS bucket of the titles' assets.
 pub const ASSETS_BUCKET: &str = "title_assets";
 
-/// The new document of a published title, `event_id` already applied.
+/// The new document of a published title, published by `event_id`.
 pub fn title_document(title: &Title, event_id: &str) -> Value {
     let mut doc = json!({
         "_id": title.title_id,
@@ -46,7 +58,7 @@ pub fn title_document(title: &Title, event_id: &str) -> Value {
         "relations": [],
         "assets": [],
         "rating": {"count": 0, "sum": 0, "average": 0.0},
-        "applied": [event_id],
+        "published_by": event_id,
     });
     match &title.body {
         Body::Movie { duration_min } => doc["duration_min"] = json!(duration_min),
@@ -73,18 +85,13 @@ pub fn title_document(title: &Title, event_id: &str) -> Value {
     doc
 }
 
-/// Matches the title `title_id` unless `event_id` was already applied to it.
-pub fn not_applied(title_id: &str, event_id: &str) -> Value {
-    json!({"_id": title_id, "applied": {"$ne": event_id}})
-}
-
 /// Matches the title `title_id` only.
 pub fn by_id(title_id: &str) -> Value {
     json!({"_id": title_id})
 }
 
 /// Sets the changed fields.
-pub fn apply_changes(changes: &Changes, event_id: &str) -> Value {
+pub fn apply_changes(changes: &Changes) -> Value {
     let mut set = serde_json::Map::new();
     if let Some(name) = &changes.name {
         set.insert("name".into(), json!(name));
@@ -98,16 +105,13 @@ pub fn apply_changes(changes: &Changes, event_id: &str) -> Value {
     if let Some(cast) = &changes.cast {
         set.insert("cast".into(), json!(cast));
     }
-    json!({"$set": set, "$push": {"applied": event_id}})
+    json!({"$set": set})
 }
 
 /// Adds the relation `{title_id: other, relation}` to a title (a set: relating the same
 /// pair twice the same way keeps one entry).
-pub fn add_relation(other: &str, relation: Relation, event_id: &str) -> Value {
-    json!({
-        "$addToSet": {"relations": relation_entry(other, relation)},
-        "$push": {"applied": event_id},
-    })
+pub fn add_relation(other: &str, relation: Relation) -> Value {
+    json!({"$addToSet": {"relations": relation_entry(other, relation)}})
 }
 
 /// One entry of `relations`; its fields always in this order, as `$addToSet` and `$pull`
@@ -141,8 +145,8 @@ pub fn blob_metadata(asset: &Asset) -> Value {
 }
 
 /// Adds an asset's reference.
-pub fn push_asset(asset: &Asset, event_id: &str) -> Value {
-    json!({"$push": {"assets": asset_entry(asset), "applied": event_id}})
+pub fn push_asset(asset: &Asset) -> Value {
+    json!({"$push": {"assets": asset_entry(asset)}})
 }
 
 /// The entries of `title_doc`'s `assets` that have the id `asset_id` (an asset uploaded
@@ -157,47 +161,50 @@ pub fn stale_asset_entries(title_doc: &Value, asset_id: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Removes `entries` from `assets` (without marking the event applied: the push that
-/// follows does). `$pullAll` of exact documents: FerretDB 1.24's `$pull` ignores conditions
+/// Removes `entries` from `assets`. `$pullAll` of exact documents: FerretDB 1.24's `$pull` ignores conditions
 /// such as `{asset_id: …}` or `{$in: …}` on array elements.
 pub fn pull_assets(entries: &[Value]) -> Value {
     json!({"$pullAll": {"assets": entries}})
 }
 
-/// The title's rating summary as stored: (count, sum); `None` when malformed.
-pub fn rating_of(title_doc: &Value) -> Option<(i64, i64)> {
+/// The title's rating summary as stored: (count, sum, the last event counted); `None` when
+/// malformed.
+pub fn rating_of(title_doc: &Value) -> Option<(i64, i64, Option<&str>)> {
     let rating = &title_doc["rating"];
-    Some((rating["count"].as_i64()?, rating["sum"].as_i64()?))
+    Some((
+        rating["count"].as_i64()?,
+        rating["sum"].as_i64()?,
+        rating["last"].as_str(),
+    ))
 }
 
 /// Counts a rating into the summary `(count, sum)` read from the title: the filter matches
-/// only while the title still has that summary and has not had this event applied, so the
-/// rating is counted once and the average always agrees with the count and sum.
+/// only while the title still has that summary, so the average always agrees with the
+/// count and sum; `last` records the event counted.
 pub fn add_rating(
     title_id: &str,
     (count, sum): (i64, i64),
     stars: u8,
     event_id: &str,
 ) -> (Value, Value) {
-    let filter = json!({
-        "_id": title_id,
-        "applied": {"$ne": event_id},
-        "rating.count": count,
-        "rating.sum": sum,
-    });
+    let filter = json!({"_id": title_id, "rating.count": count, "rating.sum": sum});
     let (count, sum) = (count + 1, sum + i64::from(stars));
     let update = json!({
-        "$set": {"rating": {"count": count, "sum": sum, "average": average(count, sum)}},
-        "$push": {"applied": event_id},
+        "$set": {"rating": {
+            "count": count, "sum": sum, "average": average(count, sum), "last": event_id,
+        }},
     });
     (filter, update)
 }
 
-/// Whether `title_doc` lists `event_id` as applied.
-pub fn is_applied(title_doc: &Value, event_id: &str) -> bool {
-    title_doc["applied"]
-        .as_array()
-        .is_some_and(|ids| ids.iter().any(|id| id == event_id))
+/// The `ratings` document of a counted rating.
+pub fn rating_document(event_id: &str, title_id: &str, user_id: &str, stars: u8) -> Value {
+    json!({"_id": event_id, "title_id": title_id, "user_id": user_id, "stars": stars})
+}
+
+/// Matches the document `_id` = `id`.
+pub fn by_event(id: &str) -> Value {
+    json!({"_id": id})
 }
 
 /// The mean of `count` ratings summing to `sum`; 0 when there are none.
@@ -233,7 +240,8 @@ mod tests {
         assert_eq!(movie["kind"], "movie");
         assert_eq!(movie["duration_min"], 90);
         assert!(movie.get("seasons").is_none());
-        assert_eq!(movie["applied"], json!(["e1"]));
+        assert_eq!(movie["published_by"], "e1");
+        assert!(movie.get("applied").is_none());
         assert_eq!(
             movie["rating"],
             json!({"count": 0, "sum": 0, "average": 0.0})
@@ -262,28 +270,23 @@ mod tests {
     }
 
     #[test]
-    fn changes_set_only_what_changed_and_mark_the_event() {
+    fn changes_set_only_what_changed() {
         let changes = Changes {
             genres: Some(vec!["comedy".into()]),
             cast: Some(vec![]),
             ..Changes::default()
         };
         assert_eq!(
-            apply_changes(&changes, "e7"),
-            json!({"$set": {"genres": ["comedy"], "cast": []}, "$push": {"applied": "e7"}})
-        );
-        assert_eq!(
-            not_applied("t-1", "e7"),
-            json!({"_id": "t-1", "applied": {"$ne": "e7"}})
+            apply_changes(&changes),
+            json!({"$set": {"genres": ["comedy"], "cast": []}})
         );
     }
 
     #[test]
     fn a_relation_is_added_as_a_set_entry() {
         assert_eq!(
-            add_relation("t-2", Relation::Prequel, "e3"),
-            json!({"$addToSet": {"relations": {"title_id": "t-2", "relation": "prequel"}},
-                   "$push": {"applied": "e3"}})
+            add_relation("t-2", Relation::Prequel),
+            json!({"$addToSet": {"relations": {"title_id": "t-2", "relation": "prequel"}}})
         );
     }
 
@@ -315,33 +318,33 @@ mod tests {
         assert_eq!(entry["size"], 3);
         assert_eq!(entry["sha256"], "ab");
         assert_eq!(blob_metadata(&asset)["title_id"], "t-1");
-        assert_eq!(push_asset(&asset, "e9")["$push"]["applied"], "e9");
+        assert_eq!(push_asset(&asset), json!({"$push": {"assets": entry}}));
     }
 
     #[test]
     fn a_rating_is_counted_against_the_summary_it_was_read_with() {
-        let doc = json!({"_id": "t-1", "rating": {"count": 2, "sum": 9, "average": 4.5}});
-        let summary = rating_of(&doc).unwrap();
-        assert_eq!(summary, (2, 9));
-        let (filter, update) = add_rating("t-1", summary, 3, "e5");
+        let doc =
+            json!({"_id": "t-1", "rating": {"count": 2, "sum": 9, "average": 4.5, "last": "e4"}});
+        let (count, sum, last) = rating_of(&doc).unwrap();
+        assert_eq!((count, sum, last), (2, 9, Some("e4")));
+        let (filter, update) = add_rating("t-1", (count, sum), 3, "e5");
         assert_eq!(
             filter,
-            json!({"_id": "t-1", "applied": {"$ne": "e5"}, "rating.count": 2, "rating.sum": 9})
+            json!({"_id": "t-1", "rating.count": 2, "rating.sum": 9})
         );
         assert_eq!(
             update,
-            json!({"$set": {"rating": {"count": 3, "sum": 12, "average": 4.0}},
-                   "$push": {"applied": "e5"}})
+            json!({"$set": {"rating": {"count": 3, "sum": 12, "average": 4.0, "last": "e5"}}})
         );
         assert_eq!(rating_of(&json!({"rating": {"count": 1}})), None);
+        assert_eq!(
+            rating_of(&json!({"rating": {"count": 0, "sum": 0}})),
+            Some((0, 0, None))
+        );
         assert_eq!(average(0, 0), 0.0);
-    }
-
-    #[test]
-    fn applied_events_are_found() {
-        let doc = json!({"applied": ["e1", "e2"]});
-        assert!(is_applied(&doc, "e2"));
-        assert!(!is_applied(&doc, "e3"));
-        assert!(!is_applied(&json!({}), "e1"));
+        assert_eq!(
+            rating_document("e5", "t-1", "u-2", 3),
+            json!({"_id": "e5", "title_id": "t-1", "user_id": "u-2", "stars": 3})
+        );
     }
 }

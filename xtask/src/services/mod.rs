@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `kafka` | [`kafka`] | Kafka jars from Maven Central, KRaft single node, Java 17 |
 //! | `postgres` | [`postgres`] | our own cluster from the Debian packages, as `postgres` |
-//! | `mongodb` | [`ferretdb`] | FerretDB v1 (SQLite back end), built with Go |
+//! | `mongodb` | [`ferretdb`] | FerretDB v1 (PostgreSQL back end: database `ferretdb`), built with Go |
 //! | `redis` | [`redis`] | `redis-server` from the Debian package, our configuration |
 //! | `elasticsearch` | [`elasticsearch`] | the integ-test zip from Maven Central, as `polyhost-es` |
 //!

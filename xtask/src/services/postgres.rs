@@ -168,25 +168,36 @@ pub fn own_pid_file(layout: &Layout) -> Option<PathBuf> {
 /// The server answers on the `postgres` database; the `polyhost` database is created when
 /// missing; then the full probe.
 pub fn ready() -> Result<String> {
+    ensure_database(DATABASE)?;
+    answer()
+}
+
+/// Creates the database `name` unless it exists (`name` is one of ours: a plain identifier).
+pub fn ensure_database(name: &str) -> Result<()> {
     let exists = !probe::postgres_query(
         ADDR,
         USER,
         PASSWORD,
         "postgres",
-        &format!("select 1 from pg_database where datname = '{DATABASE}'"),
+        &format!("select 1 from pg_database where datname = '{name}'"),
     )?
     .is_empty();
     if !exists {
-        say(WHO, format_args!("creating database {DATABASE}"));
+        say(WHO, format_args!("creating database {name}"));
         probe::postgres_query(
             ADDR,
             USER,
             PASSWORD,
             "postgres",
-            &format!("create database {DATABASE}"),
+            &format!("create database {name}"),
         )?;
     }
-    answer()
+    Ok(())
+}
+
+/// The URL of the database `name`, as the superuser.
+pub fn url(name: &str) -> String {
+    format!("postgres://{USER}:{PASSWORD}@{ADDR}/{name}")
 }
 
 /// `select version()` in the `polyhost` database as `postgres`/`postgres`.
