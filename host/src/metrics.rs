@@ -56,6 +56,9 @@ pub struct Metrics {
     pub retries: Family<PluginLabel, Counter>,
     /// Time one batch spends in the plugin (one hand-over).
     pub batch_seconds: Family<PluginLabel, Histogram>,
+    /// Time from a record's Kafka timestamp (when it was produced) to its event's final
+    /// outcome: end-to-end latency, queueing and retries included.
+    pub event_latency_seconds: Family<PluginLabel, Histogram>,
     /// Records on the plugin's assigned partitions not yet final (high watermark minus
     /// the consumer's position, summed).
     pub lag: Family<PluginLabel, Gauge>,
@@ -86,6 +89,11 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+fn end_to_end() -> Histogram {
+    // 1 ms … ~9 min, 4 buckets per doubling
+    Histogram::new(exponential_buckets(0.001, 2f64.powf(0.25), 77))
+}
+
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("polyhost");
@@ -93,6 +101,7 @@ impl Metrics {
             events: Family::default(),
             retries: Family::default(),
             batch_seconds: Family::new_with_constructor(latency),
+            event_latency_seconds: Family::new_with_constructor(end_to_end),
             lag: Family::default(),
             in_flight: Family::default(),
             generated: Family::default(),
@@ -117,6 +126,11 @@ impl Metrics {
             "batch_duration_seconds",
             "Time one batch spends in the plugin",
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "event_latency_seconds",
+            "Time from a record's Kafka timestamp to its event's final outcome",
+            m.event_latency_seconds.clone(),
         );
         registry.register(
             "consumer_lag",
@@ -209,6 +223,8 @@ pub struct PluginSeries {
     pub retries: Counter,
     /// Time one batch spends in the plugin.
     pub batch_seconds: Histogram,
+    /// Time from a record's Kafka timestamp to its event's final outcome.
+    pub event_latency_seconds: Histogram,
 }
 
 impl Metrics {
@@ -228,6 +244,7 @@ impl Metrics {
             dead_lettered: outcome("dead_lettered"),
             retries: self.retries.get_or_create(&label).clone(),
             batch_seconds: self.batch_seconds.get_or_create(&label).clone(),
+            event_latency_seconds: self.event_latency_seconds.get_or_create(&label).clone(),
         }
     }
 }

@@ -33,8 +33,10 @@ pub struct HostState {
     pub env: Arc<PluginEnv>,
     /// Resources the guest holds handles to (transactions, buckets, WASI streams).
     pub table: ResourceTable,
-    /// An empty WASI context: no files, no environment, no sockets, no arguments.
-    pub wasi: WasiCtx,
+    /// An empty WASI context: no files, no environment, no sockets, no arguments. Built on
+    /// the first WASI call: building one seeds a CSPRNG from the OS (a system call and a
+    /// few allocations), which a batch that never calls WASI should not pay for.
+    wasi: Option<WasiCtx>,
     /// Memory and instance limits.
     pub limits: StoreLimits,
 }
@@ -42,24 +44,29 @@ pub struct HostState {
 impl HostState {
     /// A fresh state for one `Store` of the plugin `env`.
     pub fn new(env: Arc<PluginEnv>, limits: StoreLimits) -> Self {
-        let mut wasi = WasiCtx::builder();
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
         HostState {
             env,
             table: ResourceTable::new(),
-            wasi: wasi.build(),
+            wasi: None,
             limits,
         }
     }
 }
 
+/// The WASI context every store gets: nothing to reach.
+fn empty_wasi() -> WasiCtx {
+    let mut wasi = WasiCtx::builder();
+    wasi.allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    wasi.build()
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(empty_wasi),
             table: &mut self.table,
         }
     }

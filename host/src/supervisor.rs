@@ -419,13 +419,7 @@ impl Supervisor {
         let trigger = self.trigger.lock().await;
         let mut out = Vec::new();
         for (name, e) in plugins.iter() {
-            let lag = match trigger.as_ref() {
-                Some(t) => match t.lag(name).await {
-                    Some(Ok(l)) => Some(l),
-                    _ => None,
-                },
-                None => None,
-            };
+            let lag = trigger.as_ref().and_then(|t| t.lag(name));
             let label = Metrics::plugin(name);
             if let Some(l) = lag {
                 m.lag.get_or_create(&label).set(l);

@@ -37,7 +37,7 @@ pub mod offsets;
 mod partition;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -85,6 +86,8 @@ pub struct TriggerConfig {
     pub stuck_after: Duration,
     /// How many partitions a subscribed topic that does not exist yet is created with.
     pub topic_partitions: i32,
+    /// How often librdkafka reports statistics, from which the consumer lag is read.
+    pub stats_interval: Duration,
 }
 
 impl TriggerConfig {
@@ -101,6 +104,7 @@ impl TriggerConfig {
             queued_records: 1024,
             stuck_after: Duration::from_millis(500),
             topic_partitions: 3,
+            stats_interval: Duration::from_secs(2),
         }
     }
 }
@@ -158,6 +162,8 @@ pub(crate) struct Shared {
     pub(crate) observer: Option<mpsc::UnboundedSender<Processed>>,
     /// The plugin's metric series, resolved once.
     pub(crate) series: crate::metrics::PluginSeries,
+    /// The consumer lag from the last statistics; -1 before the first.
+    lag: Arc<AtomicI64>,
 }
 
 impl Shared {
@@ -185,9 +191,28 @@ pub struct RebalanceContext {
     plugin: String,
     registry: Registry,
     revoke_timeout: Duration,
+    lag: Arc<AtomicI64>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Sums the lag of the partitions assigned to this consumer.
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = 0;
+        for topic in statistics.topics.values() {
+            for p in topic.partitions.values() {
+                if p.partition < 0 || !p.desired || p.hi_offset < 0 {
+                    continue; // librdkafka's internal partition, or one not (yet) ours
+                }
+                lag += if p.committed_offset >= 0 {
+                    (p.hi_offset - p.committed_offset).max(0)
+                } else {
+                    (p.hi_offset - p.lo_offset.max(0)).max(0)
+                };
+            }
+        }
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(
@@ -338,32 +363,14 @@ impl Trigger {
         Some(std::mem::replace(&mut *slot, plugin))
     }
 
-    /// The consumer-group lag of `name` on its assigned partitions: for each, the high
-    /// watermark minus the committed offset (or minus the low watermark when nothing is
-    /// committed yet). `None` when the trigger runs no such plugin.
-    pub async fn lag(&self, name: &str) -> Option<Result<i64, KafkaError>> {
-        let consumer = self.plugins.get(name)?.shared.consumer.clone();
-        let lag = tokio::task::spawn_blocking(move || -> Result<i64, KafkaError> {
-            let timeout = Duration::from_secs(2);
-            let assigned = consumer.assignment()?;
-            if assigned.count() == 0 {
-                return Ok(0);
-            }
-            let committed = consumer.committed_offsets(assigned, timeout)?;
-            let mut lag = 0;
-            for e in committed.elements() {
-                let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
-                let at = match e.offset() {
-                    rdkafka::Offset::Offset(o) => o,
-                    _ => low,
-                };
-                lag += (high - at).max(0);
-            }
-            Ok(lag)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("lag task: {e}"));
-        Some(lag)
+    /// The consumer-group lag of `name` on its assigned partitions, as librdkafka's last
+    /// statistics (every [`TriggerConfig::stats_interval`]) put it: for each partition,
+    /// the high watermark minus the committed offset (minus the low watermark when
+    /// nothing is committed yet). No broker call: `None` when the trigger runs no such
+    /// plugin or has no statistics yet.
+    pub fn lag(&self, name: &str) -> Option<i64> {
+        let lag = self.plugins.get(name)?.shared.lag.load(Ordering::Relaxed);
+        (lag >= 0).then_some(lag)
     }
 
     /// Stops fetching, lets the batches in flight finish, commits, and returns
@@ -442,10 +449,12 @@ impl PluginConsumer {
             source,
         };
         let registry: Registry = Arc::default();
+        let lag = Arc::new(AtomicI64::new(-1));
         let context = RebalanceContext {
             plugin: spec.name.clone(),
             registry: registry.clone(),
             revoke_timeout: config.revoke_timeout,
+            lag: lag.clone(),
         };
         let consumer: StreamConsumer<RebalanceContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -462,6 +471,10 @@ impl PluginConsumer {
             .set(
                 "session.timeout.ms",
                 config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "statistics.interval.ms",
+                config.stats_interval.as_millis().to_string(),
             )
             .create_with_context(context)
             .map_err(kafka)?;
@@ -484,6 +497,7 @@ impl PluginConsumer {
                 config: config.clone(),
                 observer,
                 series: crate::metrics::global().series(&spec.name),
+                lag,
             }),
             registry,
         })

@@ -362,6 +362,13 @@ impl Worker {
             Disposition::Ok => self.shared.series.ok.inc(),
             Disposition::DeadLettered(_) => self.shared.series.dead_lettered.inc(),
         };
+        if let Some(produced) = slot.record.timestamp().to_millis() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let seconds = (now - produced).max(0) as f64 / 1000.0;
+            self.shared.series.event_latency_seconds.observe(seconds);
+        }
         if let Some(observer) = &self.shared.observer {
             let _ = observer.send(Processed {
                 topic: self.topic.clone(),

@@ -1,0 +1,283 @@
+//! The platform end to end: all five plugins run by the `polyhost` binary against the real
+//! services, measured two ways in one run.
+//!
+//! `cargo bench -p polyhost-e2e --bench platform` (after `cargo xtask plugins` and a build
+//! of `polyhost`; `POLYHOST_BIN` picks the binary, by default `target/release/polyhost`
+//! when it exists, else `target/debug/polyhost`). It owns the platform's state, as the
+//! end-to-end test does: never run the two, or the demo, at the same time.
+//!
+//! 1. **Paced**: the host's own generator at `POLYHOST_BENCH_RATE` events/s (default 200,
+//!    the demo's rate) for `POLYHOST_BENCH_EVENTS` events (default 10 000); per plugin,
+//!    the p50/p99 latency from produce (the record's Kafka timestamp) to the event's final
+//!    outcome, from the host's `polyhost_event_latency_seconds` histogram.
+//! 2. **Sustained**: the same number of events produced first, then the host started:
+//!    events/s until every group has caught up, overall and per plugin.
+
+#[allow(dead_code)]
+#[path = "../tests/platform/audit.rs"]
+mod audit;
+#[allow(dead_code)]
+#[path = "../tests/platform/catalog.rs"]
+mod catalog;
+#[allow(dead_code)]
+#[path = "../tests/platform/events.rs"]
+mod events;
+#[allow(dead_code)]
+#[path = "../tests/platform/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../tests/platform/ranking.rs"]
+mod ranking;
+#[allow(dead_code)]
+#[path = "../tests/platform/users.rs"]
+mod users;
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use events::Urls;
+use harness::{Handler, Host, lag, manifest_with, reset_platform, run};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    if std::env::var_os("POLYHOST_BIN").is_none() {
+        let release = harness::root().join("target/release/polyhost");
+        if release.is_file() {
+            // SAFETY: set before any thread is started.
+            unsafe { std::env::set_var("POLYHOST_BIN", release) };
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(bench())
+}
+
+async fn bench() -> Result<()> {
+    let n = env("POLYHOST_BENCH_EVENTS", 10_000);
+    let rate = env("POLYHOST_BENCH_RATE", 200);
+    let urls = Urls::from_env();
+    ensure!(
+        harness::polyhost().exists(),
+        "{} is missing: build polyhost first",
+        harness::polyhost().display()
+    );
+    let dir = std::env::temp_dir().join(format!("polyhost-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "platform benchmark: {n} events, seed {}, host {}\n",
+        harness::SEED,
+        harness::polyhost().display()
+    );
+
+    // 1. Paced.
+    let (manifest, handlers) = manifest_with(&dir, Some((rate, n)))?;
+    reset_platform(&urls, &handlers).await?;
+    let mut host = Host::start(&manifest, dir.join("paced.log"))?;
+    let started = Instant::now();
+    loop {
+        host.alive()?;
+        let metrics = scrape(&host.admin).unwrap_or_default();
+        if generated(&metrics) >= n as f64 {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(n / rate.max(1) * 3 + 120),
+            "the generator did not publish {n} events in time"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let generating = started.elapsed();
+    let (_, drained) = caught_up(&urls, &handlers, &manifest, &mut host).await?;
+    let metrics = scrape(&host.admin)?;
+    host.stop()?;
+    println!(
+        "paced: {n} events generated at {:.0} events/s (asked {rate}); every group caught up {:.1} s after the last",
+        n as f64 / generating.as_secs_f64(),
+        drained.as_secs_f64()
+    );
+    println!(
+        "  {:<16} {:>8} {:>12} {:>12}",
+        "plugin", "events", "p50", "p99"
+    );
+    for h in &handlers {
+        let buckets = histogram(&metrics, "polyhost_event_latency_seconds", &h.name);
+        let count = buckets.last().map_or(0.0, |b| b.1);
+        println!(
+            "  {:<16} {:>8.0} {:>9.1} ms {:>9.1} ms",
+            h.name,
+            count,
+            quantile(&buckets, 0.50) * 1000.0,
+            quantile(&buckets, 0.99) * 1000.0
+        );
+    }
+    println!("  (latency: from the record's Kafka timestamp to the event's final outcome)\n");
+
+    // 2. Sustained.
+    let (manifest, handlers) = manifest_with(&dir, None)?;
+    reset_platform(&urls, &handlers).await?;
+    run(&[
+        "generate",
+        "--manifest",
+        "polyhost.toml",
+        "--count",
+        &n.to_string(),
+        "--seed",
+        &harness::SEED.to_string(),
+        "--rate",
+        "0",
+    ])?;
+    let mut host = Host::start(&manifest, dir.join("sustained.log"))?;
+    let (per_plugin, all) = caught_up(&urls, &handlers, &manifest, &mut host).await?;
+    let metrics = scrape(&host.admin)?;
+    host.stop()?;
+    println!(
+        "sustained: {n} events produced first, then the host: every group caught up in {:.1} s = {:.0} events/s end to end",
+        all.as_secs_f64(),
+        n as f64 / all.as_secs_f64()
+    );
+    println!(
+        "  {:<16} {:>8} {:>10} {:>12}",
+        "plugin", "events", "caught up", "events/s"
+    );
+    for h in &handlers {
+        let events = counter(&metrics, "polyhost_events_total", &h.name);
+        let took = per_plugin[&h.name];
+        println!(
+            "  {:<16} {:>8.0} {:>8.1} s {:>12.0}",
+            h.name,
+            events,
+            took.as_secs_f64(),
+            events / took.as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits until every group's lag is 0 (on two looks 2 s apart); returns when each plugin
+/// first reached 0 for good, and when all had.
+async fn caught_up(
+    urls: &Urls,
+    handlers: &[Handler],
+    manifest: &std::path::Path,
+    host: &mut Host,
+) -> Result<(BTreeMap<String, Duration>, Duration)> {
+    let started = Instant::now();
+    let mut zero_at: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut all_zero: Option<Instant> = None;
+    loop {
+        host.alive()?;
+        let lags = lag(urls, handlers, manifest)?;
+        for (name, l) in &lags {
+            if *l == 0 {
+                zero_at.entry(name.clone()).or_insert(started.elapsed());
+            } else {
+                zero_at.remove(name);
+            }
+        }
+        if lags.values().all(|l| *l == 0) {
+            let since = *all_zero.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(2) {
+                let all = zero_at.values().max().copied().unwrap_or_default();
+                return Ok((zero_at, all));
+            }
+        } else {
+            all_zero = None;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "lag not 0 after 30 min: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The host's `/metrics` text.
+fn scrape(admin: &str) -> Result<String> {
+    let mut stream = std::net::TcpStream::connect(admin)
+        .with_context(|| format!("connecting to the admin API at {admin}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .context("an HTTP response without a body")?;
+    Ok(body)
+}
+
+/// The value of the sample `name{plugin="<plugin>"…}` (summed over the other labels).
+fn counter(metrics: &str, name: &str, plugin: &str) -> f64 {
+    let label = format!("plugin=\"{plugin}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .filter(|l| !l.contains("outcome=") || l.contains("outcome=\"ok\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn generated(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("polyhost_generated_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A histogram's cumulative buckets for `plugin`: (upper bound, count), `+Inf` last.
+fn histogram(metrics: &str, name: &str, plugin: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let label = format!("plugin=\"{plugin}\"");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(&label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The `q` quantile of cumulative `buckets`, interpolated linearly within its bucket (as
+/// Prometheus' `histogram_quantile` does).
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower.0;
+            }
+            let within = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
+            return lower.0 + (le - lower.0) * within;
+        }
+        lower = (le, count);
+    }
+    lower.0
+}
