@@ -193,14 +193,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The count of `plugin`'s final outcomes of kind `outcome`.
+    /// The count of `plugin`'s final outcomes of kind `outcome` (0 when there were none;
+    /// reading creates no series).
     pub fn events_of(&self, plugin: &str, outcome: &str) -> u64 {
         self.events
-            .get_or_create(&OutcomeLabels {
+            .get(&OutcomeLabels {
                 plugin: plugin.to_string(),
                 outcome: outcome.to_string(),
             })
-            .get()
+            .map_or(0, |c| c.get())
     }
 
     /// A plugin label.
