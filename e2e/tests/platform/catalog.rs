@@ -96,17 +96,8 @@ async fn check_ratings(
     titles: &BTreeMap<String, TitleExp>,
     report: &mut Vec<String>,
 ) -> Result<()> {
-    let docs: Vec<mongodb::bson::Document> = db
-        .collection(RATINGS)
-        .find(doc! {})
-        .await
-        .context("reading streaming.ratings")?
-        .try_collect()
-        .await
-        .context("reading streaming.ratings")?;
     let mut found: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for doc in docs {
-        let json = Bson::Document(doc).into_relaxed_extjson();
+    for json in read_all(db, RATINGS).await? {
         let title = json["title_id"].as_str().unwrap_or_default().to_string();
         let entry = found.entry(title).or_default();
         entry.0 += 1;
@@ -144,19 +135,26 @@ fn bucket(db: &mongodb::Database) -> GridFsBucket {
     )
 }
 
-/// Every title document, as relaxed Extended JSON, by `_id`.
-async fn read_titles(db: &mongodb::Database) -> Result<BTreeMap<String, Value>> {
+/// Every document of `collection`, as relaxed Extended JSON.
+async fn read_all(db: &mongodb::Database, collection: &str) -> Result<Vec<Value>> {
     let docs: Vec<mongodb::bson::Document> = db
-        .collection(TITLES)
+        .collection(collection)
         .find(doc! {})
         .await
-        .context("reading streaming.titles")?
+        .with_context(|| format!("reading streaming.{collection}"))?
         .try_collect()
         .await
-        .context("reading streaming.titles")?;
+        .with_context(|| format!("reading streaming.{collection}"))?;
+    Ok(docs
+        .into_iter()
+        .map(|doc| Bson::Document(doc).into_relaxed_extjson())
+        .collect())
+}
+
+/// Every title document, as relaxed Extended JSON, by `_id`.
+async fn read_titles(db: &mongodb::Database) -> Result<BTreeMap<String, Value>> {
     let mut titles = BTreeMap::new();
-    for doc in docs {
-        let json = Bson::Document(doc).into_relaxed_extjson();
+    for json in read_all(db, TITLES).await? {
         let id = json["_id"]
             .as_str()
             .with_context(|| format!("a title whose _id is not a string: {}", json["_id"]))?

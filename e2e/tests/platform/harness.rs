@@ -79,7 +79,8 @@ pub fn manifest_with(dir: &Path, generator: Option<(u64, u64)>) -> Result<(PathB
     }
     let mut handlers = Vec::new();
     for p in plugins.iter_mut() {
-        if let (Some((rate, total)), true) = (generator, is_generator(p)) {
+        let generates = is_generator(p);
+        if let (Some((rate, total)), true) = (generator, generates) {
             let config = p
                 .get_mut("config")
                 .and_then(|c| c.as_table_mut())
@@ -91,7 +92,7 @@ pub fn manifest_with(dir: &Path, generator: Option<(u64, u64)>) -> Result<(PathB
         let t = p.as_table_mut().context("a plugin entry")?;
         let wasm = root().join(t["wasm"].as_str().context("wasm")?);
         t.insert("wasm".into(), wasm.display().to_string().into());
-        if t.get("kind").and_then(|k| k.as_str()) == Some("generator") {
+        if generates {
             continue;
         }
         let name = t["name"].as_str().context("name")?.to_string();
