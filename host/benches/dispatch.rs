@@ -1,37 +1,50 @@
 //! How much the sandbox costs per event: the no-op handler plugin against a native Rust
 //! function doing the same, side by side in one run.
 //!
-//! `cargo bench -p polyhost --bench dispatch` (needs `cargo xtask plugins` first).
+//! `cargo bench -p polyhost --bench dispatch [-- N…]` (needs `cargo xtask plugins` first;
+//! numbers pick batch sizes, by default 1, 16 and 256).
 //!
 //! For each batch size N it times whole calls — a fresh `Store`, instantiation from the
 //! pool, the events crossing into the guest, the outcomes crossing back — and the native
-//! baseline (the same events cloned, one outcome each), and prints medians of many
-//! samples, the host overhead per event, and the ratio. It also times instantiation alone.
+//! baseline (the same events cloned, one outcome each), interleaved sample by sample, and
+//! prints medians, the host overhead per event, and the ratio. The no-op handler runs twice,
+//! built with two guest allocators: an arena (`noop-arena`, which frees nothing until the
+//! batch's instance goes) and Rust's default (`noop-handler`, dlmalloc): each string or
+//! list of an event is one allocation in the guest, so the allocator shows. It also times
+//! instantiation alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polyhost::backends::{Connections, Settings};
 use polyhost::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use polyhost::manifest::PluginSpec;
-use polyhost::runtime::{Runtime, RuntimeConfig};
+use polyhost::runtime::{LoadedPlugin, RecordMeta, Records, Runtime, RuntimeConfig};
 
 const SAMPLES: usize = 41;
 
+/// The guests compared: (label, test plugin).
+const GUESTS: [(&str, &str); 2] = [
+    ("arena allocator", "noop_arena"),
+    ("default allocator", "noop_handler"),
+];
+
 fn main() {
-    let wasm =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins/noop_handler.wasm");
-    assert!(
-        wasm.is_file(),
-        "{} missing: run `cargo xtask plugins` first",
-        wasm.display()
-    );
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins");
+    for (_, name) in GUESTS {
+        let wasm = dir.join(format!("{name}.wasm"));
+        assert!(
+            wasm.is_file(),
+            "{} missing: run `cargo xtask plugins` first",
+            wasm.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(wasm));
+    rt.block_on(run(&dir));
 }
 
 /// A realistic event: CloudEvents attributes and a ~200-byte JSON payload.
@@ -48,13 +61,25 @@ fn event(i: usize) -> Event {
         id,
         source: "/polyhost/event-generator".into(),
         type_: "streaming.session.heartbeat".into(),
-        subject: Some(subject.clone()),
+        subject: Some(subject),
         time: Some(1_790_000_000_000_000 + i as i64),
         data: data.into_bytes(),
         offset: i as i64,
-        key: Some(subject.into_bytes()),
-        headers: Vec::new(),
     }
+}
+
+/// The Kafka records behind `events`: each keyed by its subject, as on the platform.
+fn records(events: &[Event]) -> Records {
+    Records::new(
+        events
+            .iter()
+            .map(|e| RecordMeta {
+                offset: e.offset,
+                key: e.subject.clone().map(String::into_bytes),
+                headers: Vec::new(),
+            })
+            .collect(),
+    )
 }
 
 /// The native baseline: what the guest does, without the sandbox (the events are cloned
@@ -70,22 +95,59 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn run(wasm: PathBuf) {
-    let config = RuntimeConfig {
-        cache_dir: None,
-        ..RuntimeConfig::default()
-    };
-    let runtime = Runtime::new(config, Arc::new(Connections::new(Settings::default()))).unwrap();
-    let mut spec = PluginSpec::new("noop", wasm);
-    spec.subscribe = vec!["bench".into()];
-    let plugin = runtime.load(&spec).await.unwrap();
+/// The median time of one `handle` call of `plugin`, of one native call, in `SAMPLES`
+/// interleaved samples of `iters` calls each.
+async fn time_batch(plugin: &LoadedPlugin, events: &[Event], iters: u32) -> (Duration, Duration) {
     let batch = BatchInfo {
         topic: "streaming.sessions".into(),
         partition: 0,
         attempt: 0,
     };
+    let records = records(events);
+    // Warm up both.
+    for _ in 0..iters {
+        plugin
+            .handle(&batch, events, records.clone())
+            .await
+            .unwrap();
+        std::hint::black_box(native_handle(&batch, events));
+    }
+    let (mut host, mut native) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(
+                plugin
+                    .handle(&batch, events, records.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        host.push(t.elapsed() / iters);
+        let t = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(native_handle(&batch, events));
+        }
+        native.push(t.elapsed() / iters);
+    }
+    (median(host), median(native))
+}
+
+async fn run(dir: &Path) {
+    let config = RuntimeConfig {
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(config, Arc::new(Connections::new(Settings::default()))).unwrap();
+    let mut plugins = Vec::new();
+    for (label, name) in GUESTS {
+        let mut spec = PluginSpec::new(name, dir.join(format!("{name}.wasm")));
+        spec.subscribe = vec!["bench".into()];
+        plugins.push((label, runtime.load(&spec).await.unwrap()));
+    }
 
     // Instantiation alone.
+    let plugin = &plugins[0].1;
     for _ in 0..200 {
         plugin.instantiate_only().await.unwrap();
     }
@@ -107,39 +169,27 @@ async fn run(wasm: PathBuf) {
     );
     println!();
     println!(
-        "{:>5} {:>14} {:>14} {:>16} {:>8}",
-        "N", "host/batch", "native/batch", "overhead/event", "ratio"
+        "{:>5}  {:<18} {:>14} {:>14} {:>16} {:>8}",
+        "N", "guest", "host/batch", "native/batch", "overhead/event", "ratio"
     );
+    let only: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     for n in [1usize, 16, 256] {
+        if !only.is_empty() && !only.contains(&n) {
+            continue;
+        }
         let events: Vec<Event> = (0..n).map(event).collect();
         let iters = (4096 / n).max(8) as u32;
-        // Warm up both.
-        for _ in 0..iters {
-            plugin.handle(&batch, &events).await.unwrap();
-            std::hint::black_box(native_handle(&batch, &events));
+        for (label, plugin) in &plugins {
+            let (h, nat) = time_batch(plugin, &events, iters).await;
+            let per_event = (h.as_secs_f64() - nat.as_secs_f64()) / n as f64;
+            println!(
+                "{n:>5}  {label:<18} {:>11.2} µs {:>11.2} µs {:>13.3} µs {:>7.1}x",
+                h.as_secs_f64() * 1e6,
+                nat.as_secs_f64() * 1e6,
+                per_event * 1e6,
+                h.as_secs_f64() / nat.as_secs_f64()
+            );
         }
-        let (mut host, mut native) = (Vec::new(), Vec::new());
-        for _ in 0..SAMPLES {
-            let t = Instant::now();
-            for _ in 0..iters {
-                std::hint::black_box(plugin.handle(&batch, &events).await.unwrap());
-            }
-            host.push(t.elapsed() / iters);
-            let t = Instant::now();
-            for _ in 0..iters {
-                std::hint::black_box(native_handle(&batch, &events));
-            }
-            native.push(t.elapsed() / iters);
-        }
-        let (h, nat) = (median(host), median(native));
-        let per_event = (h.as_secs_f64() - nat.as_secs_f64()) / n as f64;
-        println!(
-            "{n:>5} {:>11.2} µs {:>11.2} µs {:>13.3} µs {:>7.1}x",
-            h.as_secs_f64() * 1e6,
-            nat.as_secs_f64() * 1e6,
-            per_event * 1e6,
-            h.as_secs_f64() / nat.as_secs_f64()
-        );
     }
     println!();
     println!(

@@ -13,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::backends::Backends;
+use crate::runtime::Records;
 
 /// Everything one plugin version's stores share.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct HostState {
     wasi: Option<WasiCtx>,
     /// Memory and instance limits.
     pub limits: StoreLimits,
+    /// The Kafka records behind the batch being handled (none outside a batch).
+    pub records: Records,
 }
 
 impl HostState {
@@ -49,6 +52,7 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: None,
             limits,
+            records: Records::default(),
         }
     }
 }

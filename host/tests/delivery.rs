@@ -52,6 +52,14 @@ async fn sigterm_drains_processes_and_commits_what_was_fetched() -> Result<()> {
     assert!(host.terminate(Duration::from_secs(30))?.success());
     f.assert_exactly_once(n).await?;
     assert_eq!(f.handled().await?, n as i64, "no event handed over twice");
+
+    // Each event's Kafka key and headers reached the plugin (through `records`).
+    let keys = f.recorded_keys().await?;
+    assert_eq!(keys.len(), n);
+    for i in 0..n {
+        let id = format!("{}-{i}", f.plugin);
+        assert_eq!(keys.get(&id), Some(&format!("k{}|n={i}", i % 60)), "{id}");
+    }
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use harness::{batch, events, run_script, runtime, test_plugin};
 use polyhost::backends::sql;
 use polyhost::manifest::PluginSpec;
-use polyhost::runtime::BatchFailure;
+use polyhost::runtime::{BatchFailure, Records};
 use serde_json::json;
 
 /// The sql probe, logged in as the `DATABASE_URL` user (no table is touched).
@@ -71,7 +71,11 @@ async fn a_call_stuck_past_its_deadline_fails_alone() {
     ]});
     let started = Instant::now();
     let failure = plugin
-        .handle(&batch("t"), &[harness::event("hang", "probe", &script)])
+        .handle(
+            &batch("t"),
+            &[harness::event("hang", "probe", &script)],
+            Records::default(),
+        )
         .await
         .expect_err("the call must fail");
     assert_eq!(failure, BatchFailure::Timeout(500));
@@ -89,7 +93,7 @@ async fn a_call_stuck_past_its_deadline_fails_alone() {
     .await
     .expect("the same plugin's next batch runs");
     let out = healthy
-        .handle(&batch("t"), &events("after", "ok", 4))
+        .handle(&batch("t"), &events("after", "ok", 4), Records::default())
         .await
         .expect("another plugin runs");
     assert_eq!(out.len(), 4);

@@ -8,7 +8,7 @@ mod harness;
 use harness::{batch, event, events, runtime, runtime_with_cache, test_plugin};
 use polyhost::bindings::polyhost::platform::types::Outcome;
 use polyhost::manifest::PluginSpec;
-use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError};
+use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError, Records};
 use serde_json::json;
 
 fn spec(name: &str, plugin: &str) -> PluginSpec {
@@ -23,7 +23,10 @@ async fn a_handler_returns_one_outcome_per_event() {
     let p = rt.load(&spec("noop", "noop-handler")).await.expect("load");
     for n in [1, 16, 256] {
         let evs = events("e", "streaming.test", n);
-        let out = p.handle(&batch("t"), &evs).await.expect("handle");
+        let out = p
+            .handle(&batch("t"), &evs, Records::default())
+            .await
+            .expect("handle");
         assert_eq!(out.len(), n);
         assert!(out.iter().all(|o| matches!(o, Outcome::Ok)));
     }
@@ -42,7 +45,10 @@ async fn reject_reaches_the_host_with_its_reason() {
         event("b", "fault.reject", &json!({})),
         event("c", "ok", &json!({})),
     ];
-    let out = p.handle(&batch("t"), &evs).await.expect("handle");
+    let out = p
+        .handle(&batch("t"), &evs, Records::default())
+        .await
+        .expect("handle");
     assert!(matches!(out[0], Outcome::Ok));
     assert!(matches!(&out[1], Outcome::Reject(r) if r == "rejected b"));
     assert!(matches!(out[2], Outcome::Ok));
@@ -89,19 +95,23 @@ async fn faults_end_the_call_only() {
     ];
     for (ty, expected) in cases {
         let failure = faulty
-            .handle(&batch("t"), &[event("x", ty, &json!({}))])
+            .handle(
+                &batch("t"),
+                &[event("x", ty, &json!({}))],
+                Records::default(),
+            )
             .await
             .expect_err(ty);
         assert!(expected(&failure), "{ty}: unexpected failure {failure:?}");
         assert!(failure.is_permanent(), "{ty} must dead-letter, not retry");
 
         let again = faulty
-            .handle(&batch("t"), &events("after", "ok", 3))
+            .handle(&batch("t"), &events("after", "ok", 3), Records::default())
             .await
             .unwrap_or_else(|e| panic!("after {ty}, the same plugin failed: {e}"));
         assert_eq!(again.len(), 3);
         let other = healthy
-            .handle(&batch("t"), &events("other", "ok", 3))
+            .handle(&batch("t"), &events("other", "ok", 3), Records::default())
             .await
             .unwrap_or_else(|e| panic!("after {ty}, another plugin failed: {e}"));
         assert_eq!(other.len(), 3);
@@ -117,7 +127,11 @@ async fn a_plugin_reaches_no_file_environment_or_socket() {
         .await
         .expect("load");
     let out = p
-        .handle(&batch("t"), &[event("s", "sandbox.escape", &json!({}))])
+        .handle(
+            &batch("t"),
+            &[event("s", "sandbox.escape", &json!({}))],
+            Records::default(),
+        )
         .await
         .expect("handle");
     assert!(matches!(&out[0], Outcome::Ok), "{out:?}");
@@ -184,7 +198,7 @@ async fn compiled_components_are_cached_on_disk() {
     assert_eq!(b.cache, CacheOutcome::Hit);
     let p = second.load(&spec("noop", "noop-handler")).await.unwrap();
     assert_eq!(
-        p.handle(&batch("t"), &events("c", "ok", 2))
+        p.handle(&batch("t"), &events("c", "ok", 2), Records::default())
             .await
             .unwrap()
             .len(),

@@ -168,7 +168,7 @@ async fn all_documents(
             "size": PAGE,
             "query": { "match_all": {} },
             "sort": [{ "id": "asc" }, { "_doc": "asc" }],
-            "_source": ["id", "type", "subject", "topic", "time", "source", "user_id", "title_id", "data.original_topic"],
+            "_source": ["id", "type", "subject", "key", "topic", "time", "source", "user_id", "title_id", "data.original_topic"],
         });
         if let Some(after) = &after {
             body["search_after"] = after.clone();
@@ -273,6 +273,8 @@ fn matches(ev: &Ev, doc: &Doc) -> Result<(), String> {
     for (field, want) in [
         ("type", Some(ev.ty.as_str())),
         ("subject", ev.subject.as_deref()),
+        // The Kafka key, which the auditor reads through `polyhost:platform/records`.
+        ("key", ev.key.as_deref()),
         ("topic", Some(ev.topic.as_str())),
         ("source", Some(ev.source.as_str())),
     ] {

@@ -203,7 +203,7 @@ impl Backends {
 /// What importing an interface takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportNeeds {
-    /// Nothing: WASI basics, logging, config, the shared types.
+    /// Nothing: WASI basics, logging, config, the shared types, the batch's records.
     Nothing,
     /// The named grant.
     Grant(&'static str),
@@ -215,9 +215,10 @@ pub enum ImportNeeds {
 pub fn import_needs(interface: &str) -> ImportNeeds {
     let base = interface.split('@').next().unwrap_or(interface);
     match base {
-        "polyhost:platform/types" | "wasi:logging/logging" | "wasi:config/store" => {
-            ImportNeeds::Nothing
-        }
+        "polyhost:platform/types"
+        | "polyhost:platform/records"
+        | "wasi:logging/logging"
+        | "wasi:config/store" => ImportNeeds::Nothing,
         "polyhost:platform/messaging" => ImportNeeds::Grant("messaging"),
         "polyhost:platform/sql" => ImportNeeds::Grant("sql"),
         "polyhost:platform/documents" => ImportNeeds::Grant("documents"),
@@ -259,6 +260,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use crate::bindings::{polyhost::platform as p, wasi};
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     p::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
+    p::records::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     wasi::logging::logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     wasi::config::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     p::messaging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;

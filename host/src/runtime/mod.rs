@@ -11,9 +11,11 @@
 
 mod cache;
 mod plugin;
+mod records;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugin::{BatchFailure, Generator, LoadedPlugin};
+pub use records::{RecordMeta, Records};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -254,13 +256,13 @@ impl Runtime {
         let instance = match spec.kind {
             Kind::Handler => PreInstance::Handler(PlatformHandlerPre::new(pre).map_err(|e| {
                 link(format!(
-                    "does not export `polyhost:platform/handler@0.1.0` as the handler world requires ({e:#})"
+                    "does not export `polyhost:platform/handler@0.2.0` as the handler world requires ({e:#})"
                 ))
             })?),
             Kind::Generator => {
                 PreInstance::Generator(EventGeneratorPre::new(pre).map_err(|e| {
                     link(format!(
-                        "does not export `polyhost:platform/generator@0.1.0` as the generator world requires ({e:#})"
+                        "does not export `polyhost:platform/generator@0.2.0` as the generator world requires ({e:#})"
                     ))
                 })?)
             }

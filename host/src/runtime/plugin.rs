@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
-use super::{CacheOutcome, Checked, PreInstance};
+use super::{CacheOutcome, Checked, PreInstance, Records};
 use crate::bindings::generator::EventGenerator;
 use crate::bindings::polyhost::platform::messaging::Message;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
@@ -147,11 +147,13 @@ impl LoadedPlugin {
         Duration::from_millis(self.limits.call_timeout_ms) + self.epoch_tick * 4
     }
 
-    /// Hands one batch to a fresh instance and returns one outcome per event.
+    /// Hands one batch to a fresh instance and returns one outcome per event. `records`
+    /// are the Kafka records behind `events`, served by `polyhost:platform/records`.
     pub async fn handle(
         &self,
         batch: &BatchInfo,
         events: &[Event],
+        records: Records,
     ) -> Result<Vec<Outcome>, BatchFailure> {
         let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
@@ -165,6 +167,7 @@ impl LoadedPlugin {
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         let mut store = self.new_store();
+        store.data_mut().records = records;
         self.arm_deadline(&mut store);
         let call = async {
             let bindings = pre

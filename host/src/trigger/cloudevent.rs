@@ -10,17 +10,6 @@ use serde_json::value::RawValue;
 
 use crate::bindings::polyhost::platform::types::Event;
 
-/// Where a record came from, besides its value: copied into the [`Event`].
-#[derive(Debug, Clone, Default)]
-pub struct RecordMeta {
-    /// The record's offset in its partition.
-    pub offset: i64,
-    /// The record key, if any.
-    pub key: Option<Vec<u8>>,
-    /// The record headers.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
 /// The attributes the trigger reads, borrowed from the record where JSON allows; `data` is
 /// kept as its original JSON text, so it is neither built into a tree nor re-serialised.
 /// Other (extension) attributes are skipped without being built.
@@ -110,7 +99,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Attr<'a> {
 }
 
 /// Parses a structured-mode CloudEvent. `Err` holds the reason for the dead-letter header.
-pub fn parse(value: Option<&[u8]>, meta: RecordMeta) -> Result<Event, String> {
+pub fn parse(value: Option<&[u8]>, offset: i64) -> Result<Event, String> {
     let value = value.ok_or("not a CloudEvent: the record has no value")?;
     let not_json = |e: serde_json::Error| format!("not a CloudEvent: the value is not JSON ({e})");
     if value.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -153,9 +142,7 @@ pub fn parse(value: Option<&[u8]>, meta: RecordMeta) -> Result<Event, String> {
         subject,
         time,
         data,
-        offset: meta.offset,
-        key: meta.key,
-        headers: meta.headers,
+        offset,
     })
 }
 
@@ -225,14 +212,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn ev(v: Value) -> Result<Event, String> {
-        parse(
-            Some(&serde_json::to_vec(&v).unwrap()),
-            RecordMeta {
-                offset: 7,
-                key: Some(b"k".to_vec()),
-                headers: vec![("h".into(), b"v".to_vec())],
-            },
-        )
+        parse(Some(&serde_json::to_vec(&v).unwrap()), 7)
     }
 
     fn base() -> Value {
@@ -254,27 +234,21 @@ mod tests {
             serde_json::from_slice::<Value>(&e.data).unwrap(),
             json!({"name": "ana"})
         );
-        assert_eq!((e.offset, e.key.as_deref()), (7, Some(&b"k"[..])));
-        assert_eq!(e.headers, vec![("h".to_string(), b"v".to_vec())]);
+        assert_eq!(e.offset, 7);
     }
 
     #[test]
     fn extensions_are_skipped_and_escapes_decoded() {
         let raw = br#"{"specversion":"1.0","id":"e\u00e9","source":"/t","type":"x",
             "traceparent":{"a":[1,{"b":null}]},"seq":[1,2],"n":3.5,"data":{"k": [1, "v"]}}"#;
-        let e = parse(Some(raw), RecordMeta::default()).unwrap();
+        let e = parse(Some(raw), 0).unwrap();
         assert_eq!(e.id, "e\u{e9}");
         assert_eq!(
             serde_json::from_slice::<Value>(&e.data).unwrap(),
             json!({"k": [1, "v"]})
         );
         let null_data = br#"{"specversion":"1.0","id":"e","source":"/t","type":"x","data":null}"#;
-        assert!(
-            parse(Some(null_data), RecordMeta::default())
-                .unwrap()
-                .data
-                .is_empty()
-        );
+        assert!(parse(Some(null_data), 0).unwrap().data.is_empty());
     }
 
     #[test]
@@ -312,7 +286,7 @@ mod tests {
             (Some(b"[1]"), "not a JSON object"),
         ];
         for (raw, why) in cases {
-            let err = parse(raw, RecordMeta::default()).unwrap_err();
+            let err = parse(raw, 0).unwrap_err();
             assert!(err.contains(why), "{err}");
         }
         let mut no_id = base();

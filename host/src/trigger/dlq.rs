@@ -45,7 +45,7 @@ pub const EVENT_TYPE: &str = "polyhost.dead_letter";
 pub fn as_event(
     value: Option<&[u8]>,
     timestamp_ms: Option<i64>,
-    meta: super::cloudevent::RecordMeta,
+    meta: &crate::runtime::RecordMeta,
 ) -> crate::bindings::polyhost::platform::types::Event {
     use base64::Engine as _;
     let header = |name: &str| {
@@ -90,8 +90,6 @@ pub fn as_event(
         time: timestamp_ms.map(|ms| ms * 1000),
         data: serde_json::to_vec(&data).expect("a JSON value serialises"),
         offset: meta.offset,
-        key: meta.key,
-        headers: meta.headers,
     }
 }
 

@@ -13,11 +13,12 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::cloudevent::{self, RecordMeta};
+use super::cloudevent;
 use super::dlq::{self, Letter};
 use super::offsets::PartitionProgress;
 use super::{Disposition, Processed, Shared};
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
+use crate::runtime::{RecordMeta, Records};
 
 /// Set when a worker ends, however it ends; the rebalance callback waits on it.
 #[derive(Debug, Default)]
@@ -84,6 +85,8 @@ pub(crate) struct Worker {
 /// One record of a batch and where it stands.
 struct Slot {
     record: OwnedMessage,
+    /// Its key and headers, which the plugin reads through `polyhost:platform/records`.
+    meta: RecordMeta,
     /// `Err(reason)` when it is not a valid CloudEvent.
     event: Result<Event, String>,
     settled: bool,
@@ -171,17 +174,19 @@ impl Worker {
             .into_iter()
             .filter(|m| self.progress.fetched(m.offset()))
             .map(|record| {
+                let meta = meta(&record);
                 let event = if self.topic.starts_with(dlq::TOPIC_PREFIX) {
                     Ok(dlq::as_event(
                         record.payload(),
                         record.timestamp().to_millis(),
-                        meta(&record),
+                        &meta,
                     ))
                 } else {
-                    cloudevent::parse(record.payload(), meta(&record))
+                    cloudevent::parse(record.payload(), meta.offset)
                 };
                 Slot {
                     record,
+                    meta,
                     event,
                     settled: false,
                     handed: 0,
@@ -247,6 +252,7 @@ impl Worker {
             .iter()
             .map(|&i| slots[i].event.clone().expect("only events are pending"))
             .collect();
+        let records = Records::new(group.iter().map(|&i| slots[i].meta.clone()).collect());
         let info = BatchInfo {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -257,7 +263,7 @@ impl Worker {
         }
         tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
         let started = std::time::Instant::now();
-        let handled = plugin.handle(&info, &events).await;
+        let handled = plugin.handle(&info, &events, records).await;
         let series = &self.shared.series;
         series
             .batch_seconds

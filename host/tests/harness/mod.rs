@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use polyhost::backends::{Connections, Settings};
 use polyhost::bindings::polyhost::platform::types::{BatchInfo, Event};
-use polyhost::runtime::{Runtime, RuntimeConfig};
+use polyhost::runtime::{Records, Runtime, RuntimeConfig};
 
 /// The component of a test plugin built by `cargo xtask plugins`
 /// (`test-plugins/<name>` → `target/test-plugins/<name_with_underscores>.wasm`).
@@ -49,8 +49,6 @@ pub fn event(id: &str, ty: &str, data: &serde_json::Value) -> Event {
         time: Some(1_700_000_000_000_000),
         data: serde_json::to_vec(data).expect("json"),
         offset: 0,
-        key: Some(format!("subject-{id}").into_bytes()),
-        headers: Vec::new(),
     }
 }
 
@@ -83,7 +81,7 @@ pub async fn run_script(
     use polyhost::bindings::polyhost::platform::types::Outcome;
     let events = [event("e1", "probe", script)];
     let outcomes = plugin
-        .handle(&batch("t"), &events)
+        .handle(&batch("t"), &events, Records::default())
         .await
         .map_err(|e| anyhow::anyhow!("the probe failed: {e}"))?;
     match &outcomes[..] {

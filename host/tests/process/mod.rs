@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands as _;
 
@@ -285,6 +286,13 @@ slow_ms = {slow_ms}
         Ok(redis.hgetall(format!("{}ids", self.prefix)).await?)
     }
 
+    /// The Kafka key and headers the recorder read for each id, through the `records`
+    /// interface (`<key>|<header>=<value>,…`).
+    pub async fn recorded_keys(&self) -> Result<HashMap<String, String>> {
+        let mut redis = redis_conn().await?;
+        Ok(redis.hgetall(format!("{}keys", self.prefix)).await?)
+    }
+
     /// The recorder's counter (how many times an event was applied).
     pub async fn count(&self) -> Result<i64> {
         let mut redis = redis_conn().await?;
@@ -386,7 +394,7 @@ pub async fn redis_conn() -> Result<redis::aio::MultiplexedConnection> {
 }
 
 /// Produces `n` CloudEvents to `topic` with ids `<prefix>-<i>` (i from `from`), keyed
-/// `k<i % keys>`, and waits for every acknowledgement.
+/// `k<i % keys>`, with a header `n` = `<i>`, and waits for every acknowledgement.
 pub async fn produce(
     kafka: &Service,
     topic: &str,
@@ -399,7 +407,7 @@ pub async fn produce(
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
-    let records: Vec<(String, Vec<u8>)> = (from..from + n)
+    let records: Vec<(String, Vec<u8>, String)> = (from..from + n)
         .map(|i| {
             let key = format!("k{}", i % keys.max(1));
             let value = serde_json::json!({
@@ -410,13 +418,23 @@ pub async fn produce(
                 "subject": key,
                 "data": {"n": i},
             });
-            (key, serde_json::to_vec(&value).expect("json"))
+            (
+                key,
+                serde_json::to_vec(&value).expect("json"),
+                i.to_string(),
+            )
         })
         .collect();
     for chunk in records.chunks(2000) {
-        let sends = chunk.iter().map(|(k, v)| {
+        let sends = chunk.iter().map(|(k, v, n)| {
             producer.send(
-                FutureRecord::to(topic).key(k.as_bytes()).payload(v),
+                FutureRecord::to(topic)
+                    .key(k.as_bytes())
+                    .payload(v)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "n",
+                        value: Some(n.as_bytes()),
+                    })),
                 Duration::from_secs(30),
             )
         });

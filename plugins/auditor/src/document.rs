@@ -55,14 +55,15 @@ pub fn rfc3339(micros: i64) -> Option<String> {
     Some(t.format(format).to_string())
 }
 
-/// The audit document of `event`, read from `partition` of `topic`.
+/// The audit document of `event`, read from `partition` of `topic`, whose Kafka record had
+/// the key `key`.
 ///
 /// `data` is kept twice: as an object in `data` (mapped `flattened`: every leaf is a
 /// keyword under one field, so no event type can grow the mapping) and as its text, as
 /// the host handed it over, in `data_text` (full-text). Data that is not a JSON object
 /// goes only to `data_text`, as (lossy) UTF-8 text. The string `user_id` and
 /// `title_id` of an object `data` are lifted to top-level keywords.
-pub fn document(topic: &str, partition: i32, event: &Event) -> Value {
+pub fn document(topic: &str, partition: i32, event: &Event, key: Option<&[u8]>) -> Value {
     let mut doc = Map::new();
     let mut put = |k: &str, v: Value| {
         doc.insert(k.to_string(), v);
@@ -79,7 +80,7 @@ pub fn document(topic: &str, partition: i32, event: &Event) -> Value {
     put("topic", topic.into());
     put("partition", partition.into());
     put("offset", event.offset.into());
-    if let Some(key) = &event.key {
+    if let Some(key) = key {
         put("key", String::from_utf8_lossy(key).into_owned().into());
     }
     let data = serde_json::from_slice::<Value>(&event.data);
@@ -120,10 +121,11 @@ mod tests {
             time,
             data: data.as_bytes().to_vec(),
             offset: 12,
-            key: Some(b"s-3".to_vec()),
-            headers: Vec::new(),
         }
     }
+
+    /// The Kafka key of [`event`]'s record.
+    const KEY: Option<&[u8]> = Some(b"s-3");
 
     /// 2026-01-01T00:00:00Z in microseconds.
     const NEW_YEAR: i64 = 1_767_225_600_000_000;
@@ -174,6 +176,7 @@ mod tests {
             "streaming.sessions",
             2,
             &event(Some(NEW_YEAR + 1_500_000), data),
+            KEY,
         );
         assert_eq!(
             doc,
@@ -198,7 +201,7 @@ mod tests {
 
     #[test]
     fn only_string_ids_are_lifted() {
-        let doc = document("t", 0, &event(None, r#"{"user_id":7,"board":"b"}"#));
+        let doc = document("t", 0, &event(None, r#"{"user_id":7,"board":"b"}"#), KEY);
         assert!(doc.get("user_id").is_none());
         assert!(doc.get("title_id").is_none());
         assert!(doc.get("time").is_none());
@@ -215,7 +218,7 @@ mod tests {
         let mut e = event(Some(NEW_YEAR), &data.to_string());
         e.id = "dlq-user-handler-streaming.users-1-5".into();
         e.type_ = "polyhost.dead_letter".into();
-        let doc = document("polyhost.dlq.user-handler", 0, &e);
+        let doc = document("polyhost.dlq.user-handler", 0, &e, KEY);
         assert_eq!(doc["data"], data);
         assert_eq!(doc["type"], "polyhost.dead_letter");
         assert_eq!(doc["topic"], "polyhost.dlq.user-handler");
@@ -225,22 +228,21 @@ mod tests {
 
     #[test]
     fn other_data_goes_to_the_text_field_only() {
-        let doc = document("t", 0, &event(None, "[1,2]"));
+        let doc = document("t", 0, &event(None, "[1,2]"), KEY);
         assert_eq!(doc["data_text"], "[1,2]");
         assert!(doc.get("data").is_none());
-        let doc = document("t", 0, &event(None, "not json"));
+        let doc = document("t", 0, &event(None, "not json"), KEY);
         assert_eq!(doc["data_text"], "not json");
         assert!(doc.get("datacontenttype").is_none());
-        let doc = document("t", 0, &event(None, ""));
+        let doc = document("t", 0, &event(None, ""), KEY);
         assert!(doc.get("data_text").is_none());
     }
 
     #[test]
     fn absent_attributes_are_left_out() {
         let mut e = event(None, "{}");
-        e.key = None;
         e.subject = None;
-        let doc = document("t", 0, &e);
+        let doc = document("t", 0, &e, None);
         assert!(doc.get("key").is_none());
         assert!(doc.get("subject").is_none());
         assert_eq!(doc["data"], json!({}));

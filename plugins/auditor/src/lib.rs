@@ -19,6 +19,7 @@ pub mod template;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use exports::polyhost::platform::handler::Guest;
+use polyhost::platform::records;
 use polyhost::platform::search::{self, BulkItem};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
 use wasi::logging::logging::{Level, log};
@@ -50,7 +51,13 @@ impl Guest for Auditor {
             items.push(BulkItem {
                 index: document::index_for(event.time),
                 id: event.id.clone(),
-                document: document::document(&batch.topic, batch.partition, event).to_string(),
+                document: document::document(
+                    &batch.topic,
+                    batch.partition,
+                    event,
+                    records::key(event.offset).as_deref(),
+                )
+                .to_string(),
             });
             positions.push(i);
         }

@@ -79,10 +79,8 @@ mod tests {
             time: Some(0),
             data: br#"{"user_id":"u-1","title_id":"t-1","deep":{"a":[1,{"b":null}]}}"#.to_vec(),
             offset: 0,
-            key: Some(b"x".to_vec()),
-            headers: Vec::new(),
         };
-        let doc = document("topic", 0, &event);
+        let doc = document("topic", 0, &event, Some(b"x"));
         let properties = &body()["template"]["mappings"]["properties"];
         for field in doc.as_object().unwrap().keys() {
             assert!(properties.get(field).is_some(), "`{field}` is not mapped");

@@ -30,6 +30,7 @@ wit_bindgen::generate!({
 use std::collections::HashSet;
 
 use exports::polyhost::platform::handler::Guest;
+use polyhost::platform::records;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
 use store::{Meta, Stop};
 use wasi::logging::logging::{Level, log};
@@ -67,12 +68,10 @@ export!(UserHandler);
 
 /// The entity an event is about: its subject, else its Kafka key.
 fn entity_of(event: &Event) -> Option<String> {
-    event.subject.clone().or_else(|| {
-        event
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-    })
+    event
+        .subject
+        .clone()
+        .or_else(|| records::key(event.offset).map(|k| String::from_utf8_lossy(&k).into_owned()))
 }
 
 fn handle_one(event: &Event, derived_topic: &str) -> Outcome {

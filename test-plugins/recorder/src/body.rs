@@ -9,6 +9,7 @@ wit_bindgen::generate!({
 
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::kv::{self, Command};
+use polyhost::platform::records;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
 use wasi::config::store as config;
 
@@ -18,8 +19,9 @@ struct Recorder;
 const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 
 impl Guest for Recorder {
-    /// Per event, once (apply-once on its id): `HSET <prefix>ids <id> <version>@<topic>/<partition>/<offset>`
-    /// and `INCRBY <prefix>count 1`; then, not deduplicated, `INCRBY <prefix>handled 1`
+    /// Per event, once (apply-once on its id): `HSET <prefix>ids <id> <version>@<topic>/<partition>/<offset>`,
+    /// `HSET <prefix>keys <id> <key>|<header>=<value>,…` (the Kafka key and headers, as the
+    /// `records` interface serves them) and `INCRBY <prefix>count 1`; then, not deduplicated, `INCRBY <prefix>handled 1`
     /// (how often events were handed over and succeeded). Config `prefix` (granted), optional `slow_ms` (a
     /// busy wait per batch, to keep batches in flight) and `fail_type` (events of that type
     /// are rejected).
@@ -44,8 +46,15 @@ impl Guest for Recorder {
                     "{VERSION}@{}/{}/{}",
                     batch.topic, batch.partition, e.offset
                 );
+                let key = records::key(e.offset).unwrap_or_default();
+                let headers: Vec<String> = records::headers(e.offset)
+                    .into_iter()
+                    .map(|(name, value)| format!("{name}={}", String::from_utf8_lossy(&value)))
+                    .collect();
+                let kafka = format!("{}|{}", String::from_utf8_lossy(&key), headers.join(","));
                 let commands = vec![
                     Command::Hset((format!("{prefix}ids"), e.id.clone(), record.into_bytes())),
+                    Command::Hset((format!("{prefix}keys"), e.id.clone(), kafka.into_bytes())),
                     Command::IncrBy((format!("{prefix}count"), 1)),
                 ];
                 match kv::apply_once(&e.id, DEDUPE_TTL_MS, &commands)
