@@ -73,10 +73,12 @@ fn records(events: &[Event]) -> Records {
     Records::new(
         events
             .iter()
-            .map(|e| RecordMeta {
-                offset: e.offset,
-                key: e.subject.clone().map(String::into_bytes),
-                headers: Vec::new(),
+            .map(|e| {
+                Arc::new(RecordMeta {
+                    offset: e.offset,
+                    key: e.subject.clone().map(String::into_bytes),
+                    headers: Vec::new(),
+                })
             })
             .collect(),
     )
@@ -164,7 +166,7 @@ async fn run(dir: &Path) {
 
     println!("polyhost dispatch benchmark — median of {SAMPLES} samples");
     println!(
-        "instantiation from the pool (fresh Store + instantiate): {:.2} µs (target ≤ 20 µs)",
+        "instantiation from the pool (fresh Store + instantiate, noop-arena): {:.2} µs (target ≤ 20 µs)",
         inst.as_secs_f64() * 1e6
     );
     println!();

@@ -83,6 +83,15 @@ pub enum LoadError {
         interface: String,
         grant: String,
     },
+    /// The component was built against another version of the WIT contract.
+    #[error(
+        "plugin `{plugin}`: imports `{interface}`, but this host speaks `polyhost:platform@{host}`: rebuild the plugin against this host's `wit/`"
+    )]
+    ContractVersion {
+        plugin: String,
+        interface: String,
+        host: &'static str,
+    },
     /// The component imports something the host does not provide at all.
     #[error("plugin `{plugin}`: imports `{interface}`, which polyhost does not provide")]
     UnknownImport { plugin: String, interface: String },
@@ -256,13 +265,13 @@ impl Runtime {
         let instance = match spec.kind {
             Kind::Handler => PreInstance::Handler(PlatformHandlerPre::new(pre).map_err(|e| {
                 link(format!(
-                    "does not export `polyhost:platform/handler@0.2.0` as the handler world requires ({e:#})"
+                    "does not export `polyhost:platform/handler@{CONTRACT_VERSION}` as the handler world requires ({e:#})"
                 ))
             })?),
             Kind::Generator => {
                 PreInstance::Generator(EventGeneratorPre::new(pre).map_err(|e| {
                     link(format!(
-                        "does not export `polyhost:platform/generator@0.2.0` as the generator world requires ({e:#})"
+                        "does not export `polyhost:platform/generator@{CONTRACT_VERSION}` as the generator world requires ({e:#})"
                     ))
                 })?)
             }
@@ -298,7 +307,19 @@ pub(crate) enum PreInstance {
     Generator(EventGeneratorPre<HostState>),
 }
 
-/// Refuses a component that imports an interface its grants do not cover.
+/// The version of the `polyhost:platform` package in `wit/` (checked by a test).
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Whether `import` is a `polyhost:platform` interface of another version than this host's.
+fn other_contract_version(import: &str) -> bool {
+    match import.strip_prefix("polyhost:platform/") {
+        Some(rest) => rest.split_once('@').map(|(_, v)| v) != Some(CONTRACT_VERSION),
+        None => false,
+    }
+}
+
+/// Refuses a component built against another contract version, or that imports an
+/// interface its grants do not cover.
 fn check_imports(
     engine: &Engine,
     component: &Component,
@@ -306,6 +327,13 @@ fn check_imports(
 ) -> Result<(), LoadError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
+        if other_contract_version(name) {
+            return Err(LoadError::ContractVersion {
+                plugin: spec.name.clone(),
+                interface: name.to_string(),
+                host: CONTRACT_VERSION,
+            });
+        }
         match backends::import_needs(name) {
             backends::ImportNeeds::Unknown => {
                 return Err(LoadError::UnknownImport {
@@ -324,4 +352,36 @@ fn check_imports(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_version_is_the_one_in_wit() {
+        let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let package = format!("package polyhost:platform@{CONTRACT_VERSION};");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&wit).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "wit") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.starts_with(&package), "{}", path.display());
+                files += 1;
+            }
+        }
+        assert!(files >= 9, "{files} WIT files in {}", wit.display());
+    }
+
+    #[test]
+    fn imports_of_another_contract_version_are_told_apart() {
+        assert!(!other_contract_version(&format!(
+            "polyhost:platform/types@{CONTRACT_VERSION}"
+        )));
+        assert!(other_contract_version("polyhost:platform/types@0.1.0"));
+        assert!(other_contract_version("polyhost:platform/records"));
+        assert!(!other_contract_version("wasi:logging/logging@0.1.0-draft"));
+        assert!(!other_contract_version("wasi:cli/environment@0.2.6"));
+    }
 }

@@ -19,14 +19,15 @@ pub struct RecordMeta {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// The records of one batch, in offset order (as a batch's events are): cheap to clone, so
-/// each `Store` holds the batch's own.
+/// The records of one batch, in offset order (as a batch's events are). Each record is
+/// shared, not copied: a batch handed over again (a retry, or one event at a time) shares
+/// the same records.
 #[derive(Debug, Clone, Default)]
-pub struct Records(Arc<[RecordMeta]>);
+pub struct Records(Arc<[Arc<RecordMeta>]>);
 
 impl Records {
     /// The records of a batch; `records` must be in offset order.
-    pub fn new(records: Vec<RecordMeta>) -> Self {
+    pub fn new(records: Vec<Arc<RecordMeta>>) -> Self {
         debug_assert!(records.is_sorted_by_key(|r| r.offset));
         Records(records.into())
     }
@@ -36,7 +37,7 @@ impl Records {
         self.0
             .binary_search_by_key(&offset, |r| r.offset)
             .ok()
-            .map(|i| &self.0[i])
+            .map(|i| &*self.0[i])
     }
 }
 
@@ -58,19 +59,19 @@ impl Host for HostState {
 mod tests {
     use super::*;
 
-    fn record(offset: i64) -> RecordMeta {
-        RecordMeta {
+    fn record(offset: i64) -> Arc<RecordMeta> {
+        Arc::new(RecordMeta {
             offset,
             key: Some(format!("k{offset}").into_bytes()),
             headers: vec![("h".into(), offset.to_string().into_bytes())],
-        }
+        })
     }
 
     #[test]
     fn finds_a_batch_record_by_offset_and_nothing_else() {
         let records = Records::new(vec![record(3), record(4), record(9)]);
-        assert_eq!(records.get(4), Some(&record(4)));
-        assert_eq!(records.get(9), Some(&record(9)));
+        assert_eq!(records.get(4), Some(&*record(4)));
+        assert_eq!(records.get(9), Some(&*record(9)));
         assert_eq!(records.get(5), None);
         assert_eq!(records.get(0), None);
         assert_eq!(Records::default().get(3), None);

@@ -86,7 +86,7 @@ pub(crate) struct Worker {
 struct Slot {
     record: OwnedMessage,
     /// Its key and headers, which the plugin reads through `polyhost:platform/records`.
-    meta: RecordMeta,
+    meta: Arc<RecordMeta>,
     /// `Err(reason)` when it is not a valid CloudEvent.
     event: Result<Event, String>,
     settled: bool,
@@ -174,7 +174,7 @@ impl Worker {
             .into_iter()
             .filter(|m| self.progress.fetched(m.offset()))
             .map(|record| {
-                let meta = meta(&record);
+                let meta = Arc::new(meta(&record));
                 let event = if self.topic.starts_with(dlq::TOPIC_PREFIX) {
                     Ok(dlq::as_event(
                         record.payload(),

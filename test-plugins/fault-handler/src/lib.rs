@@ -5,7 +5,8 @@
 //! - `fault.memory` — allocates without bound (stopped by the memory limit);
 //! - `fault.stack` — recurses without bound (a stack overflow);
 //! - `fault.wrong-length` — returns one outcome too many;
-//! - `fault.reject` — rejects the event with a reason;
+//! - `fault.reject` — rejects the event with a reason naming its Kafka key (read through
+//!   `polyhost:platform/records`);
 //! - `sandbox.escape` — tries the environment, the file system and the network, and answers
 //!   `ok` only when all of them are closed to it (else `reject` naming what was open);
 //! - anything else — `ok`.
@@ -17,6 +18,7 @@ wit_bindgen::generate!({
 });
 
 use exports::polyhost::platform::handler::Guest;
+use polyhost::platform::records;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
 
 struct Faulty;
@@ -85,7 +87,11 @@ impl Guest for Faulty {
                     out.push(Outcome::Ok);
                     out.push(Outcome::Ok);
                 }
-                "fault.reject" => out.push(Outcome::Reject(format!("rejected {}", e.id))),
+                "fault.reject" => {
+                    let key =
+                        records::key(e.offset).map(|k| String::from_utf8_lossy(&k).into_owned());
+                    out.push(Outcome::Reject(format!("rejected {} (key {key:?})", e.id)))
+                }
                 "sandbox.escape" => out.push(match escape_attempts() {
                     open if open.is_empty() => Outcome::Ok,
                     open => Outcome::Reject(format!("open to the plugin: {}", open.join(", "))),
