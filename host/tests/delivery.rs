@@ -4,6 +4,7 @@
 
 #[allow(dead_code)]
 mod common;
+mod harness;
 mod process;
 
 use std::collections::BTreeMap;

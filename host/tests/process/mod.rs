@@ -20,23 +20,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use redis::AsyncCommands as _;
 
 use crate::common::{Service, unique_name};
+pub use crate::harness::test_plugin;
 
 /// The `polyhost` binary under test.
 pub fn polyhost() -> &'static str {
     env!("CARGO_BIN_EXE_polyhost")
-}
-
-/// A test plugin's component, built by `cargo xtask plugins`.
-pub fn test_plugin(crate_name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/test-plugins")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask plugins` first",
-        p.display()
-    );
-    p
 }
 
 /// A port nobody listens on now.
