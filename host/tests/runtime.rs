@@ -5,10 +5,12 @@
 
 mod harness;
 
+use std::sync::Arc;
+
 use harness::{batch, event, events, runtime, runtime_with_cache, test_plugin};
 use polyhost::bindings::polyhost::platform::types::Outcome;
 use polyhost::manifest::PluginSpec;
-use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError, Records};
+use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError, RecordMeta, Records};
 use serde_json::json;
 
 fn spec(name: &str, plugin: &str) -> PluginSpec {
@@ -40,18 +42,44 @@ async fn reject_reaches_the_host_with_its_reason() {
         .load(&spec("faulty", "fault-handler"))
         .await
         .expect("load");
-    let evs = vec![
+    let mut evs = vec![
         event("a", "ok", &json!({})),
         event("b", "fault.reject", &json!({})),
         event("c", "ok", &json!({})),
     ];
+    for (offset, e) in evs.iter_mut().enumerate() {
+        e.offset = 10 + offset as i64;
+    }
+    // The reason names the key the plugin read through `polyhost:platform/records`.
+    let records = Records::new(
+        evs.iter()
+            .map(|e| {
+                Arc::new(RecordMeta {
+                    offset: e.offset,
+                    key: Some(format!("key-{}", e.id).into_bytes()),
+                    headers: Vec::new(),
+                })
+            })
+            .collect(),
+    );
+    let out = p.handle(&batch("t"), &evs, records).await.expect("handle");
+    assert!(matches!(out[0], Outcome::Ok));
+    assert!(
+        matches!(&out[1], Outcome::Reject(r) if r == r#"rejected b (key Some("key-b"))"#),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(out[2], Outcome::Ok));
+    // Outside its batch, a record has no key.
     let out = p
-        .handle(&batch("t"), &evs, Records::default())
+        .handle(&batch("t"), &evs[1..2], Records::default())
         .await
         .expect("handle");
-    assert!(matches!(out[0], Outcome::Ok));
-    assert!(matches!(&out[1], Outcome::Reject(r) if r == "rejected b"));
-    assert!(matches!(out[2], Outcome::Ok));
+    assert!(
+        matches!(&out[0], Outcome::Reject(r) if r == "rejected b (key None)"),
+        "{:?}",
+        out[0]
+    );
 }
 
 /// Each fault ends its own call only: the same plugin's next batch and another plugin's
