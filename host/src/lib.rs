@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod backends;
 pub mod bindings;
+pub mod budget;
 pub mod error;
 pub mod generate;
 pub mod manifest;

@@ -103,6 +103,15 @@ pub struct Limits {
     pub batch_size: u32,
     /// How long to wait to fill a batch, in milliseconds.
     pub batch_wait_ms: u64,
+    /// The most one host call may hand back to the plugin, in bytes: SQL rows, documents,
+    /// search hits, Redis values, blobs. The host counts while it reads the backend's answer
+    /// and stops at the cap (the call fails with `invalid` naming this limit), so a hostile
+    /// query costs the host at most this much memory per call in flight.
+    pub max_result_bytes: u64,
+    /// The most one value a plugin writes may take, in bytes: a Redis value, a document, a
+    /// message, a search document, a blob; past it the call fails with `invalid` naming
+    /// this limit, before anything reaches the backend.
+    pub max_value_bytes: u64,
 }
 
 impl Default for Limits {
@@ -114,6 +123,8 @@ impl Default for Limits {
             max_instances: 4,
             batch_size: 256,
             batch_wait_ms: 20,
+            max_result_bytes: 16 << 20,
+            max_value_bytes: 4 << 20,
         }
     }
 }
@@ -373,7 +384,7 @@ impl PluginSpec {
             }
         }
         let l = &self.limits;
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let ranges: [(&str, u64, u64, u64); 8] = [
             ("limits.memory_mb", l.memory_mb.into(), 1, 4096),
             ("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000),
             (
@@ -385,6 +396,8 @@ impl PluginSpec {
             ("limits.max_instances", l.max_instances.into(), 1, 256),
             ("limits.batch_size", l.batch_size.into(), 1, 10_000),
             ("limits.batch_wait_ms", l.batch_wait_ms, 0, 60_000),
+            ("limits.max_result_bytes", l.max_result_bytes, 1 << 10, 1 << 30),
+            ("limits.max_value_bytes", l.max_value_bytes, 1 << 10, 1 << 30),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {

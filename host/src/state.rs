@@ -24,6 +24,10 @@ pub struct PluginEnv {
     pub config: BTreeMap<String, String>,
     /// The limit on each host call.
     pub host_call_timeout: Duration,
+    /// `limits.max_result_bytes`: the most one host call may hand back.
+    pub max_result_bytes: usize,
+    /// `limits.max_value_bytes`: the most one value the plugin writes may take.
+    pub max_value_bytes: usize,
     /// The backends this plugin was granted, each bound to its grant's scope.
     pub backends: Backends,
 }

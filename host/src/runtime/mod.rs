@@ -209,6 +209,8 @@ impl Runtime {
             name: spec.name.clone(),
             config: spec.config_strings(),
             host_call_timeout: Duration::from_millis(spec.limits.host_call_timeout_ms),
+            max_result_bytes: usize::try_from(spec.limits.max_result_bytes).unwrap_or(usize::MAX),
+            max_value_bytes: usize::try_from(spec.limits.max_value_bytes).unwrap_or(usize::MAX),
             backends,
         });
         Ok(Arc::new(LoadedPlugin::new(
