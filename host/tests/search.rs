@@ -13,6 +13,7 @@
 #[allow(dead_code)]
 mod common;
 mod harness;
+mod process;
 
 use std::sync::Arc;
 
@@ -41,8 +42,8 @@ struct Fixture {
     /// The test's prefix: indices and templates are `<p>-…`.
     p: String,
     plugin: Arc<LoadedPlugin>,
-    // Keeps the engine and connections alive as long as the plugin.
-    _runtime: Runtime,
+    /// Loads further plugins; keeps the engine and connections alive as long as they are.
+    runtime: Runtime,
 }
 
 impl Fixture {
@@ -82,6 +83,30 @@ impl Fixture {
             self.es
         );
         Ok(body)
+    }
+
+    /// A request with a plain HTTP client, for the checks that should not trust the
+    /// elasticsearch crate either: the status and JSON body.
+    async fn http(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let url = format!("{}/{path}", self.es.url.trim_end_matches('/'));
+        let mut request = plain_client()?
+            .request(method, &url)
+            .timeout(CLIENT_TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = within(&self.es, &url, request.send()).await?;
+        let status = response.status().as_u16();
+        let text = within(&self.es, &url, response.text()).await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     async fn index_exists(&self, index: &str) -> Result<bool> {
@@ -149,6 +174,14 @@ impl Fixture {
 /// Connects natively, loads the probe granted `<p>-a-*` and `<p>-b`, runs `body`, and
 /// deletes every index and template of the test whatever happened.
 async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
+    with_fixture_tuned(|_| {}, body).await
+}
+
+/// [`with_fixture`], with the probe's spec changed by `tune` before it is loaded.
+async fn with_fixture_tuned(
+    tune: impl FnOnce(&mut PluginSpec),
+    body: impl AsyncFnOnce(&mut Fixture) -> Result<()>,
+) -> Result<()> {
     let es = Service::elasticsearch();
     let url = Url::parse(&es.url).with_context(|| format!("{es}: parsing the URL"))?;
     let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
@@ -176,6 +209,7 @@ async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Res
     });
     spec.limits.host_call_timeout_ms = 20_000;
     spec.limits.call_timeout_ms = 120_000;
+    tune(&mut spec);
     let plugin = rt
         .load(&spec)
         .await
@@ -186,7 +220,7 @@ async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Res
         client,
         p,
         plugin,
-        _runtime: rt,
+        runtime: rt,
     };
     with_cleanup(&mut fixture, body, async |f| {
         // Deleting by wildcard is off by default (`action.destructive_requires_name`): list,
@@ -225,6 +259,27 @@ async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Res
             status == 200 || status == 404,
             "listing templates: HTTP {status}: {templates}"
         );
+        let (status, components) = f
+            .http(
+                reqwest::Method::GET,
+                &format!("_component_template/{pattern}"),
+                None,
+            )
+            .await?;
+        ensure!(
+            status == 200 || status == 404,
+            "listing component templates: HTTP {status}: {components}"
+        );
+        for t in components["component_templates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = t["name"].as_str().context("component template name")?;
+            let path = format!("_component_template/{name}");
+            let (status, body) = f.http(reqwest::Method::DELETE, &path, None).await?;
+            ensure!(status == 200, "deleting {path}: HTTP {status}: {body}");
+        }
         for t in templates["index_templates"]
             .as_array()
             .into_iter()
@@ -347,7 +402,11 @@ async fn search_and_count_find_what_is_indexed() -> Result<()> {
             {"call": "count", "index": f.n("a-none-*"), "body": {}, "expect": {"ok": 0}},
             // Errors with their kinds.
             {"call": "search", "index": f.n("a-missing"), "body": {}, "expect": {"err": "not-found"}},
+            // A query kind off the allowlist is refused before Elasticsearch.
             {"call": "search", "index": f.n("a-*"), "body": {"query": {"no_such_query": {}}},
+             "expect": {"err": "denied", "transient": false}},
+            // One on it that Elasticsearch refuses keeps Elasticsearch's kind.
+            {"call": "search", "index": f.n("a-*"), "body": {"query": {"term": {}}},
              "expect": {"err": "invalid", "transient": false}},
             {"call": "count", "index": f.n("a-*"), "body": {"size": 1}, "expect": {"err": "invalid"}},
             {"call": "search", "index": f.n("a-*"), "body": "{", "expect": {"err": "invalid"}},
@@ -400,7 +459,6 @@ async fn index_templates_install_inside_the_grant() -> Result<()> {
             "template": {
                 "settings": {"number_of_shards": 1, "number_of_replicas": 0},
                 "mappings": {"properties": {"code": {"type": "keyword"}}},
-                "aliases": {(f.n("a-tpl-all")): {}},
             },
         });
         // A template of the same name prefix, made natively, for patterns outside the grant.
@@ -419,8 +477,8 @@ async fn index_templates_install_inside_the_grant() -> Result<()> {
             // Replacing one's own template is fine.
             {"call": "put-index-template", "name": name, "body": body, "expect": {"ok": null}},
             {"call": "index", "index": f.n("a-tpl-1"), "id": "1", "doc": {"code": "X-1"}},
-            {"call": "refresh", "index": f.n("a-tpl-all")},
-            {"call": "count", "index": f.n("a-tpl-all"), "body": {"query": {"term": {"code": "X-1"}}},
+            {"call": "refresh", "index": f.n("a-tpl-*")},
+            {"call": "count", "index": f.n("a-tpl-*"), "body": {"query": {"term": {"code": "X-1"}}},
              "expect": {"ok": 1}},
             // Outside the grant: refused, before Elasticsearch.
             {"call": "put-index-template", "name": f.n("t2"),
@@ -430,6 +488,11 @@ async fn index_templates_install_inside_the_grant() -> Result<()> {
             {"call": "put-index-template", "name": f.n("t2"),
              "body": {"index_patterns": [f.n("a-z-*")],
                       "template": {"aliases": {(f.n("c-alias")): {}}}},
+             "expect": {"err": "denied"}},
+            // Aliases at all, even inside the grant: an alias is a name others may use.
+            {"call": "put-index-template", "name": f.n("t2"),
+             "body": {"index_patterns": [f.n("a-z-*")],
+                      "template": {"aliases": {(f.n("a-alias")): {}}}},
              "expect": {"err": "denied"}},
             {"call": "put-index-template", "name": f.n("t2"),
              "body": {"index_patterns": [f.n("a-z-*")],
@@ -528,4 +591,406 @@ async fn indices_outside_the_grant_are_refused_and_untouched() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// A plain HTTP client that talks to the server directly, whatever proxy the environment
+/// names.
+fn plain_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().build()?)
+}
+
+/// The text of the secret document the hostile plugin must never read.
+const SECRET: &str = "s3cr3t-payload";
+
+/// The `hostile-search` plugin tries every way out of its grant it knows (issue 12: nested
+/// and encoded query forms, lookups into other indices, scripts in every place, templates
+/// reaching outside the pattern, index names the server reads specially); every attempt must
+/// be refused, and a plain HTTP client then finds nothing changed or created outside the
+/// grant and the secret never handed out.
+#[tokio::test]
+async fn a_hostile_plugin_gets_nothing_outside_its_grant() -> Result<()> {
+    use polyhost::bindings::polyhost::platform::types::Outcome;
+    use reqwest::Method;
+    with_fixture(async |f| {
+        let (ax, c, comp) = (f.n("a-x"), f.n("c"), f.n("comp"));
+        let secret = json!({"secret": SECRET, "tags": ["t1"]});
+        for (index, doc) in [
+            (&c, &secret),
+            (&ax, &json!({"tag": "t1", "title": "public"})),
+        ] {
+            let path = format!("{index}/_doc/1?refresh=true");
+            let (status, body) = f.http(Method::PUT, &path, Some(doc.clone())).await?;
+            ensure!(status == 201, "seeding {path}: HTTP {status}: {body}");
+        }
+        // A component template the plugin does not own, whose alias lies outside the grant.
+        let path = format!("_component_template/{comp}");
+        let component = json!({"template": {"aliases": {(f.n("c-alias")): {}}}});
+        let (status, body) = f.http(Method::PUT, &path, Some(component)).await?;
+        ensure!(status == 200, "putting {path}: HTTP {status}: {body}");
+
+        let mut spec = PluginSpec::new("hostile-search", test_plugin("hostile-search"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.search = Some(search::Grant {
+            indices: vec![f.n("a-*"), f.n("b")],
+        });
+        spec.limits.host_call_timeout_ms = 20_000;
+        spec.limits.call_timeout_ms = 120_000;
+        let hostile = f
+            .runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading hostile-search: {e}"))?;
+        let targets = json!({"granted": ax, "other": c, "prefix": f.p, "component": comp});
+        let events = [harness::event("e1", "attack", &targets)];
+        let outcomes = hostile
+            .handle(
+                &harness::batch("t"),
+                &events,
+                polyhost::runtime::Records::default(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("hostile-search failed: {e}"))?;
+        let [Outcome::Reject(text)] = &outcomes[..] else {
+            bail!("unexpected outcomes {outcomes:?}");
+        };
+        let report: Vec<Value> =
+            serde_json::from_str(text).with_context(|| format!("the report: {text}"))?;
+        ensure!(report.len() > 90, "a short report: {text}");
+        let mut wrong = Vec::new();
+        for line in &report {
+            let attack = line["attack"].as_str().unwrap_or("?");
+            let result = line["result"].as_str().unwrap_or("?");
+            let expected = if attack.ends_with("(allowed)") {
+                result == "ok"
+            } else {
+                result == "denied" || result == "invalid"
+            };
+            if !expected || line["leaked"] != json!(false) {
+                wrong.push(format!("{attack}: {result}: {}", line["message"]));
+            }
+        }
+        ensure!(
+            wrong.is_empty(),
+            "attempts not refused:\n{}",
+            wrong.join("\n")
+        );
+        // The forms of the issue are refused by the host's check as `denied`, not merely
+        // failed by Elasticsearch.
+        for attack in [
+            "wrapper: terms lookup into another index",
+            "wrapper: script",
+            "wrapper in wrapper: terms lookup",
+            "wrapper in wrapper: script",
+            "terms lookup",
+            "more_like_this a document of another index",
+            "percolate a document of another index",
+            "geo_shape with an indexed shape of another index",
+            "pinned documents of another index",
+            "script_fields",
+            "runtime_mappings",
+            "template composed_of a foreign component",
+            "template with a data_stream",
+            "template with an alias outside the grant",
+            "template with a default_pipeline",
+            "template with a lifecycle",
+            "search index `_all`",
+            "search index `*`",
+        ] {
+            let line = report
+                .iter()
+                .find(|l| l["attack"] == attack)
+                .with_context(|| format!("no `{attack}` in the report"))?;
+            ensure!(line["result"] == "denied", "{attack}: {line}");
+        }
+        ensure!(
+            !text.contains(SECRET),
+            "the report holds the secret: {text}"
+        );
+
+        // Nothing outside the grant, seen with a plain HTTP client: no template, no alias,
+        // no data stream or hidden index, no index but those the test made and the one the
+        // plugin may make.
+        let (status, templates) = f
+            .http(Method::GET, &format!("_index_template/{}*", f.p), None)
+            .await?;
+        ensure!(
+            status == 404 || templates["index_templates"] == json!([]),
+            "templates were installed: HTTP {status}: {templates}"
+        );
+        let (status, aliases) = f.http(Method::GET, "_alias", None).await?;
+        ensure!(status == 200, "listing aliases: HTTP {status}: {aliases}");
+        let ours: Vec<&String> = aliases
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|v| v["aliases"].as_object())
+            .flat_map(|a| a.keys())
+            .filter(|a| a.contains(&f.p))
+            .collect();
+        ensure!(ours.is_empty(), "aliases were made: {ours:?}");
+        let (status, indices) = f
+            .http(
+                Method::GET,
+                "_cat/indices?format=json&h=index&expand_wildcards=all",
+                None,
+            )
+            .await?;
+        ensure!(status == 200, "listing indices: HTTP {status}: {indices}");
+        let mut names: Vec<&str> = indices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["index"].as_str())
+            .filter(|n| n.contains(&f.p))
+            .collect();
+        names.sort_unstable();
+        let mut expected = vec![ax.clone(), f.n("a-tpl-1"), c.clone()];
+        expected.sort_unstable();
+        ensure!(names == expected, "indices after the attacks: {names:?}");
+        ensure!(
+            f.source(&c, "1").await? == Some(secret),
+            "the secret document was touched"
+        );
+        let (status, mapping) = f
+            .http(Method::GET, &format!("{}/_mapping", f.n("a-tpl-1")), None)
+            .await?;
+        ensure!(
+            status == 200 && mapping[f.n("a-tpl-1")]["mappings"].get("runtime").is_none(),
+            "a refused template applied: HTTP {status}: {mapping}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Answers past `limits.max_result_bytes` fail with `invalid` naming the limit (cut off
+/// while streaming in), and documents past `limits.max_value_bytes` are refused before
+/// anything is sent.
+#[tokio::test]
+async fn results_and_documents_are_bounded_by_the_plugin_limits() -> Result<()> {
+    let tune = |spec: &mut PluginSpec| {
+        spec.limits.max_result_bytes = 64 * 1024;
+        spec.limits.max_value_bytes = 8 * 1024;
+    };
+    with_fixture_tuned(tune, async |f| {
+        let index = f.n("a-big");
+        // 100 documents of 2 KiB: 200 KiB in all, past the 64 KiB cap.
+        let mut lines: Vec<JsonBody<Value>> = Vec::new();
+        for i in 0..100 {
+            lines.push(json!({"index": {"_id": i.to_string()}}).into());
+            lines.push(json!({"i": i, "pad": "p".repeat(2048)}).into());
+        }
+        let reply = f
+            .ok(
+                "bulk",
+                f.client
+                    .bulk(BulkParts::Index(&index))
+                    .refresh(elasticsearch::params::Refresh::True)
+                    .body(lines)
+                    .send(),
+            )
+            .await?;
+        ensure!(reply["errors"] == json!(false), "bulk: {}", reply["items"][0]);
+        let big = "x".repeat(9 * 1024);
+        f.run(json!({"steps": [
+            {"call": "search", "index": index, "body": {"size": 10}, "expect": {"ok": "*"}},
+            {"call": "get", "index": index, "id": "1", "expect": {"ok": "*"}},
+            {"call": "search", "index": index, "body": {"size": 100}, "expect": {"err": "invalid"}},
+            {"call": "index", "index": index, "id": "big", "doc": {"blob": big},
+             "expect": {"err": "invalid"}},
+            {"call": "bulk-index", "items": [
+                {"index": index, "id": "small", "doc": {"a": 1}},
+                {"index": index, "id": "big", "doc": {"blob": big}},
+             ], "expect": {"err": "invalid"}},
+        ]}))
+        .await?;
+        // The messages name the limits: the probe shows a message only on a mismatch, so
+        // expect success and read the message of the failure.
+        let e = f
+            .run(json!({"steps": [
+                {"call": "search", "index": index, "body": {"size": 100}, "expect": {"ok": "*"}},
+                {"call": "index", "index": index, "id": "big", "doc": {"blob": big}, "expect": {"ok": "*"}},
+            ]}))
+            .await
+            .expect_err("over the caps")
+            .to_string();
+        ensure!(e.contains("limits.max_result_bytes (65536 bytes)"), "{e}");
+        ensure!(e.contains("exceeds limits.max_value_bytes (8192 bytes)"), "{e}");
+        ensure!(f.source(&index, "big").await?.is_none(), "the big document was stored");
+        ensure!(
+            f.source(&index, "small").await?.is_none(),
+            "a refused bulk stored part of its items"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The opaque ids (`X-Opaque-Id`) of the search tasks running on the server.
+async fn search_tasks(f: &Fixture) -> Result<Vec<String>> {
+    let (status, tasks) = f
+        .http(
+            reqwest::Method::GET,
+            "_tasks?actions=*search*&detailed=true",
+            None,
+        )
+        .await?;
+    ensure!(status == 200, "listing tasks: HTTP {status}: {tasks}");
+    Ok(tasks["nodes"]
+        .as_object()
+        .into_iter()
+        .flat_map(|n| n.values())
+        .filter_map(|n| n["tasks"].as_object())
+        .flat_map(|t| t.values())
+        .filter_map(|t| t["headers"]["X-Opaque-Id"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// A search past the host-call timeout fails with `timeout`, and the server stops running
+/// it: its task is gone from `_tasks` while the same search sent natively (and left
+/// running) is still there. The search is made slow without a script: a sloppy phrase over
+/// long runs of three repeated terms (about 6 s here, natively).
+#[tokio::test]
+async fn a_timed_out_search_is_cancelled_on_the_server() -> Result<()> {
+    use std::time::{Duration, Instant};
+    with_fixture(async |f| {
+        let index = f.n("a-slow");
+        // Elasticsearch looks for a cancellation between segments (and every few thousand
+        // documents within one): 30 segments of 10 slow documents, kept unmerged, give it a
+        // chance every ~0.2 s.
+        let settings = json!({"settings": {
+            "number_of_shards": 1, "number_of_replicas": 0,
+            "index.merge.policy.segments_per_tier": 100,
+            "index.merge.policy.max_merge_at_once": 100}});
+        let (status, body) = f
+            .http(reqwest::Method::PUT, &index, Some(settings))
+            .await?;
+        ensure!(status == 200, "creating {index}: HTTP {status}: {body}");
+        let text = ["a b c"; 3000].join(" ");
+        for segment in 0..30 {
+            let mut lines: Vec<JsonBody<Value>> = Vec::new();
+            for i in 0..10 {
+                lines.push(json!({"index": {"_id": format!("{segment}-{i}")}}).into());
+                lines.push(json!({"t": text}).into());
+            }
+            let reply = f
+                .ok(
+                    "bulk",
+                    f.client
+                        .bulk(BulkParts::Index(&index))
+                        .refresh(elasticsearch::params::Refresh::True)
+                        .body(lines)
+                        .send(),
+                )
+                .await?;
+            ensure!(reply["errors"] == json!(false), "bulk: {}", reply["items"][0]);
+        }
+        let slow = json!({"size": 10, "_source": false, "query": {"match_phrase": {"t": {
+            "query": "c b a c b a c b a c b a a a a b b b c c c", "slop": 3000}}}});
+
+        let name = format!("slow-{}", &f.p[f.p.len() - 12..]);
+        let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.search = Some(search::Grant {
+            indices: vec![f.n("a-*")],
+        });
+        spec.limits.host_call_timeout_ms = 1_000;
+        spec.limits.call_timeout_ms = 60_000;
+        let probe = f
+            .runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+
+        // The control: the same search sent natively, left running.
+        let control_id = format!("control-{}", f.p);
+        let control = tokio::spawn(
+            plain_client()?
+                .post(format!("{}/{index}/_search", f.es.url.trim_end_matches('/')))
+                .header("X-Opaque-Id", &control_id)
+                .json(&slow)
+                .send(),
+        );
+        let ours = format!("polyhost/{name}");
+        let started = Instant::now();
+        let script = json!({"steps": [{"call": "search", "index": index, "body": slow,
+                                        "expect": {"err": "timeout"}}]});
+        let call = harness::run_script(&probe, &script);
+        // Watches the server's tasks while the call runs, so the test knows the search did
+        // reach the server.
+        let watch = async {
+            let mut seen = false;
+            while started.elapsed() < Duration::from_millis(900) {
+                seen |= search_tasks(f).await?.contains(&ours);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(seen)
+        };
+        let (called, seen) = tokio::join!(call, watch);
+        let took = started.elapsed();
+        called?;
+        ensure!(seen?, "the plugin's search never showed among the server's tasks");
+        ensure!(took < Duration::from_secs(3), "the timed-out call took {took:?}");
+
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let gone_after = loop {
+            let tasks = search_tasks(f).await?;
+            if !tasks.contains(&ours) {
+                ensure!(
+                    tasks.contains(&control_id),
+                    "the control search finished as well: this search is not slow enough \
+                     here to show a cancellation"
+                );
+                break started.elapsed();
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the timed-out search still runs on the server: {tasks:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!("timed out after {took:?}; gone from the server's tasks {gone_after:?} after the call began");
+        // Dropping the control's request cancels it in turn.
+        control.abort();
+        Ok(())
+    })
+    .await
+}
+
+/// `/readyz` answers 200 on the native services with a plugin bound to all five backends:
+/// the search backend's readiness asks for the cluster's health, which every distribution
+/// answers (the integration-test one answers `GET /` with 405).
+#[tokio::test]
+async fn readyz_is_200_with_every_service_up() -> Result<()> {
+    let fx = process::Fixture::new(1).await?;
+    let p = unique_name("ready");
+    let manifest = fx.manifest(
+        "ready.toml",
+        &format!(
+            r#"
+[[plugin]]
+name = "{name}"
+wasm = "{wasm}"
+subscribe = ["{topic}"]
+
+[plugin.grants]
+messaging = {{ publish = ["{topic}"] }}
+sql = {{ role = "user_handler" }}
+documents = {{ database = "{p}", collections = ["c"] }}
+keyvalue = {{ prefixes = ["{p}:"] }}
+search = {{ indices = ["{p}-*"] }}
+"#,
+            name = fx.plugin,
+            wasm = process::test_plugin("search-probe").display(),
+            topic = fx.topic,
+        ),
+    )?;
+    let host = process::Host::start(&manifest, &[]).await?;
+    let (status, body) = host.get("/readyz").await?;
+    ensure!(
+        status == 200 && body == "ready\n",
+        "/readyz: HTTP {status}: {body}\n{}",
+        host.logs()
+    );
+    Ok(())
 }

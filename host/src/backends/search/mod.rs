@@ -1,14 +1,23 @@
 //! Elasticsearch (`polyhost:platform/search`), scoped to granted index patterns.
 //!
-//! The host holds one client (its HTTP connection pool inside, with a request timeout);
-//! each plugin's [`Client`] is a clone of it bound to the plugin's patterns, with a semaphore
-//! bounding its calls in flight.
+//! The host holds one client (its HTTP connection pool inside, with a request timeout) and,
+//! for the reads whose answers the plugin sees (`search`, `count`, `get`), one plain HTTP
+//! client whose answers are read chunk by chunk; each plugin's [`Client`] is a clone of them
+//! bound to the plugin's patterns, with a semaphore bounding its calls in flight.
 //!
 //! Every call is checked before a request is sent ([`scope`]): the index (or every element
-//! of the index pattern) must lie inside the grant, bodies must be JSON objects without
-//! scripts or references to documents of other indices, and templates must keep their
-//! patterns and aliases inside the grant. Documents are parsed and re-serialised, so a
-//! document's text can never inject a line into a `_bulk` request.
+//! of the index pattern) must lie inside the grant; search and count bodies must hold only
+//! allowlisted keys, query kinds and aggregations at every depth, with no script and no
+//! lookup of another index (`wrapper` queries are decoded, checked and sent decoded);
+//! templates only patterns inside the grant, settings and mappings. Documents are parsed and
+//! re-serialised, so a document's text can never inject a line into a `_bulk` request.
+//!
+//! Bounds: a document the plugin writes may take `limits.max_value_bytes`; an answer it
+//! reads is counted while it streams in and cut off past `limits.max_result_bytes`
+//! (`invalid`, naming the limit). A call past the host-call timeout drops its request,
+//! which closes the connection: Elasticsearch cancels a search whose HTTP channel closes.
+//! A search also carries that timeout in its body, so the server stops on its own, and a
+//! search the server cut short is a `timeout`, never a silently partial answer.
 //!
 //! HTTP statuses map to error kinds in [`map_status`]: 400 `invalid`, 401/403 `denied`,
 //! 404 `not-found` (but `get` answers `none` and `delete` `false`), 409 `conflict`, 408,
@@ -28,15 +37,14 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::indices::{
     IndicesGetIndexTemplateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts,
 };
-use elasticsearch::{
-    BulkParts, CountParts, DeleteParts, Elasticsearch, GetParts, IndexParts, SearchParts,
-};
+use elasticsearch::{BulkParts, DeleteParts, Elasticsearch, IndexParts};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::Settings;
 use crate::bindings::polyhost::platform::search::{BulkItem, Hit, Host, SearchResult};
+use crate::budget::{ResultBudget, check_value};
 use crate::error::{HostError, with_timeout};
 use crate::state::{HostState, PluginEnv};
 
@@ -60,14 +68,40 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Shared {
     client: Elasticsearch,
+    /// For the reads: the elasticsearch crate hands a response body only whole, and a
+    /// plugin's answer must be cut off while it streams in.
+    http: reqwest::Client,
+    /// The server's URL, which the reads' paths are appended to.
+    base: Url,
+}
+
+/// Asks for the cluster's health: `_cluster/health` rather than `GET /` or `HEAD /`, which
+/// some distributions (the integration-test zip) answer with 405.
+async fn health(client: &Elasticsearch) -> anyhow::Result<()> {
+    let response = client
+        .cluster()
+        .health(elasticsearch::cluster::ClusterHealthParts::None)
+        .send()
+        .await
+        .context("asking Elasticsearch for its health")?;
+    let status = response.status_code();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(
+        status.is_success(),
+        "Elasticsearch answered its health check with HTTP {status}: {body}"
+    );
+    let health: Value = serde_json::from_str(&body).unwrap_or_default();
+    anyhow::ensure!(
+        health["status"] != "red",
+        "the Elasticsearch cluster is red: {body}"
+    );
+    Ok(())
 }
 
 impl Shared {
-    /// Whether Elasticsearch answers, with a cluster that is not red.
+    /// Whether Elasticsearch answers its cluster health, with a cluster that is not red.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        let r = self.client.ping().send().await?;
-        anyhow::ensure!(r.status_code().is_success(), "answered {}", r.status_code());
-        Ok(())
+        health(&self.client).await
     }
 
     /// Builds the client for `settings.elasticsearch_url` and asks for the cluster's health,
@@ -79,28 +113,29 @@ impl Shared {
                 settings.elasticsearch_url
             )
         })?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
             .timeout(REQUEST_TIMEOUT)
             // The server is addressed directly; an HTTP(S)_PROXY meant for downloads must
             // not capture the host's requests.
             .disable_proxy()
             .build()
             .context("building the Elasticsearch transport")?;
+        anyhow::ensure!(
+            !url.cannot_be_a_base(),
+            "the Elasticsearch URL `{url}` is not an HTTP URL"
+        );
         let client = Elasticsearch::new(transport);
-        // `_cluster/health` rather than `GET /`: the root endpoint is a module some
-        // distributions (the integration-test zip) leave out.
-        let response = client
-            .cluster()
-            .health(elasticsearch::cluster::ClusterHealthParts::None)
-            .send()
-            .await
-            .context("asking Elasticsearch for its health")?;
-        let status = response.status_code();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            anyhow::bail!("Elasticsearch answered its health check with HTTP {status}: {body}");
-        }
-        Ok(Shared { client })
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()
+            .context("building the Elasticsearch HTTP client")?;
+        health(&client).await?;
+        Ok(Shared {
+            client,
+            http,
+            base: url,
+        })
     }
 }
 
@@ -109,16 +144,78 @@ impl Shared {
 pub struct Client {
     grants: Arc<[String]>,
     client: Elasticsearch,
+    http: reqwest::Client,
+    base: Url,
+    /// Sent as `X-Opaque-Id`, so the server's tasks and slow logs name the plugin.
+    opaque_id: Arc<str>,
     in_flight: Arc<Semaphore>,
 }
 
 impl Client {
     /// Binds `plugin`'s `grant` to the shared client.
-    pub fn new(shared: &Shared, _plugin: &str, grant: &Grant) -> Client {
+    pub fn new(shared: &Shared, plugin: &str, grant: &Grant) -> Client {
         Client {
             grants: grant.indices.clone().into(),
             client: shared.client.clone(),
+            http: shared.http.clone(),
+            base: shared.base.clone(),
+            opaque_id: format!("polyhost/{plugin}").into(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// `segments` appended to the server's URL, each percent-encoded as one path segment.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Sends a read and returns its JSON answer when the status is a success, else the
+    /// mapped error. The answer is counted into `limits.max_result_bytes` chunk by chunk
+    /// as it arrives; past the cap the response is dropped (closing the connection) and
+    /// the call fails with `invalid`.
+    async fn read(
+        &self,
+        what: &str,
+        segments: &[&str],
+        body: Option<&Value>,
+        max_result_bytes: usize,
+    ) -> Result<Value, HostError> {
+        let method = if body.is_some() {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
+        let mut request = self
+            .http
+            .request(method, self.url(segments))
+            .header("X-Opaque-Id", &*self.opaque_id);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request.send().await.map_err(|e| map_http(what, &e))?;
+        let status = response.status().as_u16();
+        let mut budget = ResultBudget::new(max_result_bytes);
+        if let Some(announced) = response.content_length() {
+            // Refused before a byte is read when the server says how much is coming.
+            if announced > max_result_bytes as u64 {
+                budget.take(usize::try_from(announced).unwrap_or(usize::MAX), what)?;
+            }
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| map_http(what, &e))? {
+            budget.take(chunk.len(), what)?;
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(map_status(what, status, &body))
         }
     }
 
@@ -130,12 +227,23 @@ impl Client {
             .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("search: {e}"))))
     }
 
-    async fn index(&self, index: &str, id: &str, document: &str) -> Result<(), HostError> {
+    async fn index(
+        &self,
+        index: &str,
+        id: &str,
+        document: &str,
+        max_value_bytes: usize,
+    ) -> Result<(), HostError> {
         scope::check_index(&self.grants, index)?;
         check_id(id)?;
-        let doc = parse_document(&format!("index `{index}`/`{id}`"), document)?;
-        let _permit = self.permit().await?;
         let what = format!("index `{index}`/`{id}`");
+        check_value(
+            document.len(),
+            max_value_bytes,
+            &format!("{what}: the document"),
+        )?;
+        let doc = parse_document(&what, document)?;
+        let _permit = self.permit().await?;
         let sent = self
             .client
             .index(IndexParts::IndexId(index, id))
@@ -145,13 +253,22 @@ impl Client {
         expect_success(&what, sent).await.map(drop)
     }
 
-    async fn bulk_index(&self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
+    async fn bulk_index(
+        &self,
+        items: Vec<BulkItem>,
+        max_value_bytes: usize,
+    ) -> Result<Vec<Option<String>>, HostError> {
         // Every item is checked before anything is sent, so nothing half-runs on a refusal.
         let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(items.len() * 2);
         for (i, item) in items.iter().enumerate() {
             let what = format!("bulk-index item {i} (`{}`/`{}`)", item.index, item.id);
             scope::check_index(&self.grants, &item.index).map_err(|e| scope::prefixed(&what, e))?;
             check_id(&item.id).map_err(|e| scope::prefixed(&what, e))?;
+            check_value(
+                item.document.len(),
+                max_value_bytes,
+                &format!("{what}: the document"),
+            )?;
             let doc = parse_document(&what, &item.document)?;
             lines.push(json!({ "index": { "_index": item.index, "_id": item.id } }).into());
             lines.push(doc.into());
@@ -165,14 +282,21 @@ impl Client {
         bulk_outcomes(&reply, items.len())
     }
 
-    async fn get(&self, index: &str, id: &str) -> Result<Option<String>, HostError> {
+    async fn get(
+        &self,
+        index: &str,
+        id: &str,
+        max_result_bytes: usize,
+    ) -> Result<Option<String>, HostError> {
         scope::check_index(&self.grants, index)?;
         check_id(id)?;
         let _permit = self.permit().await?;
         let what = format!("get `{index}`/`{id}`");
-        let sent = self.client.get(GetParts::IndexId(index, id)).send().await;
+        let read = self
+            .read(&what, &[index, "_doc", id], None, max_result_bytes)
+            .await;
         // A missing document and a missing index both read as "no such document".
-        let Some(reply) = allow_not_found(expect_success(&what, sent).await)? else {
+        let Some(reply) = allow_not_found(read)? else {
             return Ok(None);
         };
         if reply.get("found") != Some(&Value::Bool(true)) {
@@ -197,20 +321,35 @@ impl Client {
             .is_some_and(|r| r.get("result").and_then(Value::as_str) == Some("deleted")))
     }
 
-    async fn search(&self, pattern: &str, body: &str) -> Result<SearchResult, HostError> {
+    async fn search(
+        &self,
+        pattern: &str,
+        body: &str,
+        limits: &Limits,
+    ) -> Result<SearchResult, HostError> {
         let targets = scope::check_target(&self.grants, pattern)?;
         let what = format!("search `{pattern}`");
-        let mut body = scope::check_query(&self.grants, &what, body)?;
+        let mut body = scope::check_search(&self.grants, &what, body)?;
         // The WIT promises an exact total; without this Elasticsearch stops at 10 000.
         body["track_total_hits"] = Value::Bool(true);
+        // The server's own bound: it stops collecting at the host-call timeout even if the
+        // dropped connection were not noticed.
+        body["timeout"] = Value::String(format!("{}ms", limits.timeout.as_millis()));
         let _permit = self.permit().await?;
-        let sent = self
-            .client
-            .search(SearchParts::Index(&targets))
-            .body(body)
-            .send()
-            .await;
-        let reply = expect_success(&what, sent).await?;
+        let reply = self
+            .read(
+                &what,
+                &[&targets.join(","), "_search"],
+                Some(&body),
+                limits.max_result_bytes,
+            )
+            .await?;
+        if reply.get("timed_out") == Some(&Value::Bool(true)) {
+            return Err(HostError::Timeout(format!(
+                "{what}: Elasticsearch stopped the search at the host-call timeout ({} ms)",
+                limits.timeout.as_millis()
+            )));
+        }
         search_result(&reply).ok_or_else(|| {
             HostError::Other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
@@ -218,18 +357,24 @@ impl Client {
         })
     }
 
-    async fn count(&self, pattern: &str, body: &str) -> Result<u64, HostError> {
+    async fn count(
+        &self,
+        pattern: &str,
+        body: &str,
+        max_result_bytes: usize,
+    ) -> Result<u64, HostError> {
         let targets = scope::check_target(&self.grants, pattern)?;
         let what = format!("count `{pattern}`");
-        let body = scope::check_query(&self.grants, &what, body)?;
+        let body = scope::check_count(&self.grants, &what, body)?;
         let _permit = self.permit().await?;
-        let sent = self
-            .client
-            .count(CountParts::Index(&targets))
-            .body(body)
-            .send()
-            .await;
-        let reply = expect_success(&what, sent).await?;
+        let reply = self
+            .read(
+                &what,
+                &[&targets.join(","), "_count"],
+                Some(&body),
+                max_result_bytes,
+            )
+            .await?;
         reply.get("count").and_then(Value::as_u64).ok_or_else(|| {
             HostError::Other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
@@ -364,6 +509,18 @@ pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
     }
 }
 
+/// A failure of a read to get (all of) its answer.
+fn map_http(what: &str, error: &reqwest::Error) -> HostError {
+    let message = format!("{what}: {error}");
+    if error.is_timeout() {
+        HostError::Timeout(message)
+    } else if error.is_decode() {
+        HostError::Other(message)
+    } else {
+        HostError::Unavailable(message)
+    }
+}
+
 /// A failure to get an answer at all: a timeout, or a connection that failed.
 fn map_transport(what: &str, error: &elasticsearch::Error) -> HostError {
     let message = format!("{what}: {error}");
@@ -435,6 +592,13 @@ pub fn search_result(reply: &Value) -> Option<SearchResult> {
     })
 }
 
+/// The plugin's bounds on one search.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    timeout: Duration,
+    max_result_bytes: usize,
+}
+
 /// The plugin's Elasticsearch client, or the error for a plugin without a `search` grant.
 fn client(env: &PluginEnv) -> Result<&Client, HostError> {
     env.backends
@@ -455,7 +619,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "search.index",
-            c.index(&index, &id, &document),
+            c.index(&index, &id, &document, env.max_value_bytes),
         )
         .await
     }
@@ -466,7 +630,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "search.bulk-index",
-            c.bulk_index(items),
+            c.bulk_index(items, env.max_value_bytes),
         )
         .await
     }
@@ -474,7 +638,12 @@ impl Host for HostState {
     async fn get(&mut self, index: String, id: String) -> Result<Option<String>, HostError> {
         let env = self.env.clone();
         let c = client(&env)?;
-        with_timeout(env.host_call_timeout, "search.get", c.get(&index, &id)).await
+        with_timeout(
+            env.host_call_timeout,
+            "search.get",
+            c.get(&index, &id, env.max_result_bytes),
+        )
+        .await
     }
 
     async fn delete(&mut self, index: String, id: String) -> Result<bool, HostError> {
@@ -495,10 +664,16 @@ impl Host for HostState {
     ) -> Result<SearchResult, HostError> {
         let env = self.env.clone();
         let c = client(&env)?;
+        let limits = Limits {
+            timeout: env.host_call_timeout,
+            max_result_bytes: env.max_result_bytes,
+        };
+        // On timeout the call's future is dropped, and with it the HTTP request: the
+        // connection closes and Elasticsearch cancels the search.
         with_timeout(
             env.host_call_timeout,
             "search.search",
-            c.search(&index_pattern, &body),
+            c.search(&index_pattern, &body, &limits),
         )
         .await
     }
@@ -509,7 +684,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "search.count",
-            c.count(&index_pattern, &body),
+            c.count(&index_pattern, &body, env.max_result_bytes),
         )
         .await
     }
