@@ -669,6 +669,14 @@ async fn a_hostile_plugin_gets_nothing_outside_its_grant() -> Result<()> {
                 wrong.push(format!("{attack}: {result}: {}", line["message"]));
             }
         }
+        let count = |r: &str| report.iter().filter(|l| l["result"] == r).count();
+        println!(
+            "{} attempts: {} denied, {} invalid, {} ok (allowed)",
+            report.len(),
+            count("denied"),
+            count("invalid"),
+            count("ok")
+        );
         ensure!(
             wrong.is_empty(),
             "attempts not refused:\n{}",
@@ -993,4 +1001,106 @@ search = {{ indices = ["{p}-*"] }}
         host.logs()
     );
     Ok(())
+}
+
+/// The host's resident memory, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A measurement, run alone (`cargo test -p polyhost --test search -- --ignored
+/// --nocapture memory`): the host's resident memory while a search answers 16 MiB, once
+/// with a 2 MiB result cap (cut off while streaming in) and once with a 32 MiB cap (read
+/// whole). The cut-off read must grow the host by far less than the answer.
+#[tokio::test]
+#[ignore = "a measurement of process memory: run alone"]
+async fn memory_stays_near_the_result_cap() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const MIB: u64 = 1024 * 1024;
+    with_fixture(async |f| {
+        let index = f.n("a-mem");
+        let pad = "m".repeat(MIB as usize);
+        for batch in 0..2 {
+            let mut lines: Vec<JsonBody<Value>> = Vec::new();
+            for i in 0..8 {
+                lines.push(json!({"index": {"_id": format!("{batch}-{i}")}}).into());
+                lines.push(json!({"pad": pad}).into());
+            }
+            let reply = f
+                .ok(
+                    "bulk",
+                    f.client
+                        .bulk(BulkParts::Index(&index))
+                        .refresh(elasticsearch::params::Refresh::True)
+                        .body(lines)
+                        .send(),
+                )
+                .await?;
+            ensure!(
+                reply["errors"] == json!(false),
+                "bulk: {}",
+                reply["items"][0]
+            );
+        }
+        let mut growth = Vec::new();
+        for (cap, expect) in [
+            (2 * MIB, json!({"err": "invalid"})),
+            (32 * MIB, json!({"ok": "*"})),
+        ] {
+            let mut spec =
+                PluginSpec::new(format!("mem-{}", cap / MIB), test_plugin("search-probe"));
+            spec.subscribe = vec!["t".into()];
+            spec.grants.search = Some(search::Grant {
+                indices: vec![f.n("a-*")],
+            });
+            spec.limits.max_result_bytes = cap;
+            spec.limits.memory_mb = 128;
+            spec.limits.call_timeout_ms = 120_000;
+            spec.limits.host_call_timeout_ms = 60_000;
+            let probe = f
+                .runtime
+                .load(&spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+            let before = rss();
+            let peak = Arc::new(AtomicU64::new(before));
+            let stop = Arc::new(AtomicBool::new(false));
+            let sampler = {
+                let (peak, stop) = (peak.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        peak.fetch_max(rss(), Ordering::Relaxed);
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                })
+            };
+            let script = json!({"steps": [{"call": "search", "index": index,
+                "body": {"size": 16}, "expect": expect}]});
+            let run = harness::run_script(&probe, &script).await;
+            stop.store(true, Ordering::Relaxed);
+            let _ = sampler.join();
+            run?;
+            let grew = peak.load(Ordering::Relaxed).saturating_sub(before);
+            println!(
+                "16 MiB answer, cap {} MiB: host RSS {} MiB, peak +{:.1} MiB",
+                cap / MIB,
+                before / MIB,
+                grew as f64 / MIB as f64
+            );
+            growth.push(grew);
+        }
+        ensure!(
+            growth[0] < 8 * MIB && growth[0] * 3 < growth[1],
+            "the cut-off read grew the host by {} MiB (the whole read by {} MiB)",
+            growth[0] / MIB,
+            growth[1] / MIB
+        );
+        Ok(())
+    })
+    .await
 }
