@@ -350,9 +350,15 @@ impl Client {
                 limits.timeout.as_millis()
             )));
         }
-        search_result(&reply).ok_or_else(|| {
-            HostError::Other(format!(
+        let hits = reply.pointer("/hits/hits").and_then(Value::as_array);
+        if hits.is_none() || reply.pointer("/hits/total/value").is_none() {
+            return Err(HostError::Other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
+            )));
+        }
+        search_result(reply).ok_or_else(|| {
+            HostError::Other(format!(
+                "{what}: Elasticsearch answered a hit without its index or id"
             ))
         })
     }
@@ -569,26 +575,29 @@ pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String
 }
 
 /// The WIT's search result from a `_search` reply.
-pub fn search_result(reply: &Value) -> Option<SearchResult> {
-    let hits = reply.get("hits")?;
-    let total = hits.pointer("/total/value")?.as_u64()?;
-    let hits = hits
-        .get("hits")?
-        .as_array()?
-        .iter()
-        .map(|h| {
-            Some(Hit {
-                index: h.get("_index")?.as_str()?.to_string(),
-                id: h.get("_id")?.as_str()?.to_string(),
-                score: h.get("_score").and_then(Value::as_f64),
-                source: h.get("_source").unwrap_or(&Value::Null).to_string(),
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
+///
+/// Consumes the reply hit by hit, so that each hit's parsed form is freed as its text is
+/// made: the host holds the parsed reply and the result together only about once.
+pub fn search_result(mut reply: Value) -> Option<SearchResult> {
+    let total = reply.pointer("/hits/total/value")?.as_u64()?;
+    let aggregations = reply.get("aggregations").map(Value::to_string);
+    let Value::Array(raw) = reply.pointer_mut("/hits/hits")?.take() else {
+        return None;
+    };
+    let mut hits = Vec::with_capacity(raw.len());
+    for mut h in raw {
+        let source = h.get_mut("_source").map_or(Value::Null, Value::take);
+        hits.push(Hit {
+            index: h.get("_index")?.as_str()?.to_string(),
+            id: h.get("_id")?.as_str()?.to_string(),
+            score: h.get("_score").and_then(Value::as_f64),
+            source: source.to_string(),
+        });
+    }
     Some(SearchResult {
         total,
         hits,
-        aggregations: reply.get("aggregations").map(Value::to_string),
+        aggregations,
     })
 }
 
@@ -815,13 +824,13 @@ mod tests {
             ]},
             "aggregations": {"by": {"buckets": []}}
         });
-        let r = search_result(&reply).unwrap();
+        let r = search_result(reply).unwrap();
         assert_eq!(r.total, 12);
         assert_eq!(r.hits.len(), 2);
         assert_eq!(r.hits[0].score, Some(1.5));
         assert_eq!(r.hits[1].score, None);
         assert_eq!(r.hits[1].source, r#"{"x":2}"#);
         assert_eq!(r.aggregations.as_deref(), Some(r#"{"by":{"buckets":[]}}"#));
-        assert!(search_result(&json!({"took": 1})).is_none());
+        assert!(search_result(json!({"took": 1})).is_none());
     }
 }
