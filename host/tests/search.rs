@@ -759,6 +759,11 @@ async fn a_hostile_plugin_gets_nothing_outside_its_grant() -> Result<()> {
             f.source(&c, "1").await? == Some(secret),
             "the secret document was touched"
         );
+        // The id that climbs with `../` stayed one id of the granted index.
+        ensure!(
+            f.source(&ax, &format!("../{c}/_doc/1")).await? == Some(json!({"secret": "gone"})),
+            "the climbing id did not land in the granted index as one id"
+        );
         let (status, mapping) = f
             .http(Method::GET, &format!("{}/_mapping", f.n("a-tpl-1")), None)
             .await?;

@@ -315,6 +315,44 @@ fn attack(t: &Value) -> Vec<Value> {
         ));
     }
     out.push(report("refresh `_all`", search::refresh("_all")));
+
+    // Writes that try to land elsewhere.
+    let item = |index: &str, id: &str, document: &str| search::BulkItem {
+        index: index.to_string(),
+        id: id.to_string(),
+        document: document.to_string(),
+    };
+    out.push(report(
+        "bulk-index an item into another index",
+        search::bulk_index(&[
+            item(&granted, "2", "{}"),
+            item(&other, "1", r#"{"secret":"gone"}"#),
+        ]),
+    ));
+    let injected = format!(
+        "{{\"x\":1}}\n{{\"index\":{{\"_index\":\"{other}\",\"_id\":\"1\"}}}}\n{{\"secret\":\"gone\"}}"
+    );
+    out.push(report(
+        "bulk-index a document carrying a second action line",
+        search::bulk_index(&[item(&granted, "3", &injected)]),
+    ));
+    out.push(report(
+        "index a document carrying a second action line",
+        search::index(&granted, "3", &injected),
+    ));
+    out.push(report(
+        "delete id `..` (the index itself)",
+        search::delete(&granted, ".."),
+    ));
+    let climbing = format!("../{other}/_doc/1");
+    out.push(report(
+        "get an id climbing into another index: it stays one id (allowed)",
+        search::get(&granted, &climbing),
+    ));
+    out.push(report(
+        "index an id climbing into another index: it stays one id (allowed)",
+        search::index(&granted, &climbing, r#"{"secret":"gone"}"#),
+    ));
     out.push(report("delete the secret", search::delete(&other, "1")));
 
     // Templates reaching outside the pattern.
