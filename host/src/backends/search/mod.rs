@@ -164,13 +164,8 @@ impl Client {
         }
     }
 
-    /// `segments` appended to the server's URL, each percent-encoded as one path segment.
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        url_for(&self.base, segments)
     }
 
     /// Sends a read and returns its JSON answer when the status is a success, else the
@@ -434,6 +429,16 @@ impl Client {
             .await;
         expect_success(&what, sent).await.map(drop)
     }
+}
+
+/// `segments` appended to the server's URL `base`, each percent-encoded as one path segment
+/// (`/`, `%`, `?`, `#` included), so that no name or id can add a segment or a query.
+fn url_for(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
 }
 
 /// A document id Elasticsearch can be addressed by in a URL path.
@@ -778,6 +783,25 @@ mod tests {
         }
         assert!(check_id("ev-1").is_ok());
         assert!(check_id("a/b").is_ok());
+    }
+
+    #[test]
+    fn names_and_ids_stay_one_path_segment_each() {
+        let base = Url::parse("http://127.0.0.1:9200/").unwrap();
+        let u = url_for(&base, &["audit-a,audit-b-*", "_search"]);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9200/audit-a,audit-b-*/_search"
+        );
+        let u = url_for(&base, &["audit-a", "_doc", "../c/_doc/1?refresh=true#x%2e"]);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9200/audit-a/_doc/..%2Fc%2F_doc%2F1%3Frefresh=true%23x%252e"
+        );
+        // Under a path prefix (a proxy), too.
+        let base = Url::parse("http://es.local/prefix").unwrap();
+        let u = url_for(&base, &["audit-a", "_count"]);
+        assert_eq!(u.as_str(), "http://es.local/prefix/audit-a/_count");
     }
 
     #[test]
