@@ -278,15 +278,12 @@ fn describe(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return format!("wasm trap: {trap}");
     }
-    let mut s = e
+    let s = e
         .chain()
         .map(|c| c.to_string())
         .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
         .collect::<Vec<_>>()
         .join(": ");
-    if s.len() > 1000 {
-        s.truncate(1000);
-        s.push('…');
-    }
-    s
+    // The chain may carry the plugin's own text (a panic message): cut at a char boundary.
+    crate::text::cap_bytes(&s, 1000).into_owned()
 }

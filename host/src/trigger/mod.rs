@@ -27,6 +27,14 @@
 //!   Only the events not yet final are handed over again, in offset order. A batch of
 //!   several events that fails permanently as a whole (a trap, a timeout) is handed over
 //!   again one event at a time, so only the culprit is dead-lettered.
+//! - Dead letters always fit ([`dlq`]): reasons are capped, a record too large for the
+//!   dead-letter topic is written reduced, and one the broker refuses even reduced is
+//!   dropped (logged, counted) rather than retried for ever, so a partition never stalls
+//!   on its dead-letter topic. Only errors that are not about the record (the broker down)
+//!   are retried for as long as it takes.
+//! - A partition worker that dies (a panic) is restarted by the dispatcher: the partition
+//!   is sought back to the offset after the last one stored, so nothing is lost or
+//!   skipped, and the restart is logged and counted (`polyhost_partition_worker_restarts`).
 //! - The plugin version is read at each batch ([`Trigger::replace`] swaps it at a batch
 //!   boundary without touching the consumer).
 
@@ -55,7 +63,7 @@ use tokio::task::JoinSet;
 use self::backoff::Backoff;
 use self::dlq::DeadLetters;
 use self::offsets::PartitionProgress;
-use self::partition::{Done, Worker, WorkerHandle};
+use self::partition::{Done, Restart, Worker, WorkerHandle};
 use crate::manifest::{Kind, PluginSpec};
 use crate::runtime::LoadedPlugin;
 
@@ -88,6 +96,20 @@ pub struct TriggerConfig {
     pub topic_partitions: i32,
     /// How often librdkafka reports statistics, from which the consumer lag is read.
     pub stats_interval: Duration,
+    /// For tests: called in the partition worker with each event's topic, partition and
+    /// offset just before it is handed to the plugin, so a test can make a worker die (a
+    /// panic in the hook is a panic of the worker). `None` in production.
+    pub before_hand_over: Option<Hook>,
+}
+
+/// A test hook of [`TriggerConfig::before_hand_over`].
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn(&str, i32, i64) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl TriggerConfig {
@@ -105,6 +127,7 @@ impl TriggerConfig {
             stuck_after: Duration::from_millis(500),
             topic_partitions: 3,
             stats_interval: Duration::from_secs(2),
+            before_hand_over: None,
         }
     }
 }
@@ -131,8 +154,13 @@ pub struct Processed {
 pub enum Disposition {
     /// The plugin answered `ok`.
     Ok,
-    /// Sent to the dead-letter topic, for this reason.
+    /// Sent to the dead-letter topic, for this reason (capped at
+    /// [`crate::text::MAX_REASON_BYTES`]).
     DeadLettered(String),
+    /// To be dead-lettered for this reason, but the broker refused the dead letter even
+    /// reduced to its headers: logged and counted, and final all the same, so that the
+    /// partition goes on (the record is still in its topic while retention keeps it).
+    Dropped(String),
 }
 
 /// Why the trigger could not start or stop cleanly.
@@ -432,6 +460,8 @@ pub async fn wait_for_signal() {
 struct PluginConsumer {
     shared: Arc<Shared>,
     registry: Registry,
+    /// Partitions whose worker died, and where the next one starts.
+    restarts: Mutex<HashMap<(String, i32), Restart>>,
 }
 
 impl PluginConsumer {
@@ -478,8 +508,7 @@ impl PluginConsumer {
             )
             .create_with_context(context)
             .map_err(kafka)?;
-        let dead_letters = DeadLetters::new(&config.brokers, &spec.name).map_err(kafka)?;
-        ensure_topics(&config.brokers, &[dead_letters.topic().to_string()], 1)
+        let dead_letters = DeadLetters::connect(&config.brokers, &spec.name)
             .await
             .map_err(kafka)?;
         ensure_topics(&config.brokers, &spec.subscribe, config.topic_partitions)
@@ -500,6 +529,7 @@ impl PluginConsumer {
                 lag,
             }),
             registry,
+            restarts: Mutex::default(),
         })
     }
 
@@ -513,7 +543,13 @@ impl PluginConsumer {
             loop {
                 let record = tokio::select! {
                     biased;
-                    _ = stopping.wait_for(|s| *s) => break,
+                    // (The watch guard is dropped inside: it must not live across the
+                    // await of another branch.)
+                    _ = async { drop(stopping.wait_for(|s| *s).await) } => break,
+                    Some(ended) = workers.join_next_with_id(), if !workers.is_empty() => {
+                        self.reap(ended).await;
+                        continue;
+                    }
                     next = stream.next() => match next {
                         None => break,
                         Some(Err(e)) => {
@@ -526,8 +562,10 @@ impl PluginConsumer {
                 if let Some(full) = self.route(record, &for_workers, &mut workers) {
                     self.wait_for_room(full, for_workers.clone()).await;
                 }
-                // Reap finished workers so the set does not grow with every rebalance.
-                while workers.try_join_next().is_some() {}
+                // Reap ended workers (restarting the dead) so the set does not grow.
+                while let Some(ended) = workers.try_join_next_with_id() {
+                    self.reap(ended).await;
+                }
             }
         }
         // Stop fetching: close every queue, so each worker finishes what it holds and ends.
@@ -540,7 +578,14 @@ impl PluginConsumer {
             .collect();
         drop(handles);
         let drained = tokio::time::timeout(self.shared.config.drain_timeout, async {
-            while workers.join_next().await.is_some() {}
+            while let Some(ended) = workers.join_next().await {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    // Its unstored events are redelivered after the restart of the host.
+                    tracing::error!(plugin = %self.shared.name, panic = %panic_message(e), "a partition worker died while draining");
+                }
+            }
         })
         .await;
         if drained.is_err() {
@@ -556,6 +601,78 @@ impl PluginConsumer {
         };
         tracing::info!(plugin = %self.shared.name, "consumer drained and committed");
         result
+    }
+
+    /// Handles a worker task that ended. A worker that died (panicked) while its partition
+    /// is still this consumer's is replaced: the partition is sought back to the first
+    /// offset the dead worker had not stored (what it held is fetched again, so nothing is
+    /// lost or skipped), and the next record routed to it starts a new worker.
+    async fn reap(&self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let Err(e) = ended else { return };
+        let id = e.id();
+        if !e.is_panic() {
+            return; // aborted at the end of a drain
+        }
+        let message = panic_message(e);
+        let dead = {
+            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let key = registry
+                .iter()
+                .find(|(_, h)| h.task == id)
+                .map(|(k, _)| k.clone());
+            key.and_then(|k| registry.remove(&k).map(|h| (k, h)))
+        };
+        let Some(((topic, partition), handle)) = dead else {
+            // Its partition was revoked (or the host is stopping): the next owner resumes
+            // from the committed offset.
+            tracing::error!(plugin = %self.shared.name, panic = %message, "a partition worker died after its partition was handed back");
+            return;
+        };
+        let offset = handle.resume.load(Ordering::Acquire);
+        let panics = match &handle.restart {
+            Some(r) if r.offset == offset => r.panics + 1,
+            _ => 1,
+        };
+        self.shared.series.worker_restarts.inc();
+        tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, panics, panic = %message, "partition worker died: restarting it from the first offset not stored");
+        let consumer = self.shared.consumer.clone();
+        let (t, p) = (topic.clone(), partition);
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &t,
+                p,
+                rdkafka::Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, error = %e, "cannot seek the partition of a dead worker back: records it held are redelivered only after a rebalance or restart")
+            }
+            Err(e) => {
+                tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, error = %e, "seeking the partition of a dead worker failed")
+            }
+        }
+        if *handle.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = self.shared.consumer.resume(&tpl) {
+                tracing::warn!(plugin = %self.shared.name, topic = %topic, partition, error = %e, "cannot resume partition");
+            }
+        }
+        self.restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (topic, partition),
+                Restart {
+                    offset,
+                    panics,
+                    message,
+                },
+            );
     }
 
     /// Hands a record to its partition's worker, starting one if needed. Returns the
@@ -576,6 +693,14 @@ impl PluginConsumer {
             let room = Arc::new(Notify::new());
             let paused = Arc::new(Mutex::new(false));
             let done = Arc::new(Done::default());
+            let restart = self
+                .restarts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            let resume = Arc::new(AtomicI64::new(
+                restart.as_ref().map_or(m.offset(), |r| r.offset),
+            ));
             let worker = Worker {
                 shared: self.shared.clone(),
                 topic: key.0.clone(),
@@ -588,8 +713,10 @@ impl PluginConsumer {
                 stopping: stopping.clone(),
                 done: done.clone(),
                 progress: PartitionProgress::default(),
+                resume: resume.clone(),
+                restart: restart.clone(),
             };
-            workers.spawn(worker.run());
+            let task = workers.spawn(worker.run()).id();
             WorkerHandle {
                 tx,
                 queued,
@@ -597,6 +724,9 @@ impl PluginConsumer {
                 paused,
                 revoked: revoked_tx,
                 done,
+                resume,
+                task,
+                restart,
             }
         });
         let queued = handle.queued.fetch_add(1, Ordering::AcqRel) + 1;
@@ -645,6 +775,18 @@ impl PluginConsumer {
                 }
             }
         }
+    }
+}
+
+/// What a panic said, for the log.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string()),
+        Err(e) => e.to_string(),
     }
 }
 
