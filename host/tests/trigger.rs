@@ -1005,3 +1005,41 @@ async fn an_event_the_host_keeps_dying_on_is_dead_lettered_and_the_partition_goe
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_dies_with_its_partition_paused_is_restarted_and_loses_nothing() -> Result<()>
+{
+    with_fixture(1, async |f| {
+        const N: usize = 80;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| (format!("k{i}"), cloudevent(&format!("e{i}"), "test.ok", i)))
+            .collect();
+        f.produce(&records).await?;
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        // A tiny queue and a slow worker, so its partition is paused when it dies.
+        config.queued_records = 4;
+        config.queued_batches = 1;
+        config.stuck_after = Duration::from_millis(20);
+        let fired = Arc::new(AtomicBool::new(false));
+        let (topic, once) = (f.topic.clone(), fired.clone());
+        config.before_hand_over = Some(Hook(Arc::new(move |t, _, o| {
+            if t != topic {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if o == 30 && !once.swap(true, Ordering::SeqCst) {
+                panic!("test: the worker dies at offset 30 with its partition paused");
+            }
+        })));
+        let (seen, group) = f.run_until("noop-handler", config, N).await?;
+        assert!(fired.load(Ordering::SeqCst));
+        assert_eq!(restarts(&f.plugin), 1);
+        assert_eq!(ids(&seen).len(), N, "nothing lost");
+        assert_eq!(seen.len(), N, "nothing reported twice");
+        let offsets: Vec<i64> = seen.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>(), "in order");
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        Ok(())
+    })
+    .await
+}

@@ -102,9 +102,12 @@ pub struct TriggerConfig {
     pub before_hand_over: Option<Hook>,
 }
 
+/// What a [`Hook`] calls: with an event's topic, partition and offset.
+pub type HookFn = dyn Fn(&str, i32, i64) + Send + Sync;
+
 /// A test hook of [`TriggerConfig::before_hand_over`].
 #[derive(Clone)]
-pub struct Hook(pub Arc<dyn Fn(&str, i32, i64) + Send + Sync>);
+pub struct Hook(pub Arc<HookFn>);
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -460,8 +463,6 @@ pub async fn wait_for_signal() {
 struct PluginConsumer {
     shared: Arc<Shared>,
     registry: Registry,
-    /// Partitions whose worker died, and where the next one starts.
-    restarts: Mutex<HashMap<(String, i32), Restart>>,
 }
 
 impl PluginConsumer {
@@ -529,7 +530,6 @@ impl PluginConsumer {
                 lag,
             }),
             registry,
-            restarts: Mutex::default(),
         })
     }
 
@@ -583,7 +583,7 @@ impl PluginConsumer {
                     && e.is_panic()
                 {
                     // Its unstored events are redelivered after the restart of the host.
-                    tracing::error!(plugin = %self.shared.name, panic = %panic_message(e), "a partition worker died while draining");
+                    tracing::error!(plugin = %self.shared.name, panic = %crate::text::for_log(&panic_message(e), crate::text::MAX_REASON_BYTES), "a partition worker died while draining");
                 }
             }
         })
@@ -606,30 +606,36 @@ impl PluginConsumer {
     /// Handles a worker task that ended. A worker that died (panicked) while its partition
     /// is still this consumer's is replaced: the partition is sought back to the first
     /// offset the dead worker had not stored (what it held is fetched again, so nothing is
-    /// lost or skipped), and the next record routed to it starts a new worker.
+    /// lost or skipped), its handle is marked dead ([`WorkerHandle::dead`]), and the next
+    /// record routed to it starts a new worker. (A revocation meanwhile removes the handle,
+    /// and with it the restart.)
     async fn reap(&self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         let Err(e) = ended else { return };
         let id = e.id();
         if !e.is_panic() {
             return; // aborted at the end of a drain
         }
-        let message = panic_message(e);
+        // A panic message may quote plugin text (a reason, a log line): escaped and capped.
+        let message =
+            crate::text::for_log(&panic_message(e), crate::text::MAX_REASON_BYTES).into_owned();
         let dead = {
-            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            let key = registry
-                .iter()
-                .find(|(_, h)| h.task == id)
-                .map(|(k, _)| k.clone());
-            key.and_then(|k| registry.remove(&k).map(|h| (k, h)))
+            let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            registry.iter().find(|(_, h)| h.task == id).map(|(k, h)| {
+                (
+                    k.clone(),
+                    h.resume.load(Ordering::Acquire),
+                    h.restart.clone(),
+                    h.paused.clone(),
+                )
+            })
         };
-        let Some(((topic, partition), handle)) = dead else {
+        let Some(((topic, partition), offset, previous, paused)) = dead else {
             // Its partition was revoked (or the host is stopping): the next owner resumes
             // from the committed offset.
             tracing::error!(plugin = %self.shared.name, panic = %message, "a partition worker died after its partition was handed back");
             return;
         };
-        let offset = handle.resume.load(Ordering::Acquire);
-        let panics = match &handle.restart {
+        let panics = match &previous {
             Some(r) if r.offset == offset => r.panics + 1,
             _ => 1,
         };
@@ -655,24 +661,28 @@ impl PluginConsumer {
                 tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, error = %e, "seeking the partition of a dead worker failed")
             }
         }
-        if *handle.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+        let mut paused = paused.lock().unwrap_or_else(|e| e.into_inner());
+        if *paused {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, partition);
-            if let Err(e) = self.shared.consumer.resume(&tpl) {
-                tracing::warn!(plugin = %self.shared.name, topic = %topic, partition, error = %e, "cannot resume partition");
+            match self.shared.consumer.resume(&tpl) {
+                Ok(()) => *paused = false,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.shared.name, topic = %topic, partition, error = %e, "cannot resume partition")
+                }
             }
         }
-        self.restarts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                (topic, partition),
-                Restart {
-                    offset,
-                    panics,
-                    message,
-                },
-            );
+        drop(paused);
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = registry.get_mut(&(topic, partition))
+            && h.task == id
+        {
+            h.dead = Some(Restart {
+                offset,
+                panics,
+                message,
+            });
+        }
     }
 
     /// Hands a record to its partition's worker, starting one if needed. Returns the
@@ -685,6 +695,11 @@ impl PluginConsumer {
     ) -> Option<FullQueue> {
         let key = (m.topic().to_string(), m.partition());
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // The worker died and its partition was sought back: this record starts its successor.
+        let restart = match registry.get(&key) {
+            Some(h) if h.dead.is_some() => registry.remove(&key).and_then(|h| h.dead),
+            _ => None,
+        };
         let handle = registry.entry(key.clone()).or_insert_with(|| {
             tracing::debug!(plugin = %self.shared.name, topic = %key.0, partition = key.1, offset = m.offset(), "partition worker started");
             let (tx, rx) = mpsc::unbounded_channel();
@@ -693,11 +708,6 @@ impl PluginConsumer {
             let room = Arc::new(Notify::new());
             let paused = Arc::new(Mutex::new(false));
             let done = Arc::new(Done::default());
-            let restart = self
-                .restarts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
             let resume = Arc::new(AtomicI64::new(
                 restart.as_ref().map_or(m.offset(), |r| r.offset),
             ));
@@ -727,6 +737,7 @@ impl PluginConsumer {
                 resume,
                 task,
                 restart,
+                dead: None,
             }
         });
         let queued = handle.queued.fetch_add(1, Ordering::AcqRel) + 1;

@@ -85,6 +85,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) task: tokio::task::Id,
     /// Set when this worker is itself a restart.
     pub(crate) restart: Option<Restart>,
+    /// Set by the dispatcher once this worker died and its partition was sought back to
+    /// [`WorkerHandle::resume`]: the next record routed here starts a successor.
+    pub(crate) dead: Option<Restart>,
 }
 
 /// Sets [`Done`] when dropped, so a panicking or aborted worker still reports.
