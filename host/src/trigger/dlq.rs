@@ -75,7 +75,8 @@ pub const EVENT_TYPE: &str = "polyhost.dead_letter";
 /// `dlq-<plugin>-<topic>-<partition>-<offset>` (stable, so a redelivery has the same id),
 /// the dead letter's broker timestamp as its time, and as data a JSON object with the
 /// reason, plugin, version, original topic/partition/offset, attempts, and the original
-/// value as `value` (text) or `value_base64` (when it is not UTF-8).
+/// value as `value` (text) or `value_base64` (when it is not UTF-8); a reduced dead letter
+/// adds `truncated` (its [`TRUNCATED`] header) and `original_size`.
 pub fn as_event(
     value: Option<&[u8]>,
     timestamp_ms: Option<i64>,
@@ -102,6 +103,11 @@ pub fn as_event(
         "original_offset": offset,
         "attempts": number(ATTEMPTS),
     });
+    // A reduced dead letter says what it lacks.
+    if meta.headers.iter().any(|(k, _)| k == TRUNCATED) {
+        data["truncated"] = header(TRUNCATED).into();
+        data["original_size"] = number(ORIGINAL_SIZE).into();
+    }
     match value.map(std::str::from_utf8) {
         Some(Ok(text)) => data["value"] = text.into(),
         Some(Err(_)) => {
@@ -626,5 +632,27 @@ mod tests {
             C::BrokerNotAvailable
         )));
         assert!(!is_permanent(&KafkaError::MessageProduction(C::QueueFull)));
+    }
+
+    #[test]
+    fn a_reduced_dead_letter_as_an_event_says_what_it_lacks() {
+        let meta = |extra: &[(&str, &str)]| crate::runtime::RecordMeta {
+            offset: 3,
+            key: None,
+            headers: [(REASON, "no"), (ORIGINAL_OFFSET, "9")]
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        };
+        let reduced = meta(&[(TRUNCATED, "value"), (ORIGINAL_SIZE, "300000")]);
+        let e = as_event(Some(b"{\"cut"), None, &reduced);
+        let data: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+        assert_eq!(data["truncated"], "value");
+        assert_eq!(data["original_size"], 300000);
+        assert_eq!(data["value"], "{\"cut");
+        let e = as_event(Some(b"{}"), None, &meta(&[]));
+        let data: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+        assert!(data.get("truncated").is_none());
     }
 }
