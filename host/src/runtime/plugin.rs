@@ -287,3 +287,16 @@ fn describe(e: &wasmtime::Error) -> String {
     // The chain may carry the plugin's own text (a panic message): cut at a char boundary.
     crate::text::cap_bytes(&s, 1000).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_multibyte_failure_is_cut_at_a_char_boundary() {
+        // Byte 1000 falls inside a `€` (3 bytes, after one ASCII byte): a byte cut panics.
+        let e = wasmtime::Error::msg(format!("x{}", "€".repeat(600)));
+        let s = super::describe(&e);
+        assert!(s.len() <= 1000, "{}", s.len());
+        assert!(s.ends_with("… [truncated, 1801 bytes]"), "{s}");
+        assert!(s.starts_with("x€€"));
+    }
+}
