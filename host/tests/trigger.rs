@@ -850,12 +850,13 @@ async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> 
         const LIMIT: usize = 100_000;
         f.small_dead_letter_topic(LIMIT).await?;
         let dlq_topic = dlq::topic_for(&f.plugin);
+        // (`connect` first: it waits for a topic created a moment ago to be known.)
+        let learned = dlq::DeadLetters::connect(&f.kafka.url, &f.plugin).await?;
+        assert_eq!(learned.limit(), LIMIT);
         assert_eq!(
             dlq::max_message_bytes(&f.kafka.url, &dlq_topic).await?,
             LIMIT
         );
-        let learned = dlq::DeadLetters::connect(&f.kafka.url, &f.plugin).await?;
-        assert_eq!(learned.limit(), LIMIT);
         // A producer that believes the broker takes 10 MB: the broker itself refuses.
         let wrong = dlq::DeadLetters::new(&f.kafka.url, &f.plugin, 10_000_000)?;
         let record = OwnedMessage::new(
@@ -876,10 +877,21 @@ async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> 
             offset: 41,
             attempts: 1,
         };
-        assert_eq!(
-            wrong.publish(&record, &letter).await?,
-            dlq::Written::Envelope
-        );
+        // As the trigger does, transient errors are retried (an idempotent producer may
+        // report one while it recovers from the broker's refusal).
+        let publish = async |record: &OwnedMessage, letter: &dlq::Letter<'_>| {
+            for _ in 0..5 {
+                match wrong.publish(record, letter).await {
+                    Err(dlq::PublishError::Transient(e)) => {
+                        eprintln!("transient, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => return other,
+                }
+            }
+            wrong.publish(record, letter).await
+        };
+        assert_eq!(publish(&record, &letter).await?, dlq::Written::Envelope);
         // The producer is still usable afterwards.
         let small = OwnedMessage::new(
             Some(b"small".to_vec()),
@@ -894,7 +906,7 @@ async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> 
             offset: 42,
             ..letter.clone()
         };
-        assert_eq!(wrong.publish(&small, &letter42).await?, dlq::Written::Whole);
+        assert_eq!(publish(&small, &letter42).await?, dlq::Written::Whole);
 
         let letters = f.dead_letters(2).await?;
         let h = headers_of(&letters[0]);

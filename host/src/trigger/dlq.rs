@@ -357,11 +357,20 @@ impl DeadLetters {
     pub async fn connect(brokers: &str, plugin: &str) -> Result<Self, KafkaError> {
         let topic = topic_for(plugin);
         super::ensure_topics(brokers, std::slice::from_ref(&topic), 1).await?;
-        let limit = match max_message_bytes(brokers, &topic).await {
-            Ok(limit) => limit,
-            Err(e) => {
-                tracing::warn!(topic = %topic, error = %e, default = DEFAULT_MAX_MESSAGE_BYTES, "cannot read the dead-letter topic's max.message.bytes; assuming the default");
-                DEFAULT_MAX_MESSAGE_BYTES
+        // A topic created a moment ago may not be known to every broker yet: a few tries.
+        let mut tries = 0;
+        let limit = loop {
+            match max_message_bytes(brokers, &topic).await {
+                Ok(limit) => break limit,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(topic = %topic, error = %e, tries, "cannot read the dead-letter topic's max.message.bytes yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e, default = DEFAULT_MAX_MESSAGE_BYTES, "cannot read the dead-letter topic's max.message.bytes; assuming the default");
+                    break DEFAULT_MAX_MESSAGE_BYTES;
+                }
             }
         };
         Self::new(brokers, plugin, limit)
