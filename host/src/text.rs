@@ -20,15 +20,6 @@ fn marker(original: usize) -> String {
     format!("… [truncated, {original} bytes]")
 }
 
-/// The largest char boundary of `s` at or below `at`.
-fn floor_boundary(s: &str, at: usize) -> usize {
-    if at >= s.len() {
-        return s.len();
-    }
-    // At most 3 steps back: a UTF-8 character is at most 4 bytes long.
-    (0..=at).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0)
-}
-
 /// `s` itself when it is at most `max` bytes long; otherwise its longest prefix that,
 /// followed by the marker `… [truncated, N bytes]` (N the length of `s`), is at most `max`
 /// bytes, cut at a char boundary. (With `max` below the marker's own length, only the
@@ -38,7 +29,7 @@ pub fn cap_bytes(s: &str, max: usize) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let marker = marker(s.len());
-    let keep = floor_boundary(s, max.saturating_sub(marker.len()));
+    let keep = s.floor_char_boundary(max.saturating_sub(marker.len()));
     let mut out = String::with_capacity(keep + marker.len());
     out.push_str(&s[..keep]);
     out.push_str(&marker);
