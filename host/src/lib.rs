@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod runtime;
 pub mod state;
 pub mod supervisor;
+pub mod text;
 pub mod trigger;
 pub mod watch;

@@ -27,7 +27,7 @@ pub struct PluginLabel {
 pub struct OutcomeLabels {
     /// The plugin's manifest name.
     pub plugin: String,
-    /// `ok` or `dead_lettered`.
+    /// `ok`, `dead_lettered` or `dropped` (the dead letter was refused even reduced).
     pub outcome: String,
 }
 
@@ -76,6 +76,10 @@ pub struct Metrics {
     pub swaps: Family<SwapLabels, Counter>,
     /// Time between the last batch started on the old version and the first on the new.
     pub swap_pause_seconds: Family<PluginLabel, Histogram>,
+    /// Dead letters written reduced (value cut, or only headers) to fit the broker's limit.
+    pub dead_letters_reduced: Family<PluginLabel, Counter>,
+    /// Partition workers that died (panicked) and were restarted.
+    pub worker_restarts: Family<PluginLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +114,8 @@ impl Metrics {
             backend_seconds: Family::new_with_constructor(latency),
             swaps: Family::default(),
             swap_pause_seconds: Family::new_with_constructor(latency),
+            dead_letters_reduced: Family::default(),
+            worker_restarts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +174,16 @@ impl Metrics {
             "Time between the last batch started on the old version and the first on the new",
             m.swap_pause_seconds.clone(),
         );
+        registry.register(
+            "dead_letters_reduced",
+            "Dead letters written reduced (value cut, or headers only) to fit the broker's limit",
+            m.dead_letters_reduced.clone(),
+        );
+        registry.register(
+            "partition_worker_restarts",
+            "Partition workers that died (panicked) and were restarted from the stored offset",
+            m.worker_restarts.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -220,6 +236,13 @@ pub struct PluginSeries {
     pub ok: Counter,
     /// Final dead-lettered outcomes.
     pub dead_lettered: Counter,
+    /// Final outcomes of events whose dead letter the broker refused even as an envelope:
+    /// dropped (logged) so that the partition goes on.
+    pub dropped: Counter,
+    /// Dead letters written reduced to fit the broker's limit.
+    pub dead_letters_reduced: Counter,
+    /// Partition workers restarted after dying.
+    pub worker_restarts: Counter,
     /// Events handed over again.
     pub retries: Counter,
     /// Time one batch spends in the plugin.
@@ -243,6 +266,9 @@ impl Metrics {
         PluginSeries {
             ok: outcome("ok"),
             dead_lettered: outcome("dead_lettered"),
+            dropped: outcome("dropped"),
+            dead_letters_reduced: self.dead_letters_reduced.get_or_create(&label).clone(),
+            worker_restarts: self.worker_restarts.get_or_create(&label).clone(),
             retries: self.retries.get_or_create(&label).clone(),
             batch_seconds: self.batch_seconds.get_or_create(&label).clone(),
             event_latency_seconds: self.event_latency_seconds.get_or_create(&label).clone(),

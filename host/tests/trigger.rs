@@ -11,13 +11,15 @@ mod common;
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{CLIENT_TIMEOUT, Service, unique_name, within};
 use harness::{runtime, test_plugin};
 use polyhost::manifest::PluginSpec;
-use polyhost::trigger::{Disposition, Processed, Trigger, TriggerConfig, dlq};
+use polyhost::trigger::{Disposition, Hook, Processed, Trigger, TriggerConfig, dlq};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
@@ -579,6 +581,476 @@ async fn two_triggers_share_the_partitions_and_one_leaving_loses_nothing() -> Re
             seen.len(),
             seen.len() - N
         );
+        Ok(())
+    })
+    .await
+}
+
+// --- A hostile plugin cannot jam its partition -------------------------------------------
+
+/// A record's headers, by name (the last of a repeated name wins).
+fn headers_of(m: &OwnedMessage) -> BTreeMap<String, String> {
+    m.headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Fixture {
+    /// Creates the plugin's dead-letter topic before the trigger does, accepting records of
+    /// at most `max_message_bytes`.
+    async fn small_dead_letter_topic(&self, max_message_bytes: usize) -> Result<()> {
+        let topic = dlq::topic_for(&self.plugin);
+        let limit = max_message_bytes.to_string();
+        let created = within(
+            &self.kafka,
+            format!("creating topic {topic}"),
+            self.admin.create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))
+                    .set("max.message.bytes", &limit)],
+                &AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT)),
+            ),
+        )
+        .await?;
+        for r in created {
+            if let Err((name, code)) = r {
+                bail!("creating topic {name}: {code}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `plugin` on the fixture's topic until `n` events are final; returns what was
+    /// reported, in order.
+    async fn run_until(
+        &self,
+        plugin: &str,
+        config: TriggerConfig,
+        n: usize,
+    ) -> Result<(Vec<Processed>, String)> {
+        let spec = self.spec(plugin, 8);
+        let group = spec.group_id();
+        let loaded = runtime().load(&spec).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let trigger = Trigger::start(config, vec![(spec, loaded)], Some(tx)).await?;
+        let seen = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= n).await;
+        trigger.shutdown().await?;
+        let mut seen = seen?;
+        while let Ok(p) = rx.try_recv() {
+            seen.push(p);
+        }
+        Ok((seen, group))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5mb_reject_reason_is_dead_lettered_capped_and_the_partition_goes_on() -> Result<()> {
+    with_fixture(1, async |f| {
+        const N: usize = 30;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let ty = match i {
+                    5 => "hostile.huge-reason",
+                    9 => "hostile.multibyte-reason",
+                    12 => "hostile.forge-log",
+                    13 => "hostile.huge-log",
+                    _ => "test.ok",
+                };
+                (format!("k{i}"), cloudevent(&format!("e{i}"), ty, i))
+            })
+            .collect();
+        f.produce(&records).await?;
+        let (seen, group) = f
+            .run_until(
+                "hostile-handler",
+                TriggerConfig::new(f.kafka.url.clone()),
+                N,
+            )
+            .await?;
+
+        let by_offset: BTreeMap<i64, &Processed> = seen.iter().map(|p| (p.offset, p)).collect();
+        assert_eq!(seen.len(), N, "every event final exactly once");
+        assert_eq!(by_offset.len(), N);
+        for (o, p) in &by_offset {
+            match (o, &p.disposition) {
+                (5 | 9, Disposition::DeadLettered(reason)) => {
+                    assert!(reason.len() <= dlq::MAX_REASON_BYTES, "{}", reason.len())
+                }
+                (5 | 9, other) => bail!("offset {o}: {other:?}"),
+                (_, Disposition::Ok) => {}
+                (_, other) => bail!("offset {o}: {other:?}"),
+            }
+        }
+        // The partition went on past the huge reason: later events were processed, and
+        // the committed offset covers all of them.
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+
+        let letters = f.dead_letters(2).await?;
+        for m in &letters {
+            let h = headers_of(m);
+            let offset: i64 = h[dlq::ORIGINAL_OFFSET].parse()?;
+            assert_eq!(h[dlq::ORIGINAL_TOPIC], f.topic);
+            assert_eq!(h[dlq::ORIGINAL_PARTITION], "0");
+            assert_eq!(h[dlq::PLUGIN], f.plugin);
+            assert_eq!(h[dlq::TRUNCATED], "reason", "{offset}");
+            assert_eq!(h.get(dlq::ORIGINAL_SIZE), None, "the value is whole");
+            assert_eq!(m.payload(), Some(&records[offset as usize].1[..]));
+            assert_eq!(m.key(), Some(format!("k{offset}").as_bytes()));
+            // The header is valid UTF-8 (a cut inside a character would not be).
+            let reason = m
+                .headers()
+                .and_then(|hs| hs.iter().find(|x| x.key == dlq::REASON))
+                .and_then(|x| x.value)
+                .context("no reason")?;
+            let reason = std::str::from_utf8(reason)?;
+            assert!(reason.len() <= dlq::MAX_REASON_BYTES, "{}", reason.len());
+            match offset {
+                5 => {
+                    assert!(
+                        reason.starts_with("huge reason for e5: xxx"),
+                        "{reason:.80}"
+                    );
+                    assert!(
+                        reason.ends_with("… [truncated, 5242880 bytes]"),
+                        "{reason:.80}"
+                    );
+                }
+                9 => {
+                    assert!(reason.starts_with("m€€€"), "{reason:.80}");
+                    assert!(reason.ends_with("€… [truncated, 15001 bytes]"));
+                }
+                o => bail!("an unexpected dead letter at {o}"),
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_too_large_for_the_dead_letter_topic_is_dead_lettered_reduced() -> Result<()> {
+    with_fixture(1, async |f| {
+        const N: usize = 10;
+        const LIMIT: usize = 100_000;
+        f.small_dead_letter_topic(LIMIT).await?;
+        let big = "p".repeat(300_000);
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let id = format!("e{i}");
+                let value = match i {
+                    3 => serde_json::to_vec(&json!({
+                        "specversion": "1.0", "id": id, "source": "/t",
+                        "type": "hostile.reject", "data": {"padding": big},
+                    }))
+                    .unwrap(),
+                    6 => cloudevent(&id, "hostile.reject", i),
+                    _ => cloudevent(&id, "test.ok", i),
+                };
+                (format!("k{i}"), value)
+            })
+            .collect();
+        f.produce(&records).await?;
+        let (seen, group) = f
+            .run_until(
+                "hostile-handler",
+                TriggerConfig::new(f.kafka.url.clone()),
+                N,
+            )
+            .await?;
+        assert_eq!(seen.len(), N);
+        let dead: BTreeSet<i64> = seen
+            .iter()
+            .filter(|p| matches!(p.disposition, Disposition::DeadLettered(_)))
+            .map(|p| p.offset)
+            .collect();
+        assert_eq!(dead, BTreeSet::from([3, 6]));
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+
+        let letters = f.dead_letters(2).await?;
+        let by_offset: BTreeMap<i64, &OwnedMessage> = letters
+            .iter()
+            .map(|m| Ok((headers_of(m)[dlq::ORIGINAL_OFFSET].parse()?, m)))
+            .collect::<Result<_>>()?;
+        // The small one is whole.
+        let small = headers_of(by_offset[&6]);
+        assert_eq!(small.get(dlq::TRUNCATED), None);
+        assert_eq!(by_offset[&6].payload(), Some(&records[6].1[..]));
+        // The large one carries what fits, and says so.
+        let large = by_offset[&3];
+        let h = headers_of(large);
+        assert_eq!(h[dlq::TRUNCATED], "value");
+        assert_eq!(h[dlq::ORIGINAL_SIZE], records[3].1.len().to_string());
+        assert_eq!(h[dlq::REASON], "rejected e3");
+        assert_eq!(h[dlq::ORIGINAL_TOPIC], f.topic);
+        assert_eq!(h[dlq::ORIGINAL_PARTITION], "0");
+        let kept = large.payload().context("no value")?;
+        assert!(
+            kept.len() < LIMIT && kept.len() > LIMIT / 2,
+            "{}",
+            kept.len()
+        );
+        assert!(records[3].1.starts_with(kept), "the kept value is a prefix");
+        assert_eq!(large.key(), Some(&b"k3"[..]));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_refused_even_reduced_is_dropped_and_the_partition_goes_on() -> Result<()> {
+    with_fixture(1, async |f| {
+        const N: usize = 8;
+        // So small that even the envelope (a 1 KiB reason and the headers) is refused.
+        f.small_dead_letter_topic(1000).await?;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let ty = if i == 2 {
+                    "hostile.multibyte-reason"
+                } else {
+                    "test.ok"
+                };
+                (format!("k{i}"), cloudevent(&format!("e{i}"), ty, i))
+            })
+            .collect();
+        f.produce(&records).await?;
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        config.backoff.base = Duration::from_millis(10);
+        let (seen, group) = f.run_until("hostile-handler", config, N).await?;
+        assert_eq!(seen.len(), N);
+        for p in &seen {
+            match (p.offset, &p.disposition) {
+                (2, Disposition::Dropped(reason)) => assert!(reason.starts_with("m€€")),
+                (2, other) => bail!("offset 2: {other:?}"),
+                (_, Disposition::Ok) => {}
+                (o, other) => bail!("offset {o}: {other:?}"),
+            }
+        }
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        assert_eq!(
+            polyhost::metrics::global().events_of(&f.plugin, "dropped"),
+            1
+        );
+        f.dead_letters(0).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> Result<()> {
+    with_fixture(1, async |f| {
+        const LIMIT: usize = 100_000;
+        f.small_dead_letter_topic(LIMIT).await?;
+        let dlq_topic = dlq::topic_for(&f.plugin);
+        // (`connect` first: it waits for a topic created a moment ago to be known.)
+        let learned = dlq::DeadLetters::connect(&f.kafka.url, &f.plugin).await?;
+        assert_eq!(learned.limit(), LIMIT);
+        assert_eq!(
+            dlq::max_message_bytes(&f.kafka.url, &dlq_topic).await?,
+            LIMIT
+        );
+        // A producer that believes the broker takes 10 MB: the broker itself refuses.
+        let wrong = dlq::DeadLetters::new(&f.kafka.url, &f.plugin, 10_000_000)?;
+        let record = OwnedMessage::new(
+            Some(vec![b'v'; 300_000]),
+            Some(b"k".to_vec()),
+            f.topic.clone(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            41,
+            None,
+        );
+        let letter = dlq::Letter {
+            reason: "too big",
+            plugin: &f.plugin,
+            version: "v",
+            topic: &f.topic,
+            partition: 0,
+            offset: 41,
+            attempts: 1,
+        };
+        // As the trigger does, transient errors are retried (an idempotent producer may
+        // report one while it recovers from the broker's refusal).
+        let publish = async |record: &OwnedMessage, letter: &dlq::Letter<'_>| {
+            for _ in 0..5 {
+                match wrong.publish(record, letter).await {
+                    Err(dlq::PublishError::Transient(e)) => {
+                        eprintln!("transient, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => return other,
+                }
+            }
+            wrong.publish(record, letter).await
+        };
+        assert_eq!(publish(&record, &letter).await?, dlq::Written::Envelope);
+        // The producer is still usable afterwards.
+        let small = OwnedMessage::new(
+            Some(b"small".to_vec()),
+            None,
+            f.topic.clone(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            42,
+            None,
+        );
+        let letter42 = dlq::Letter {
+            offset: 42,
+            ..letter.clone()
+        };
+        assert_eq!(publish(&small, &letter42).await?, dlq::Written::Whole);
+
+        let letters = f.dead_letters(2).await?;
+        let h = headers_of(&letters[0]);
+        assert_eq!(letters[0].payload(), None);
+        assert_eq!(letters[0].key(), None);
+        assert_eq!(h[dlq::TRUNCATED], "key,value");
+        assert_eq!(h[dlq::ORIGINAL_SIZE], "300000");
+        assert_eq!(h[dlq::ORIGINAL_OFFSET], "41");
+        assert_eq!(h[dlq::REASON], "too big");
+        assert_eq!(letters[1].payload(), Some(&b"small"[..]));
+        Ok(())
+    })
+    .await
+}
+
+/// How many partition workers of `plugin` were restarted.
+fn restarts(plugin: &str) -> u64 {
+    polyhost::metrics::global()
+        .worker_restarts
+        .get_or_create(&polyhost::metrics::Metrics::plugin(plugin))
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_worker_that_dies_is_restarted_and_nothing_is_lost_or_repeated() -> Result<()> {
+    with_fixture(2, async |f| {
+        const N: usize = 120;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                (
+                    format!("k{}", i % 10),
+                    cloudevent(&format!("e{i}"), "test.ok", i),
+                )
+            })
+            .collect();
+        f.produce(&records).await?;
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let fired = Arc::new(AtomicBool::new(false));
+        let (topic, once) = (f.topic.clone(), fired.clone());
+        // One worker dies once, at offset 20 of its partition, before handing it over.
+        config.before_hand_over = Some(Hook(Arc::new(move |t, _, o| {
+            if t == topic && o == 20 && !once.swap(true, Ordering::SeqCst) {
+                panic!("test: a partition worker dies at offset 20");
+            }
+        })));
+        let (seen, group) = f.run_until("noop-handler", config, N).await?;
+        assert!(fired.load(Ordering::SeqCst), "the worker never died");
+        assert_eq!(restarts(&f.plugin), 1);
+        assert_eq!(ids(&seen).len(), N, "nothing lost");
+        assert_eq!(seen.len(), N, "nothing reported twice");
+        assert!(seen.iter().all(|p| p.disposition == Disposition::Ok));
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for p in &seen {
+            let prev = last.insert(p.partition, p.offset);
+            assert!(
+                prev.is_none_or(|o| o < p.offset),
+                "order in {}",
+                p.partition
+            );
+        }
+        assert_eq!(f.committed(&group).await?.iter().sum::<i64>(), N as i64);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_host_keeps_dying_on_is_dead_lettered_and_the_partition_goes_on() -> Result<()>
+{
+    with_fixture(1, async |f| {
+        const N: usize = 20;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| (format!("k{i}"), cloudevent(&format!("e{i}"), "test.ok", i)))
+            .collect();
+        f.produce(&records).await?;
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let topic = f.topic.clone();
+        config.before_hand_over = Some(Hook(Arc::new(move |t, _, o| {
+            if t == topic && o == 7 {
+                panic!("test: the host always dies on offset 7");
+            }
+        })));
+        let (seen, group) = f.run_until("noop-handler", config, N).await?;
+        assert_eq!(seen.len(), N);
+        for p in &seen {
+            match (p.offset, &p.disposition) {
+                (7, Disposition::DeadLettered(reason)) => assert!(
+                    reason.contains("(panicked) 3 times")
+                        && reason.contains("the host always dies on offset 7"),
+                    "{reason}"
+                ),
+                (7, other) => bail!("offset 7: {other:?}"),
+                (_, Disposition::Ok) => {}
+                (o, other) => bail!("offset {o}: {other:?}"),
+            }
+        }
+        // Three times on offset 7 handed over alone, and once more before that when 7 was
+        // not the first of its batch (the restart then began at the batch's first event).
+        assert!(
+            (3..=4).contains(&restarts(&f.plugin)),
+            "{}",
+            restarts(&f.plugin)
+        );
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        let letters = f.dead_letters(1).await?;
+        assert_eq!(headers_of(&letters[0])[dlq::ORIGINAL_OFFSET], "7");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_dies_with_its_partition_paused_is_restarted_and_loses_nothing() -> Result<()>
+{
+    with_fixture(1, async |f| {
+        const N: usize = 80;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| (format!("k{i}"), cloudevent(&format!("e{i}"), "test.ok", i)))
+            .collect();
+        f.produce(&records).await?;
+        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        // A tiny queue and a slow worker, so its partition is paused when it dies.
+        config.queued_records = 4;
+        config.queued_batches = 1;
+        config.stuck_after = Duration::from_millis(20);
+        let fired = Arc::new(AtomicBool::new(false));
+        let (topic, once) = (f.topic.clone(), fired.clone());
+        config.before_hand_over = Some(Hook(Arc::new(move |t, _, o| {
+            if t != topic {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if o == 30 && !once.swap(true, Ordering::SeqCst) {
+                panic!("test: the worker dies at offset 30 with its partition paused");
+            }
+        })));
+        let (seen, group) = f.run_until("noop-handler", config, N).await?;
+        assert!(fired.load(Ordering::SeqCst));
+        assert_eq!(restarts(&f.plugin), 1);
+        assert_eq!(ids(&seen).len(), N, "nothing lost");
+        assert_eq!(seen.len(), N, "nothing reported twice");
+        let offsets: Vec<i64> = seen.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>(), "in order");
+        assert_eq!(f.committed(&group).await?, vec![N as i64]);
         Ok(())
     })
     .await

@@ -278,15 +278,25 @@ fn describe(e: &wasmtime::Error) -> String {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return format!("wasm trap: {trap}");
     }
-    let mut s = e
+    let s = e
         .chain()
         .map(|c| c.to_string())
         .filter(|c| !c.starts_with("error while executing at wasm backtrace"))
         .collect::<Vec<_>>()
         .join(": ");
-    if s.len() > 1000 {
-        s.truncate(1000);
-        s.push('…');
+    // The chain may carry the plugin's own text (a panic message): cut at a char boundary.
+    crate::text::cap_bytes(&s, 1000).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_long_multibyte_failure_is_cut_at_a_char_boundary() {
+        // Byte 1000 falls inside a `€` (3 bytes, after one ASCII byte): a byte cut panics.
+        let e = wasmtime::Error::msg(format!("x{}", "€".repeat(600)));
+        let s = super::describe(&e);
+        assert!(s.len() <= 1000, "{}", s.len());
+        assert!(s.ends_with("… [truncated, 1801 bytes]"), "{s}");
+        assert!(s.starts_with("x€€"));
     }
-    s
 }

@@ -27,6 +27,14 @@
 //!   Only the events not yet final are handed over again, in offset order. A batch of
 //!   several events that fails permanently as a whole (a trap, a timeout) is handed over
 //!   again one event at a time, so only the culprit is dead-lettered.
+//! - Dead letters always fit ([`dlq`]): reasons are capped, a record too large for the
+//!   dead-letter topic is written reduced, and one the broker refuses even reduced is
+//!   dropped (logged, counted) rather than retried for ever, so a partition never stalls
+//!   on its dead-letter topic. Only errors that are not about the record (the broker down)
+//!   are retried for as long as it takes.
+//! - A partition worker that dies (a panic) is restarted by the dispatcher: the partition
+//!   is sought back to the offset after the last one stored, so nothing is lost or
+//!   skipped, and the restart is logged and counted (`polyhost_partition_worker_restarts`).
 //! - The plugin version is read at each batch ([`Trigger::replace`] swaps it at a batch
 //!   boundary without touching the consumer).
 
@@ -55,7 +63,7 @@ use tokio::task::JoinSet;
 use self::backoff::Backoff;
 use self::dlq::DeadLetters;
 use self::offsets::PartitionProgress;
-use self::partition::{Done, Worker, WorkerHandle};
+use self::partition::{Done, Restart, Worker, WorkerHandle};
 use crate::manifest::{Kind, PluginSpec};
 use crate::runtime::LoadedPlugin;
 
@@ -88,6 +96,23 @@ pub struct TriggerConfig {
     pub topic_partitions: i32,
     /// How often librdkafka reports statistics, from which the consumer lag is read.
     pub stats_interval: Duration,
+    /// For tests: called in the partition worker with each event's topic, partition and
+    /// offset just before it is handed to the plugin, so a test can make a worker die (a
+    /// panic in the hook is a panic of the worker). `None` in production.
+    pub before_hand_over: Option<Hook>,
+}
+
+/// What a [`Hook`] calls: with an event's topic, partition and offset.
+pub type HookFn = dyn Fn(&str, i32, i64) + Send + Sync;
+
+/// A test hook of [`TriggerConfig::before_hand_over`].
+#[derive(Clone)]
+pub struct Hook(pub Arc<HookFn>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl TriggerConfig {
@@ -105,6 +130,7 @@ impl TriggerConfig {
             stuck_after: Duration::from_millis(500),
             topic_partitions: 3,
             stats_interval: Duration::from_secs(2),
+            before_hand_over: None,
         }
     }
 }
@@ -131,8 +157,13 @@ pub struct Processed {
 pub enum Disposition {
     /// The plugin answered `ok`.
     Ok,
-    /// Sent to the dead-letter topic, for this reason.
+    /// Sent to the dead-letter topic, for this reason (capped at
+    /// [`crate::text::MAX_REASON_BYTES`]).
     DeadLettered(String),
+    /// To be dead-lettered for this reason, but the broker refused the dead letter even
+    /// reduced to its headers: logged and counted, and final all the same, so that the
+    /// partition goes on (the record is still in its topic while retention keeps it).
+    Dropped(String),
 }
 
 /// Why the trigger could not start or stop cleanly.
@@ -478,8 +509,7 @@ impl PluginConsumer {
             )
             .create_with_context(context)
             .map_err(kafka)?;
-        let dead_letters = DeadLetters::new(&config.brokers, &spec.name).map_err(kafka)?;
-        ensure_topics(&config.brokers, &[dead_letters.topic().to_string()], 1)
+        let dead_letters = DeadLetters::connect(&config.brokers, &spec.name)
             .await
             .map_err(kafka)?;
         ensure_topics(&config.brokers, &spec.subscribe, config.topic_partitions)
@@ -513,7 +543,13 @@ impl PluginConsumer {
             loop {
                 let record = tokio::select! {
                     biased;
-                    _ = stopping.wait_for(|s| *s) => break,
+                    // (The watch guard is dropped inside: it must not live across the
+                    // await of another branch.)
+                    _ = async { drop(stopping.wait_for(|s| *s).await) } => break,
+                    Some(ended) = workers.join_next_with_id(), if !workers.is_empty() => {
+                        self.reap(ended).await;
+                        continue;
+                    }
                     next = stream.next() => match next {
                         None => break,
                         Some(Err(e)) => {
@@ -526,8 +562,10 @@ impl PluginConsumer {
                 if let Some(full) = self.route(record, &for_workers, &mut workers) {
                     self.wait_for_room(full, for_workers.clone()).await;
                 }
-                // Reap finished workers so the set does not grow with every rebalance.
-                while workers.try_join_next().is_some() {}
+                // Reap ended workers (restarting the dead) so the set does not grow.
+                while let Some(ended) = workers.try_join_next_with_id() {
+                    self.reap(ended).await;
+                }
             }
         }
         // Stop fetching: close every queue, so each worker finishes what it holds and ends.
@@ -540,7 +578,14 @@ impl PluginConsumer {
             .collect();
         drop(handles);
         let drained = tokio::time::timeout(self.shared.config.drain_timeout, async {
-            while workers.join_next().await.is_some() {}
+            while let Some(ended) = workers.join_next().await {
+                if let Err(e) = ended
+                    && e.is_panic()
+                {
+                    // Its unstored events are redelivered after the restart of the host.
+                    tracing::error!(plugin = %self.shared.name, panic = %crate::text::for_log(&panic_message(e), crate::text::MAX_REASON_BYTES), "a partition worker died while draining");
+                }
+            }
         })
         .await;
         if drained.is_err() {
@@ -558,6 +603,88 @@ impl PluginConsumer {
         result
     }
 
+    /// Handles a worker task that ended. A worker that died (panicked) while its partition
+    /// is still this consumer's is replaced: the partition is sought back to the first
+    /// offset the dead worker had not stored (what it held is fetched again, so nothing is
+    /// lost or skipped), its handle is marked dead ([`WorkerHandle::dead`]), and the next
+    /// record routed to it starts a new worker. (A revocation meanwhile removes the handle,
+    /// and with it the restart.)
+    async fn reap(&self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let Err(e) = ended else { return };
+        let id = e.id();
+        if !e.is_panic() {
+            return; // aborted at the end of a drain
+        }
+        // A panic message may quote plugin text (a reason, a log line): escaped and capped.
+        let message =
+            crate::text::for_log(&panic_message(e), crate::text::MAX_REASON_BYTES).into_owned();
+        let dead = {
+            let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            registry.iter().find(|(_, h)| h.task == id).map(|(k, h)| {
+                (
+                    k.clone(),
+                    h.resume.load(Ordering::Acquire),
+                    h.restart.clone(),
+                    h.paused.clone(),
+                )
+            })
+        };
+        let Some(((topic, partition), offset, previous, paused)) = dead else {
+            // Its partition was revoked (or the host is stopping): the next owner resumes
+            // from the committed offset.
+            tracing::error!(plugin = %self.shared.name, panic = %message, "a partition worker died after its partition was handed back");
+            return;
+        };
+        let panics = match &previous {
+            Some(r) if r.offset == offset => r.panics + 1,
+            _ => 1,
+        };
+        self.shared.series.worker_restarts.inc();
+        tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, panics, panic = %message, "partition worker died: restarting it from the first offset not stored");
+        let consumer = self.shared.consumer.clone();
+        let (t, p) = (topic.clone(), partition);
+        let sought = tokio::task::spawn_blocking(move || {
+            consumer.seek(
+                &t,
+                p,
+                rdkafka::Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+        })
+        .await;
+        match sought {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, error = %e, "cannot seek the partition of a dead worker back: records it held are redelivered only after a rebalance or restart")
+            }
+            Err(e) => {
+                tracing::error!(plugin = %self.shared.name, topic = %topic, partition, offset, error = %e, "seeking the partition of a dead worker failed")
+            }
+        }
+        let mut paused = paused.lock().unwrap_or_else(|e| e.into_inner());
+        if *paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            match self.shared.consumer.resume(&tpl) {
+                Ok(()) => *paused = false,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.shared.name, topic = %topic, partition, error = %e, "cannot resume partition")
+                }
+            }
+        }
+        drop(paused);
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = registry.get_mut(&(topic, partition))
+            && h.task == id
+        {
+            h.dead = Some(Restart {
+                offset,
+                panics,
+                message,
+            });
+        }
+    }
+
     /// Hands a record to its partition's worker, starting one if needed. Returns the
     /// worker's queue when that is now full.
     fn route(
@@ -568,6 +695,11 @@ impl PluginConsumer {
     ) -> Option<FullQueue> {
         let key = (m.topic().to_string(), m.partition());
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // The worker died and its partition was sought back: this record starts its successor.
+        let restart = match registry.get(&key) {
+            Some(h) if h.dead.is_some() => registry.remove(&key).and_then(|h| h.dead),
+            _ => None,
+        };
         let handle = registry.entry(key.clone()).or_insert_with(|| {
             tracing::debug!(plugin = %self.shared.name, topic = %key.0, partition = key.1, offset = m.offset(), "partition worker started");
             let (tx, rx) = mpsc::unbounded_channel();
@@ -576,6 +708,9 @@ impl PluginConsumer {
             let room = Arc::new(Notify::new());
             let paused = Arc::new(Mutex::new(false));
             let done = Arc::new(Done::default());
+            let resume = Arc::new(AtomicI64::new(
+                restart.as_ref().map_or(m.offset(), |r| r.offset),
+            ));
             let worker = Worker {
                 shared: self.shared.clone(),
                 topic: key.0.clone(),
@@ -588,8 +723,10 @@ impl PluginConsumer {
                 stopping: stopping.clone(),
                 done: done.clone(),
                 progress: PartitionProgress::default(),
+                resume: resume.clone(),
+                restart: restart.clone(),
             };
-            workers.spawn(worker.run());
+            let task = workers.spawn(worker.run()).id();
             WorkerHandle {
                 tx,
                 queued,
@@ -597,6 +734,10 @@ impl PluginConsumer {
                 paused,
                 revoked: revoked_tx,
                 done,
+                resume,
+                task,
+                restart,
+                dead: None,
             }
         });
         let queued = handle.queued.fetch_add(1, Ordering::AcqRel) + 1;
@@ -645,6 +786,18 @@ impl PluginConsumer {
                 }
             }
         }
+    }
+}
+
+/// What a panic said, for the log.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string()),
+        Err(e) => e.to_string(),
     }
 }
 

@@ -3,8 +3,14 @@
 //! each batch to the plugin, settles every event (ok, dead-lettered, or retried with
 //! backoff until it is one of the two), and stores the offset of the contiguous final
 //! prefix. Partitions run concurrently; the plugin's own semaphore bounds instances.
+//!
+//! A worker that dies (a panic in the host) is restarted by the dispatcher from the offset
+//! after the last one it stored ([`WorkerHandle::resume`]); the first batch of a restarted
+//! worker is handed over one event at a time, so a second death pins the event, and an
+//! event the host died on [`MAX_PANICS`] times in a row is dead-lettered without being
+//! handed over again, so the partition goes on.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -14,11 +20,27 @@ use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::cloudevent;
-use super::dlq::{self, Letter};
+use super::dlq::{self, Letter, PublishError, Written};
 use super::offsets::PartitionProgress;
 use super::{Disposition, Processed, Shared};
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use crate::runtime::{RecordMeta, Records};
+use crate::text::{MAX_REASON_BYTES, cap_bytes, for_log};
+
+/// How many times in a row the host may die on the same event before it is dead-lettered
+/// without being handed over again.
+pub(crate) const MAX_PANICS: u32 = 3;
+
+/// Why a worker is a restart: where its predecessor died, how often in a row, and why.
+#[derive(Debug, Clone)]
+pub(crate) struct Restart {
+    /// The offset the worker starts at (the first not stored).
+    pub(crate) offset: i64,
+    /// Consecutive deaths at that offset.
+    pub(crate) panics: u32,
+    /// The last panic's message.
+    pub(crate) message: String,
+}
 
 /// Set when a worker ends, however it ends; the rebalance callback waits on it.
 #[derive(Debug, Default)]
@@ -57,6 +79,15 @@ pub(crate) struct WorkerHandle {
     /// Set on revocation: take no new batch, give up retrying, end.
     pub(crate) revoked: watch::Sender<bool>,
     pub(crate) done: Arc<Done>,
+    /// The offset a restarted worker would start at: the first one not stored yet.
+    pub(crate) resume: Arc<AtomicI64>,
+    /// The worker's task, to tell which partition a dead task served.
+    pub(crate) task: tokio::task::Id,
+    /// Set when this worker is itself a restart.
+    pub(crate) restart: Option<Restart>,
+    /// Set by the dispatcher once this worker died and its partition was sought back to
+    /// [`WorkerHandle::resume`]: the next record routed here starts a successor.
+    pub(crate) dead: Option<Restart>,
 }
 
 /// Sets [`Done`] when dropped, so a panicking or aborted worker still reports.
@@ -80,6 +111,8 @@ pub(crate) struct Worker {
     pub(crate) stopping: watch::Receiver<bool>,
     pub(crate) done: Arc<Done>,
     pub(crate) progress: PartitionProgress,
+    pub(crate) resume: Arc<AtomicI64>,
+    pub(crate) restart: Option<Restart>,
 }
 
 /// One record of a batch and where it stands.
@@ -170,8 +203,11 @@ impl Worker {
 
     /// Settles every event of `records`: `Err` when the worker must stop with some unsettled.
     async fn process(&mut self, records: Vec<OwnedMessage>) -> Result<(), Abandon> {
+        let restart = self.restart.take();
         let mut slots: Vec<Slot> = records
             .into_iter()
+            // A restarted worker starts at its predecessor's first unstored offset.
+            .filter(|m| restart.as_ref().is_none_or(|r| m.offset() >= r.offset))
             .filter(|m| self.progress.fetched(m.offset()))
             .map(|record| {
                 let meta = Arc::new(meta(&record));
@@ -198,17 +234,34 @@ impl Worker {
         for slot in &mut slots {
             if let Err(reason) = &slot.event {
                 let reason = reason.clone();
-                self.dead_letter(&slot.record, &reason, 0).await?;
+                let disposition = self.dead_letter(&slot.record, &reason, 0).await?;
                 slot.settled = true;
-                self.settle(slot, Disposition::DeadLettered(reason), 0);
+                self.settle(slot, disposition, 0);
             }
+        }
+        // The host died on this event again and again: it is not handed over once more.
+        if let Some(r) = restart.as_ref().filter(|r| r.panics >= MAX_PANICS)
+            && let Some(slot) = slots.iter_mut().find(|s| s.record.offset() == r.offset)
+            && !slot.settled
+        {
+            let reason = format!(
+                "the host failed (panicked) {} times handling this event: {}",
+                r.panics, r.message
+            );
+            tracing::error!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = r.offset, reason = %for_log(&reason, MAX_REASON_BYTES), "dead-lettering an event the host keeps dying on");
+            let handed = slot.handed;
+            let disposition = self.dead_letter(&slot.record, &reason, handed).await?;
+            slot.settled = true;
+            self.settle(slot, disposition, handed);
         }
 
         let mut attempt: u32 = 0;
         // After a permanent failure of a batch of several events (a trap, a timeout, a
         // wrong-length result), the events are handed over one at a time, so that only the
         // culprit is dead-lettered and the rest of the batch goes on.
-        let mut isolate = false;
+        // A restarted worker's first batch goes one event at a time too, so that if the
+        // host dies again, it dies on (and points at) the event that kills it.
+        let mut isolate = restart.is_some();
         let mut delay_next = false;
         loop {
             let pending: Vec<usize> = (0..slots.len()).filter(|&i| !slots[i].settled).collect();
@@ -261,6 +314,11 @@ impl Worker {
         for &i in group {
             slots[i].handed += 1;
         }
+        if let Some(hook) = &self.shared.config.before_hand_over {
+            for &i in group {
+                (hook.0)(&self.topic, self.partition, slots[i].record.offset());
+            }
+        }
         tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
         let started = std::time::Instant::now();
         let handled = plugin.handle(&info, &events, records).await;
@@ -282,12 +340,14 @@ impl Worker {
                             self.settle(&slots[i], Disposition::Ok, handed);
                         }
                         Outcome::Reject(reason) => {
-                            self.dead_letter(&slots[i].record, &reason, handed).await?;
+                            let disposition =
+                                self.dead_letter(&slots[i].record, &reason, handed).await?;
                             slots[i].settled = true;
-                            self.settle(&slots[i], Disposition::DeadLettered(reason), handed);
+                            self.settle(&slots[i], disposition, handed);
                         }
                         Outcome::Retry(reason) => {
                             round = Round::Retry;
+                            let reason = for_log(&reason, MAX_REASON_BYTES);
                             tracing::debug!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), attempt, %reason, "event will be retried");
                         }
                     }
@@ -295,39 +355,45 @@ impl Worker {
                 Ok(round)
             }
             Err(failure) if failure.is_permanent() && group.len() > 1 => {
-                tracing::info!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, events = group.len(), reason = %failure, "batch failed permanently: handing its events over one at a time");
+                let reason = for_log(&failure.to_string(), MAX_REASON_BYTES).into_owned();
+                tracing::info!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, events = group.len(), %reason, "batch failed permanently: handing its events over one at a time");
                 Ok(Round::Split)
             }
             Err(failure) if failure.is_permanent() => {
                 let reason = failure.to_string();
                 let i = group[0];
-                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), %reason, "event failed permanently: dead-lettering it");
+                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), reason = %for_log(&reason, MAX_REASON_BYTES), "event failed permanently: dead-lettering it");
                 let handed = slots[i].handed;
-                self.dead_letter(&slots[i].record, &reason, handed).await?;
+                let disposition = self.dead_letter(&slots[i].record, &reason, handed).await?;
                 slots[i].settled = true;
-                self.settle(&slots[i], Disposition::DeadLettered(reason), handed);
+                self.settle(&slots[i], disposition, handed);
                 Ok(Round::Settled)
             }
             Err(failure) => {
-                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, attempt, reason = %failure, "batch failed transiently: retrying");
+                tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, attempt, reason = %for_log(&failure.to_string(), MAX_REASON_BYTES), "batch failed transiently: retrying");
                 Ok(Round::Retry)
             }
         }
     }
 
-    /// Publishes a dead letter, retrying with backoff until the broker acknowledges it.
+    /// Publishes a dead letter, retrying with backoff while the broker does not acknowledge
+    /// it (for as long as it takes); returns the event's final disposition: dead-lettered,
+    /// with the reason capped at [`MAX_REASON_BYTES`], or dropped when the broker refuses
+    /// the dead letter even reduced to its headers (logged and counted: the partition goes
+    /// on rather than stall on one record for ever).
     async fn dead_letter(
         &self,
         record: &OwnedMessage,
         reason: &str,
         attempts: u32,
-    ) -> Result<(), Abandon> {
+    ) -> Result<Disposition, Abandon> {
         let plugin = self.shared.plugin();
+        let capped = cap_bytes(reason, MAX_REASON_BYTES).into_owned();
         if self.topic == self.shared.dead_letters.topic() {
             // A record of the plugin's own dead-letter topic is a dead letter already:
             // sending it there again would loop.
-            tracing::error!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = record.offset(), %reason, "a dead letter of this plugin failed again; it stays where it is");
-            return Ok(());
+            tracing::error!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = record.offset(), reason = %for_log(reason, MAX_REASON_BYTES), "a dead letter of this plugin failed again; it stays where it is");
+            return Ok(Disposition::DeadLettered(capped));
         }
         let letter = Letter {
             reason,
@@ -341,8 +407,17 @@ impl Worker {
         let mut tries = 0;
         loop {
             match self.shared.dead_letters.publish(record, &letter).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
+                Ok(Written::Whole) => return Ok(Disposition::DeadLettered(capped)),
+                Ok(written) => {
+                    self.shared.series.dead_letters_reduced.inc();
+                    tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = record.offset(), form = ?written, limit = self.shared.dead_letters.limit(), "dead letter too large for the broker: written reduced (see its polyhost.truncated header)");
+                    return Ok(Disposition::DeadLettered(capped));
+                }
+                Err(PublishError::Refused(e)) => {
+                    tracing::error!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = record.offset(), dead_letter_topic = self.shared.dead_letters.topic(), error = %e, reason = %for_log(reason, MAX_REASON_BYTES), "DEAD LETTER DROPPED: the broker refused it even reduced to its headers; the event is final without one (it is still in its own topic at this offset while retention keeps it)");
+                    return Ok(Disposition::Dropped(capped));
+                }
+                Err(PublishError::Transient(e)) => {
                     tries += 1;
                     tracing::warn!(plugin = %plugin.name, topic = self.shared.dead_letters.topic(), error = %e, tries, "dead letter not acknowledged: retrying");
                     self.pause_for(self.shared.config.backoff.delay_jittered(tries))
@@ -355,18 +430,22 @@ impl Worker {
     /// Marks an event final, stores the offset if the final prefix grew, and reports it.
     fn settle(&mut self, slot: &Slot, disposition: Disposition, attempts: u32) {
         let offset = slot.record.offset();
-        if let Some(store) = self.progress.finalize(offset)
-            && let Err(e) = self
+        if let Some(store) = self.progress.finalize(offset) {
+            // A restart (after this worker dies) starts after what is final.
+            self.resume.store(store + 1, Ordering::Release);
+            if let Err(e) = self
                 .shared
                 .consumer
                 .store_offset(&self.topic, self.partition, store)
-        {
-            // After a revocation the partition is someone else's: they will redo it.
-            tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = store, error = %e, "cannot store offset");
+            {
+                // After a revocation the partition is someone else's: they will redo it.
+                tracing::warn!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, offset = store, error = %e, "cannot store offset");
+            }
         }
         match &disposition {
             Disposition::Ok => self.shared.series.ok.inc(),
             Disposition::DeadLettered(_) => self.shared.series.dead_lettered.inc(),
+            Disposition::Dropped(_) => self.shared.series.dropped.inc(),
         };
         if let Some(produced) = slot.record.timestamp().to_millis() {
             let now = std::time::SystemTime::now()
