@@ -396,8 +396,18 @@ impl PluginSpec {
             ("limits.max_instances", l.max_instances.into(), 1, 256),
             ("limits.batch_size", l.batch_size.into(), 1, 10_000),
             ("limits.batch_wait_ms", l.batch_wait_ms, 0, 60_000),
-            ("limits.max_result_bytes", l.max_result_bytes, 1 << 10, 1 << 30),
-            ("limits.max_value_bytes", l.max_value_bytes, 1 << 10, 1 << 30),
+            (
+                "limits.max_result_bytes",
+                l.max_result_bytes,
+                1 << 10,
+                1 << 30,
+            ),
+            (
+                "limits.max_value_bytes",
+                l.max_value_bytes,
+                1 << 10,
+                1 << 30,
+            ),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {
