@@ -869,6 +869,11 @@ async fn a_hostile_plugin_is_refused_and_nothing_outside_its_grant_changes() -> 
 
         // Independently, as the superuser: nothing outside the grant changed.
         no_session_in_a_transaction(f, "all attacks").await?;
+        let states = session_states(f).await?;
+        ensure!(
+            states.iter().any(|s| s == "idle"),
+            "no idle connection was kept in the pool: {states:?}"
+        );
         let after_password = f
             .rows(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
             .await?

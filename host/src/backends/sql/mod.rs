@@ -156,8 +156,15 @@ const CLIENT_CHECK_MS: u64 = 1_000;
 /// is idle outside any transaction block. Inside a block the transaction began with an
 /// earlier statement, so its start (`transaction_timestamp`) differs from this
 /// statement's; in a failed block the statement itself fails. Either way the connection
-/// is closed instead of pooled, which rolls its transaction back on the server.
+/// is closed instead of pooled, which rolls its transaction back on the server. Sent as a
+/// simple query (one message): in the extended protocol the statement's time is that of
+/// its last message, which differs from the transaction's start even outside a block.
 const IDLE_CHECK: &str = "SELECT statement_timestamp() = transaction_timestamp()";
+
+/// Runs [`IDLE_CHECK`] on `conn`; a bare text is sent as a simple query.
+async fn is_idle(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    conn.fetch_one(IDLE_CHECK).await?.try_get(0)
+}
 
 impl Client {
     /// The pool of `plugin`, logging in as the grant's role, its sessions limited by
@@ -206,10 +213,7 @@ impl Client {
                     // A connection goes back only when verified idle (see IDLE_CHECK).
                     .after_release(|conn, _| {
                         Box::pin(async move {
-                            let idle: bool = sqlx::query_scalar(IDLE_CHECK)
-                                .persistent(false)
-                                .fetch_one(&mut *conn)
-                                .await?;
+                            let idle = is_idle(conn).await?;
                             if !idle {
                                 tracing::warn!(
                                     "a connection came back inside a transaction; closed"
@@ -1027,6 +1031,85 @@ mod tests {
         assert_ne!(text, bigint);
         assert_eq!(text, "/*polyhost:23*/ SELECT $1");
         assert_eq!(keyed_sql("SELECT 1", &[]), "SELECT 1");
+    }
+
+    async fn pid(conn: &mut PgConnection) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// The backend pids of the sessions named `polyhost:<plugin>`, with their states.
+    async fn sessions(shared: &Shared, plugin: &str) -> Vec<(i32, String)> {
+        use sqlx::Connection as _;
+        let mut conn = PgConnection::connect_with(&shared.options).await.unwrap();
+        sqlx::query_as(
+            "SELECT pid, coalesce(state, '') FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(format!("polyhost:{plugin}"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    /// Needs PostgreSQL (`cargo xtask services up`): the pool's `after_release` check
+    /// closes a connection that comes back inside a transaction, however it got there,
+    /// and keeps an idle one. Runs as the user of `DATABASE_URL`, with the host's own
+    /// (unchecked) statements, since the allowlist keeps a plugin from opening one.
+    #[tokio::test]
+    async fn a_connection_back_inside_a_transaction_is_closed_not_pooled() {
+        let shared = Shared::connect(&Settings::default()).await.unwrap();
+        let plugin = format!("idle-check-{}", uuid::Uuid::new_v4().simple());
+        let grant = Grant {
+            role: shared.options.get_username().to_owned(),
+            password_env: None,
+        };
+        let client = Client::new(
+            &shared,
+            &plugin,
+            &grant,
+            &crate::manifest::Limits::default(),
+        )
+        .unwrap();
+        let settle = || tokio::time::sleep(Duration::from_millis(300));
+
+        let mut idle = client.pool.acquire().await.unwrap();
+        let idle_pid = pid(&mut idle).await;
+        drop(idle);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert_eq!(
+            live,
+            [(idle_pid, "idle".to_string())],
+            "an idle connection stays pooled"
+        );
+
+        let mut open = client.pool.acquire().await.unwrap();
+        let open_pid = pid(&mut open).await;
+        assert_eq!(open_pid, idle_pid, "the pooled connection is reused");
+        open.execute("BEGIN").await.unwrap();
+        open.execute("SELECT 1").await.unwrap();
+        drop(open);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert!(
+            live.is_empty(),
+            "a connection inside a transaction was pooled: {live:?}"
+        );
+
+        // A lease dropped inside the host's own transaction closes its connection itself.
+        let mut lease = client.lease().await.unwrap();
+        client.control(&mut lease, "BEGIN").await.unwrap();
+        lease.in_transaction = true;
+        drop(lease);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert!(
+            live.is_empty(),
+            "a lease inside a transaction was pooled: {live:?}"
+        );
+        client.pool.close().await;
     }
 
     #[tokio::test]
