@@ -34,7 +34,7 @@ use sqlparser::parser::{Parser, ParserError};
 use crate::error::HostError;
 
 /// Where a statement runs: decides whether savepoints are allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Scope {
     /// `query`, `execute`, `execute-batch`: a single statement (or the host's own batch).
     Call,

@@ -408,7 +408,78 @@ struct Caps {
 /// (`limits.max_value_bytes`, like any value the plugin sends) and the allowlist.
 fn admit(sql: &str, scope: Scope, caps: Caps) -> Result<allow::Checked, HostError> {
     budget::check_value(sql.len(), caps.max_value_bytes, "the statement's text")?;
-    allow::check(sql, scope)
+    VERDICTS.check(sql, scope)
+}
+
+/// The allowlist's verdicts on texts it has seen. A plugin sends the same few statement
+/// texts again and again (values travel as parameters), and parsing one costs far more
+/// than looking it up; the verdict depends on the text and the scope alone.
+static VERDICTS: Verdicts = Verdicts::new();
+
+/// Texts longer than this are parsed every time rather than kept.
+const VERDICT_TEXT_MAX: usize = 4 << 10;
+/// The most verdicts kept; the cache starts over when full, so a plugin sending ever new
+/// texts costs a parse per call, never unbounded memory.
+const VERDICTS_MAX: usize = 1024;
+
+struct Verdicts(Mutex<Option<HashMap<(String, Scope), Verdict>>>);
+
+/// The allowlist's verdict on one text in one scope.
+type Verdict = Result<allow::Checked, VerdictError>;
+
+/// A refusal, kept as its kind and message.
+#[derive(Clone)]
+struct VerdictError {
+    denied: bool,
+    message: String,
+}
+
+impl Verdicts {
+    const fn new() -> Self {
+        Verdicts(Mutex::new(None))
+    }
+
+    fn check(&self, sql: &str, scope: Scope) -> Result<allow::Checked, HostError> {
+        let key = (sql.to_owned(), scope);
+        if sql.len() <= VERDICT_TEXT_MAX {
+            let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(verdict) = cache.as_ref().and_then(|c| c.get(&key)) {
+                return verdict.clone().map_err(VerdictError::into_host);
+            }
+        }
+        let verdict = allow::check(sql, scope);
+        if sql.len() <= VERDICT_TEXT_MAX {
+            let kept = match &verdict {
+                Ok(c) => Ok(c.clone()),
+                Err(HostError::Denied(m)) => Err(VerdictError {
+                    denied: true,
+                    message: m.clone(),
+                }),
+                Err(HostError::Invalid(m)) => Err(VerdictError {
+                    denied: false,
+                    message: m.clone(),
+                }),
+                Err(_) => return verdict,
+            };
+            let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let map = cache.get_or_insert_with(HashMap::new);
+            if map.len() >= VERDICTS_MAX {
+                map.clear();
+            }
+            map.insert(key, kept);
+        }
+        verdict
+    }
+}
+
+impl VerdictError {
+    fn into_host(self) -> HostError {
+        if self.denied {
+            HostError::Denied(self.message)
+        } else {
+            HostError::Invalid(self.message)
+        }
+    }
 }
 
 /// A pooled connection lent to one host call, or held by one transaction resource.
@@ -1110,6 +1181,33 @@ mod tests {
             "a lease inside a transaction was pooled: {live:?}"
         );
         client.pool.close().await;
+    }
+
+    #[test]
+    fn verdicts_are_kept_per_text_and_scope() {
+        let caps = Caps {
+            max_result_bytes: 1 << 20,
+            max_value_bytes: 1 << 10,
+        };
+        for _ in 0..2 {
+            assert!(admit("SELECT 1", Scope::Call, caps).is_ok());
+            assert!(matches!(
+                admit("SAVEPOINT verdict_a", Scope::Call, caps),
+                Err(HostError::Denied(_))
+            ));
+            assert_eq!(
+                admit("SAVEPOINT verdict_a", Scope::Transaction, caps).unwrap(),
+                allow::Checked::Savepoint("verdict_a".into())
+            );
+            assert!(matches!(
+                admit("SELEC 1", Scope::Call, caps),
+                Err(HostError::Invalid(_))
+            ));
+        }
+        let long = format!("SELECT '{}'", "x".repeat(2 << 10));
+        assert!(
+            matches!(admit(&long, Scope::Call, caps), Err(HostError::Invalid(m)) if m.contains("limits.max_value_bytes"))
+        );
     }
 
     #[tokio::test]
