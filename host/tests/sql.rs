@@ -807,9 +807,15 @@ async fn a_hostile_plugin_is_refused_and_nothing_outside_its_grant_changes() -> 
         let steps = attack(&hostile, "settings", json!({})).await?;
         let timeout = "SELECT current_setting('statement_timeout')";
         let idle = "SELECT current_setting('idle_in_transaction_session_timeout')";
-        all_refused("settings", &steps, &[timeout, idle])?;
+        all_refused(
+            "settings",
+            &steps,
+            &[timeout, idle, "SELECT current_setting('standard_conforming_strings')"],
+        )?;
         ensure!(step(&steps, timeout)?.value == json!("10s"), "{steps:#?}");
         ensure!(step(&steps, idle)?.value == json!("1min"), "{steps:#?}");
+        let scs = "SELECT current_setting('standard_conforming_strings')";
+        ensure!(step(&steps, scs)?.value == json!("on"), "{steps:#?}");
 
         // Temporary and other tables, SELECT INTO.
         let steps = attack(&hostile, "temp-table", json!({})).await?;

@@ -173,6 +173,7 @@ fn run(name: &str, request: &Json, r: &mut Report) {
                 "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
                 "SET idle_in_transaction_session_timeout = 0",
                 "SET client_min_messages = debug5",
+                "SET standard_conforming_strings = off",
             ] {
                 r.execute(sql, &[]);
             }
@@ -193,6 +194,7 @@ fn run(name: &str, request: &Json, r: &mut Report) {
                 "SELECT current_setting('idle_in_transaction_session_timeout')",
                 &[],
             );
+            r.query("SELECT current_setting('standard_conforming_strings')", &[]);
         }
         "temp-table" => {
             r.execute("CREATE TEMP TABLE polyhost_tmp (x int)", &[]);

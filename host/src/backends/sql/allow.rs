@@ -852,6 +852,11 @@ mod tests {
             "SELECT 1 /* /* */ */, set_config('a.b', 'c', false)",
             "set_config",
         );
+        // `$` inside an identifier opens no dollar quote.
+        denied(
+            "SELECT 1 AS x$a$, set_config('a.b', 'c', false) AS y --$a$",
+            "set_config",
+        );
         // Text inside strings and comments is data, not calls.
         allowed("SELECT 'set_config(1)', $$pg_notify$$ /* set_config */ -- pg_notify");
         // A nested comment that PostgreSQL never closes, hiding a second statement from a

@@ -131,8 +131,12 @@ impl SessionLimits {
     }
 
     /// The startup options (`-c name=value`) that set them.
-    fn options(&self) -> [(&'static str, String); 3] {
+    fn options(&self) -> [(&'static str, String); 4] {
         [
+            // The allowlist reads string literals as PostgreSQL does with this on (a
+            // backslash escapes nothing outside `E'…'`); a database or role default of
+            // `off` must not make the server read a text differently from the check.
+            ("standard_conforming_strings", "on".to_string()),
             ("statement_timeout", self.statement_timeout_ms.to_string()),
             (
                 "idle_in_transaction_session_timeout",
