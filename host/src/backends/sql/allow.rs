@@ -78,6 +78,7 @@ pub(super) const DENIED_FUNCTIONS: &[&str] = &[
     "pg_export_snapshot",
     "pg_stat_file",
     "pg_current_logfile",
+    "pg_stat_statements_reset",
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
