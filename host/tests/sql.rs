@@ -70,6 +70,27 @@ impl Fixture {
         Ok(rows.first().context("no row")?.try_get(0)?)
     }
 
+    /// Loads the test plugin `name` granted the fixture's role, its spec adjusted by `tune`.
+    async fn load(
+        &self,
+        name: &str,
+        tune: impl FnOnce(&mut PluginSpec),
+    ) -> Result<Arc<LoadedPlugin>> {
+        let rt = self.runtime.as_ref().expect("the fixture holds a runtime");
+        let mut spec = PluginSpec::new(name, test_plugin(name));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.sql = Some(sql::Grant {
+            role: self.role.clone(),
+            password_env: None,
+        });
+        spec.limits.host_call_timeout_ms = 10_000;
+        spec.limits.call_timeout_ms = 60_000;
+        tune(&mut spec);
+        rt.load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: loading {name}: {e}", self.postgres))
+    }
+
     /// Whether the table `name` exists in the test's schema.
     async fn table_exists(&mut self, name: &str) -> Result<bool> {
         let sql = format!(
@@ -392,8 +413,9 @@ async fn the_plugin_runs_as_its_own_role_and_only_its_grants_apply() -> Result<(
             {"call": "query", "sql": "SELECT current_user::text AS u, session_user::text AS s",
              "params": [],
              "expect": {"ok": {"columns": ["u", "s"], "rows": [[{"text": role}, {"text": role}]]}}},
-            // Logged in as the role, there is nothing to reset to.
-            {"call": "execute", "sql": "RESET ROLE", "params": [], "expect": {"ok": 0}},
+            // Session statements are refused by the allowlist before reaching the server.
+            {"call": "execute", "sql": "RESET ROLE", "params": [],
+             "expect": {"err": "denied", "transient": false}},
             {"call": "query", "sql": "SELECT current_user::text AS u", "params": [],
              "expect": {"ok": {"columns": ["u"], "rows": [[{"text": role}]]}}},
             {"call": "execute", "sql": "SET ROLE postgres", "params": [],
@@ -626,6 +648,491 @@ async fn one_statement_with_other_parameter_types_reads_them_right() -> Result<(
         ]}))
         .await?;
         ensure!(f.count("SELECT count(*) FROM users").await? == 3);
+        Ok(())
+    })
+    .await
+}
+
+/// One step of a `hostile-sql` attack, as the plugin reported it.
+#[derive(Debug)]
+struct Step {
+    step: String,
+    result: String,
+    message: String,
+    value: Value,
+}
+
+/// Runs the attack `name` of the `hostile-sql` plugin (with `extra` merged into its
+/// request) and returns what each of its steps got.
+async fn attack(plugin: &LoadedPlugin, name: &str, extra: Value) -> Result<Vec<Step>> {
+    use polyhost::bindings::polyhost::platform::types::Outcome;
+    let mut request = json!({"attack": name});
+    if let (Some(r), Value::Object(extra)) = (request.as_object_mut(), extra) {
+        r.extend(extra);
+    }
+    let events = [harness::event("e1", "attack", &request)];
+    let outcomes = plugin
+        .handle(&harness::batch("t"), &events, Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("attack `{name}`: the plugin failed: {e}"))?;
+    let [Outcome::Reject(report)] = &outcomes[..] else {
+        anyhow::bail!("attack `{name}`: unexpected outcomes {outcomes:?}");
+    };
+    let report: Value = serde_json::from_str(report)
+        .with_context(|| format!("attack `{name}`: the report is not JSON: {report}"))?;
+    let steps = report["steps"]
+        .as_array()
+        .context("the report has no steps")?
+        .iter()
+        .map(|s| Step {
+            step: s["step"].as_str().unwrap_or_default().to_owned(),
+            result: s["result"].as_str().unwrap_or_default().to_owned(),
+            message: s["message"].as_str().unwrap_or_default().to_owned(),
+            value: s["value"].clone(),
+        })
+        .collect();
+    Ok(steps)
+}
+
+/// Fails unless every step of `steps` was refused (`denied` or `invalid`), listing the
+/// ones that were not; `except` names steps checked separately.
+fn all_refused(attack: &str, steps: &[Step], except: &[&str]) -> Result<()> {
+    let through: Vec<String> = steps
+        .iter()
+        .filter(|s| !except.contains(&s.step.as_str()))
+        .filter(|s| s.result != "denied" && s.result != "invalid")
+        .map(|s| format!("`{}` → {} {}", s.step, s.result, s.message))
+        .collect();
+    ensure!(
+        through.is_empty(),
+        "attack `{attack}`: not refused: {through:#?}"
+    );
+    Ok(())
+}
+
+/// The step of `steps` named `name`.
+fn step<'a>(steps: &'a [Step], name: &str) -> Result<&'a Step> {
+    steps
+        .iter()
+        .find(|s| s.step == name)
+        .with_context(|| format!("no step `{name}` in {steps:#?}"))
+}
+
+/// The states of the plugin's sessions (`application_name` `polyhost:hostile-sql`, the
+/// fixture's role), as the superuser sees them.
+async fn session_states(f: &mut Fixture) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT coalesce(state, '') FROM pg_stat_activity \
+         WHERE usename = '{}' AND application_name = 'polyhost:hostile-sql'",
+        f.role
+    );
+    let rows = f.rows(&sql).await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>(0)?))
+        .collect()
+}
+
+/// Fails when one of the plugin's sessions sits inside a transaction.
+async fn no_session_in_a_transaction(f: &mut Fixture, after: &str) -> Result<()> {
+    let states = session_states(f).await?;
+    ensure!(
+        states.iter().all(|s| !s.starts_with("idle in transaction")),
+        "after `{after}`, a pooled session sits in a transaction: {states:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hostile_plugin_is_refused_and_nothing_outside_its_grant_changes() -> Result<()> {
+    with_fixture(async |f| {
+        let role = f.role.clone();
+        let before_password = f
+            .rows(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
+            .await?
+            .first()
+            .context("the role is gone")?
+            .try_get::<Option<String>, _>(0)?;
+        let role_settings = format!(
+            "SELECT coalesce(string_agg(array_to_string(setconfig, ','), ';'), '') \
+             FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
+             WHERE r.rolname = '{role}'"
+        );
+        let before_settings: String = f.rows(&role_settings).await?[0].try_get(0)?;
+        let hostile = f.load("hostile-sql", |_| {}).await?;
+
+        // Transaction control, a lock outliving the call.
+        let steps = attack(&hostile, "begin-lock", json!({})).await?;
+        all_refused("begin-lock", &steps, &["SELECT 1 FROM users FOR UPDATE", "SELECT 1"])?;
+        for s in &steps[..4] {
+            ensure!(s.result == "denied", "`{}` should be denied: {s:?}", s.step);
+        }
+        ensure!(step(&steps, "BEGIN")?.message.contains("BEGIN"), "{steps:#?}");
+        ensure!(step(&steps, "SELECT 1")?.result == "ok", "{steps:#?}");
+        no_session_in_a_transaction(f, "begin-lock").await?;
+        // A write of the superuser goes through at once: no lock was left behind.
+        within(
+            &f.postgres,
+            "locking users as the superuser",
+            sqlx::raw_sql(&format!(
+                "SET lock_timeout = '2s'; LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE; \
+                 RESET lock_timeout",
+                f.schema
+            ))
+            .execute(&mut f.admin),
+        )
+        .await?;
+
+        // COMMIT and friends inside the host's transaction.
+        let steps = attack(&hostile, "commit-inside-transaction", json!({})).await?;
+        let insert = "tx: INSERT INTO users (id, name) VALUES ($1, $2)";
+        all_refused(
+            "commit-inside-transaction",
+            &steps,
+            &[insert, "tx: SAVEPOINT s", "tx: RELEASE SAVEPOINT s", "tx: SELECT count(*)::text FROM users"],
+        )?;
+        ensure!(step(&steps, insert)?.result == "ok", "{steps:#?}");
+        for name in ["tx: COMMIT", "tx: ROLLBACK", "tx: BEGIN", "tx: END", "tx: ABORT"] {
+            let s = step(&steps, name)?;
+            ensure!(s.result == "denied", "{s:?}");
+        }
+        no_session_in_a_transaction(f, "commit-inside-transaction").await?;
+
+        // LISTEN/NOTIFY, and the next call still works.
+        let steps = attack(&hostile, "listen-notify", json!({})).await?;
+        all_refused("listen-notify", &steps, &["SELECT 'still fine'"])?;
+        let fine = step(&steps, "SELECT 'still fine'")?;
+        ensure!(fine.result == "ok" && fine.value == json!("still fine"), "{fine:?}");
+
+        // Settings: the session keeps the host's limits.
+        let steps = attack(&hostile, "settings", json!({})).await?;
+        let timeout = "SELECT current_setting('statement_timeout')";
+        let idle = "SELECT current_setting('idle_in_transaction_session_timeout')";
+        all_refused(
+            "settings",
+            &steps,
+            &[timeout, idle, "SELECT current_setting('standard_conforming_strings')"],
+        )?;
+        ensure!(step(&steps, timeout)?.value == json!("10s"), "{steps:#?}");
+        ensure!(step(&steps, idle)?.value == json!("1min"), "{steps:#?}");
+        let scs = "SELECT current_setting('standard_conforming_strings')";
+        ensure!(step(&steps, scs)?.value == json!("on"), "{steps:#?}");
+
+        // Temporary and other tables, SELECT INTO.
+        let steps = attack(&hostile, "temp-table", json!({})).await?;
+        all_refused("temp-table", &steps, &[])?;
+
+        // The role: its password, its settings, its identity.
+        let steps = attack(&hostile, "role", json!({})).await?;
+        let who = "SELECT current_user::text";
+        let read_only = "SELECT current_setting('default_transaction_read_only')";
+        all_refused("role", &steps, &[who, read_only])?;
+        for s in steps.iter().filter(|s| s.step.starts_with("ALTER ROLE")) {
+            ensure!(s.result == "denied" && s.message.contains("ALTER ROLE"), "{s:?}");
+        }
+        ensure!(step(&steps, who)?.value == json!(role), "{steps:#?}");
+        ensure!(step(&steps, read_only)?.value == json!("off"), "{steps:#?}");
+
+        // Several statements in one text, comments.
+        let steps = attack(&hostile, "multi-statement", json!({})).await?;
+        let harmless = [
+            "SELECT 'one'; -- ",
+            "SELECT 'one' /* a /* nested */ comment */",
+            "SELECT 'one' /* /* */ ; DELETE FROM users; */",
+            "SELECT 'one' WHERE $$; DELETE FROM users; $$ <> ''",
+        ];
+        all_refused("multi-statement", &steps, &harmless)?;
+        for name in harmless {
+            let s = step(&steps, name)?;
+            ensure!(s.result == "ok" && s.value == json!("one"), "{s:?}");
+        }
+
+        // COPY, DO, PREPARE, DISCARD and the other utility statements.
+        let steps = attack(&hostile, "copy-do-prepare", json!({})).await?;
+        all_refused("copy-do-prepare", &steps, &[])?;
+
+        // Session-level advisory locks; the transaction-level one ends with its statement.
+        let steps = attack(&hostile, "advisory-lock", json!({})).await?;
+        let xact = "SELECT pg_advisory_xact_lock(4243)::text";
+        all_refused("advisory-lock", &steps, &[xact])?;
+        ensure!(step(&steps, xact)?.result == "ok", "{steps:#?}");
+
+        // Functions acting on sessions, the server and its files.
+        let steps = attack(&hostile, "server-functions", json!({})).await?;
+        all_refused("server-functions", &steps, &[])?;
+
+        // Savepoints: refused outside a transaction, working inside one.
+        let steps = attack(&hostile, "savepoints", json!({})).await?;
+        ensure!(step(&steps, "SAVEPOINT s")?.result == "denied", "{steps:#?}");
+        ensure!(step(&steps, "ROLLBACK TO SAVEPOINT s")?.result == "denied", "{steps:#?}");
+        let duplicate = "tx: INSERT INTO users (id, name) VALUES ($1, 'duplicate')";
+        ensure!(step(&steps, duplicate)?.result == "conflict", "{steps:#?}");
+        let inside: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.step.starts_with("tx: ") && s.step != duplicate)
+            .collect();
+        ensure!(inside.iter().all(|s| s.result == "ok"), "{inside:#?}");
+        ensure!(step(&steps, "commit")?.result == "ok", "{steps:#?}");
+
+        // Independently, as the superuser: nothing outside the grant changed.
+        no_session_in_a_transaction(f, "all attacks").await?;
+        let states = session_states(f).await?;
+        ensure!(
+            states.iter().any(|s| s == "idle"),
+            "no idle connection was kept in the pool: {states:?}"
+        );
+        let after_password = f
+            .rows(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"))
+            .await?
+            .first()
+            .context("the role is gone")?
+            .try_get::<Option<String>, _>(0)?;
+        ensure!(after_password == before_password, "the role's password changed");
+        let after_settings: String = f.rows(&role_settings).await?[0].try_get(0)?;
+        ensure!(after_settings == before_settings, "role settings: {after_settings}");
+        let login = f
+            .count(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{role}' AND rolcanlogin \
+                 AND NOT rolsuper"
+            ))
+            .await?;
+        ensure!(login == 1, "the role was altered");
+        ensure!(
+            f.count("SELECT count(*) FROM pg_roles WHERE rolname = 'pwned'").await? == 0,
+            "a role was created"
+        );
+        let advisory = f
+            .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid IN (4242, 4243)")
+            .await?;
+        ensure!(advisory == 0, "{advisory} advisory lock(s) held");
+        let made = f
+            .count("SELECT count(*) FROM pg_class WHERE relname LIKE 'polyhost_tmp%' OR relname = 'polyhost_p'")
+            .await?;
+        ensure!(made == 0, "a temporary table or other object was created");
+        let tables = f
+            .count(&format!(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = '{}' AND c.relkind = 'r'",
+                f.schema
+            ))
+            .await?;
+        ensure!(tables == 3, "the schema holds {tables} tables, not items, users and secrets");
+        let columns = f
+            .count(&format!(
+                "SELECT count(*) FROM information_schema.columns \
+                 WHERE table_schema = '{}' AND table_name = 'users'",
+                f.schema
+            ))
+            .await?;
+        ensure!(columns == 2, "users was altered");
+        let rows = f.rows("SELECT id FROM users ORDER BY id").await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        ensure!(ids == [10], "users holds {ids:?}: only the savepoint attack's kept row belongs");
+        ensure!(
+            f.count("SELECT count(*) FROM secrets").await? == 1,
+            "secrets were touched"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_transaction_left_open_by_a_trap_is_rolled_back_and_never_pooled() -> Result<()> {
+    with_fixture(async |f| {
+        let hostile = f.load("hostile-sql", |_| {}).await?;
+        let events = [harness::event(
+            "e1",
+            "attack",
+            &json!({"attack": "trap-in-transaction"}),
+        )];
+        let trapped = hostile
+            .handle(&harness::batch("t"), &events, Default::default())
+            .await;
+        ensure!(
+            trapped.is_err(),
+            "the plugin should have trapped: {trapped:?}"
+        );
+        // The transaction's row lock is gone: the superuser locks the row at once.
+        within(
+            &f.postgres,
+            "locking the users rows as the superuser",
+            sqlx::raw_sql(&format!(
+                "SET lock_timeout = '3s'; SELECT * FROM {}.users FOR UPDATE; RESET lock_timeout",
+                f.schema
+            ))
+            .execute(&mut f.admin),
+        )
+        .await?;
+        ensure!(
+            f.count("SELECT count(*) FROM users").await? == 0,
+            "the trapped transaction's insert was kept"
+        );
+        no_session_in_a_transaction(f, "trap-in-transaction").await?;
+        // The plugin goes on working on the same pool.
+        let steps = attack(&hostile, "begin-lock", json!({})).await?;
+        ensure!(step(&steps, "SELECT 1")?.result == "ok", "{steps:#?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The resident set of this process, from `/proc/self/status`, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// How far above its starting point the RSS of this process may go while a hostile query
+/// asks for ~2 GB under the default 16 MiB `max_result_bytes`. Other tests of this binary
+/// run in parallel in the same process, hence the slack.
+const RSS_BOUND: u64 = 256 << 20;
+
+#[tokio::test]
+async fn a_huge_result_fails_at_the_cap_while_host_memory_stays_bounded() -> Result<()> {
+    with_fixture(async |f| {
+        let hostile = f.load("hostile-sql", |_| {}).await?;
+        let before = rss_bytes();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak.fetch_max(rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let steps = attack(&hostile, "huge-result", json!({})).await;
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().ok();
+        let steps = steps?;
+        let grew = peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(before);
+        eprintln!(
+            "huge-result: RSS before {} MiB, peak +{} MiB, {took:?}",
+            before >> 20,
+            grew >> 20
+        );
+        let huge = "SELECT repeat('x', 1000000) FROM generate_series(1, 2000)";
+        let s = step(&steps, huge)?;
+        ensure!(
+            s.result == "invalid" && s.message.contains("limits.max_result_bytes"),
+            "{s:?}"
+        );
+        let s = step(&steps, &format!("tx: {huge}"))?;
+        ensure!(
+            s.result == "invalid" && s.message.contains("limits.max_result_bytes"),
+            "{s:?}"
+        );
+        // The transaction lost its connection with the cut-off result: it is over.
+        ensure!(
+            step(&steps, "tx: SELECT 'after'")?.result != "ok",
+            "{steps:#?}"
+        );
+        ensure!(step(&steps, "commit")?.result != "ok", "{steps:#?}");
+        let fine = step(&steps, "SELECT 'still fine'")?;
+        ensure!(fine.result == "ok", "{fine:?}");
+        ensure!(
+            grew < RSS_BOUND,
+            "the host grew by {} MiB (bound {} MiB)",
+            grew >> 20,
+            RSS_BOUND >> 20
+        );
+        ensure!(took < std::time::Duration::from_secs(10), "took {took:?}");
+        no_session_in_a_transaction(f, "huge-result").await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn values_and_statements_larger_than_the_cap_are_refused() -> Result<()> {
+    with_fixture(async |f| {
+        let hostile = f
+            .load("hostile-sql", |spec| spec.limits.max_value_bytes = 64 << 10)
+            .await?;
+        let steps = attack(&hostile, "huge-parameter", json!({"bytes": 100_000})).await?;
+        ensure!(steps.len() == 4, "{steps:#?}");
+        for s in &steps {
+            ensure!(
+                s.result == "invalid" && s.message.contains("limits.max_value_bytes"),
+                "{s:?}"
+            );
+        }
+        let steps = attack(&hostile, "huge-parameter", json!({"bytes": 1_000})).await?;
+        ensure!(steps.iter().all(|s| s.result == "ok"), "{steps:#?}");
+        Ok(())
+    })
+    .await
+}
+
+/// How often the superuser looks for the statement after the timeout, and for how long.
+const GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Polls `pg_stat_activity` until no session of the fixture's role runs `pg_sleep(60)`;
+/// returns how long that took after the call came back.
+async fn sleep_gone(f: &mut Fixture) -> Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{}' AND state = 'active' \
+         AND query LIKE '%pg_sleep(60)%'",
+        f.role
+    );
+    loop {
+        if f.count(&sql).await? == 0 {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < GONE_WITHIN,
+            "pg_sleep(60) still runs on the server {:?} after the call timed out",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_statement_is_cancelled_on_the_server() -> Result<()> {
+    with_fixture(async |f| {
+        let hostile = f
+            // Long enough for a fresh connection on a loaded machine (the timed-out one is
+            // closed), far shorter than the statement.
+            .load("hostile-sql", |spec| {
+                spec.limits.host_call_timeout_ms = 3_000
+            })
+            .await?;
+        let started = std::time::Instant::now();
+        let steps = attack(&hostile, "sleep", json!({})).await?;
+        let took = started.elapsed();
+        let gone = sleep_gone(f).await?;
+        eprintln!("sleep: the call took {took:?}; gone from pg_stat_activity {gone:?} later");
+        let s = step(&steps, "SELECT pg_sleep(60)::text")?;
+        ensure!(s.result == "timeout", "{s:?}");
+        let after = step(&steps, "SELECT 'after'")?;
+        ensure!(after.result == "ok", "{after:?}");
+        ensure!(took < std::time::Duration::from_secs(10), "took {took:?}");
+
+        let steps = attack(&hostile, "sleep-in-transaction", json!({})).await?;
+        let gone = sleep_gone(f).await?;
+        eprintln!("sleep in a transaction: gone {gone:?} after the call");
+        ensure!(
+            step(&steps, "tx: SELECT pg_sleep(60)::text")?.result == "timeout",
+            "{steps:#?}"
+        );
+        ensure!(
+            step(&steps, "tx: SELECT 'after'")?.result != "ok",
+            "{steps:#?}"
+        );
+        ensure!(step(&steps, "commit")?.result != "ok", "{steps:#?}");
+        no_session_in_a_transaction(f, "sleep-in-transaction").await?;
         Ok(())
     })
     .await

@@ -148,10 +148,13 @@ pub struct Backends {
 
 impl Backends {
     /// Binds the granted backends for `plugin`, connecting the shared clients on first need.
+    /// `limits` are the plugin's `[plugin.limits]`, for the backends that set them on
+    /// their sessions.
     pub async fn bind(
         conns: &Connections,
         plugin: &str,
         grants: &Grants,
+        limits: &crate::manifest::Limits,
     ) -> anyhow::Result<Backends> {
         use anyhow::Context;
         let s = &conns.settings;
@@ -170,7 +173,7 @@ impl Backends {
                 .get_or_try_init(|| sql::Shared::connect(s))
                 .await
                 .context("connecting to PostgreSQL")?;
-            b.sql = Some(sql::Client::new(shared, plugin, g)?);
+            b.sql = Some(sql::Client::new(shared, plugin, g, limits)?);
         }
         if let Some(g) = &grants.documents {
             let shared = conns

@@ -199,7 +199,7 @@ impl Runtime {
     /// ready to handle events. Nothing of the plugin runs yet.
     pub async fn load(&self, spec: &PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
         let checked = self.check(spec).await?;
-        let backends = Backends::bind(&self.connections, &spec.name, &spec.grants)
+        let backends = Backends::bind(&self.connections, &spec.name, &spec.grants, &spec.limits)
             .await
             .map_err(|e| LoadError::Connect {
                 plugin: spec.name.clone(),

@@ -8,6 +8,7 @@
 //! never spliced into the text; PostgreSQL refuses to prepare a string of several
 //! statements. Values travel in the binary format, converted in [`value`].
 
+mod allow;
 mod value;
 
 use std::collections::HashMap;
@@ -15,16 +16,22 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::TryStreamExt as _;
 use serde::Deserialize;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres,
+};
 use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _, TypeInfo as _};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::Resource;
 
 use super::Settings;
 use crate::bindings::polyhost::platform::sql::{Host, HostTransaction, Rows, Statement, Value};
+use crate::budget::{self, ResultBudget};
 use crate::error::{HostError, with_timeout};
 use crate::state::HostState;
+use allow::Scope;
 use value::{ColumnKind, Param};
 
 /// Connections each plugin's pool may hold. Small: a handler runs one batch at a time per
@@ -64,6 +71,7 @@ struct PoolKey {
     plugin: String,
     role: String,
     password_env: Option<String>,
+    session: SessionLimits,
 }
 
 impl Shared {
@@ -97,19 +105,92 @@ pub struct Client {
     permits: Arc<Semaphore>,
 }
 
+/// The server-side limits every connection of a plugin's pool is opened with, from the
+/// plugin's `[plugin.limits]`. They are startup options, and `SET`, `set_config` and
+/// `ALTER ROLE` are refused by the allowlist, so the plugin cannot lift them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SessionLimits {
+    /// `statement_timeout`: the host-call timeout, so a statement the host stopped waiting
+    /// for is cancelled by the server at the same deadline.
+    statement_timeout_ms: u64,
+    /// `idle_in_transaction_session_timeout`: the whole-call timeout (a transaction spans
+    /// host calls and the plugin's work between them, never more than one call into the
+    /// plugin), so a session left in a transaction cannot hold its locks longer.
+    idle_in_transaction_ms: u64,
+}
+
+impl SessionLimits {
+    fn of(limits: &crate::manifest::Limits) -> Self {
+        SessionLimits {
+            statement_timeout_ms: limits.host_call_timeout_ms.max(1),
+            idle_in_transaction_ms: limits
+                .call_timeout_ms
+                .max(limits.host_call_timeout_ms)
+                .max(1),
+        }
+    }
+
+    /// The startup options (`-c name=value`) that set them.
+    fn options(&self) -> [(&'static str, String); 4] {
+        [
+            // The allowlist reads string literals as PostgreSQL does with this on (a
+            // backslash escapes nothing outside `E'…'`); a database or role default of
+            // `off` must not make the server read a text differently from the check.
+            ("standard_conforming_strings", "on".to_string()),
+            ("statement_timeout", self.statement_timeout_ms.to_string()),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_ms.to_string(),
+            ),
+            // While a statement runs, the server checks this often whether the client is
+            // still there: a connection the host closed (a timed-out call) stops its
+            // statement within a second instead of at the statement's own end.
+            (
+                "client_connection_check_interval",
+                CLIENT_CHECK_MS.to_string(),
+            ),
+        ]
+    }
+}
+
+/// `client_connection_check_interval`, in milliseconds (PostgreSQL 14 or newer).
+const CLIENT_CHECK_MS: u64 = 1_000;
+
+/// The check run on every connection going back to the pool: true only when the session
+/// is idle outside any transaction block. Inside a block the transaction began with an
+/// earlier statement, so its start (`transaction_timestamp`) differs from this
+/// statement's; in a failed block the statement itself fails. Either way the connection
+/// is closed instead of pooled, which rolls its transaction back on the server. Sent as a
+/// simple query (one message): in the extended protocol the statement's time is that of
+/// its last message, which differs from the transaction's start even outside a block.
+const IDLE_CHECK: &str = "SELECT statement_timestamp() = transaction_timestamp()";
+
+/// Runs [`IDLE_CHECK`] on `conn`; a bare text is sent as a simple query.
+async fn is_idle(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    conn.fetch_one(IDLE_CHECK).await?.try_get(0)
+}
+
 impl Client {
-    /// The pool of `plugin`, logging in as the grant's role. Fails when the grant names a
-    /// password variable that is not set.
-    pub fn new(shared: &Shared, plugin: &str, grant: &Grant) -> anyhow::Result<Client> {
+    /// The pool of `plugin`, logging in as the grant's role, its sessions limited by
+    /// `limits` (see [`SessionLimits`]). Fails when the grant names a password variable
+    /// that is not set.
+    pub fn new(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
         if grant.role.is_empty() {
             anyhow::bail!("plugin `{plugin}`: grants.sql.role is empty");
         }
         let password = password_for(grant, |var| std::env::var(var).ok())
             .map_err(|e| anyhow::anyhow!("plugin `{plugin}`: {e}"))?;
+        let session = SessionLimits::of(limits);
         let key = PoolKey {
             plugin: plugin.to_owned(),
             role: grant.role.clone(),
             password_env: grant.password_env.clone(),
+            session,
         };
         let mut pools = shared.pools.lock().unwrap_or_else(|e| e.into_inner());
         let pool = pools
@@ -119,7 +200,8 @@ impl Client {
                     .options
                     .clone()
                     .username(&grant.role)
-                    .application_name(&format!("polyhost:{plugin}"));
+                    .application_name(&format!("polyhost:{plugin}"))
+                    .options(session.options());
                 if let Some(password) = &password {
                     options = options.password(password);
                 }
@@ -132,6 +214,18 @@ impl Client {
                     // next call as unavailable (which the plugin retries), instead of every
                     // call paying a round trip.
                     .test_before_acquire(false)
+                    // A connection goes back only when verified idle (see IDLE_CHECK).
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            let idle = is_idle(conn).await?;
+                            if !idle {
+                                tracing::warn!(
+                                    "a connection came back inside a transaction; closed"
+                                );
+                            }
+                            Ok(idle)
+                        })
+                    })
                     .connect_lazy_with(options)
             })
             .clone();
@@ -149,14 +243,35 @@ impl Client {
             .map_err(|_| HostError::Unavailable("the sql client is shut down".into()))
     }
 
-    /// Runs `sql` on `conn` and returns its rows.
+    /// A connection of the pool, lent to one call or one transaction.
+    async fn lease(&self) -> Result<Lease, HostError> {
+        let conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
+        Ok(Lease {
+            conn: Some(conn),
+            settled: true,
+            in_transaction: false,
+        })
+    }
+
+    /// Runs one of the host's own statements (`BEGIN`, `COMMIT`, `ROLLBACK`) on `lease`.
+    async fn control(&self, lease: &mut Lease, sql: &'static str) -> Result<(), HostError> {
+        let conn = lease.start()?;
+        let result = conn.execute(sql).await;
+        lease.finish(&result);
+        result.map(drop).map_err(|e| self.error(e))
+    }
+
+    /// Runs `sql` on `lease` and returns its rows, counting them into `caps`' result
+    /// budget as they stream in.
     async fn query_on(
         &self,
-        conn: &mut PgConnection,
+        lease: &mut Lease,
         sql: &str,
         params: Vec<Value>,
+        caps: Caps,
+        what: &str,
     ) -> Result<Rows, HostError> {
-        let (sql, args, statement) = self.prepare(conn, sql, params).await?;
+        let (sql, args, statement) = self.prepare(lease, sql, params, caps).await?;
         let mut columns = Vec::with_capacity(statement.columns().len());
         let mut kinds = Vec::with_capacity(statement.columns().len());
         for column in statement.columns() {
@@ -171,12 +286,31 @@ impl Client {
             columns.push(column.name().to_owned());
             kinds.push(kind);
         }
-        let fetched = sqlx::query_with(&sql, args)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        let mut rows = Vec::with_capacity(fetched.len());
-        for row in &fetched {
+        let mut budget = ResultBudget::new(caps.max_result_bytes);
+        budget.take(columns.iter().map(String::len).sum(), what)?;
+        let mut rows = Vec::new();
+        let conn = lease.start()?;
+        // Rows are read one at a time and counted before they are decoded: a result over
+        // the cap stops here, with the rest unread. The lease is then left unsettled, so
+        // its connection is closed rather than pooled with a result half read.
+        let mut stream = sqlx::query_with(&sql, args).fetch(&mut *conn);
+        loop {
+            let row = match stream.try_next().await {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(e) => {
+                    drop(stream);
+                    // A database error ends the exchange; anything else leaves it unknown.
+                    lease.settled = matches!(e, sqlx::Error::Database(_));
+                    return Err(self.error(e));
+                }
+            };
+            let mut raw_len = 0;
+            for i in 0..kinds.len() {
+                let raw = row.try_get_raw(i).map_err(|e| self.error(e))?;
+                raw_len += 16 + raw.as_bytes().map_or(0, <[u8]>::len);
+            }
+            budget.take(raw_len, what)?;
             let mut values = Vec::with_capacity(kinds.len());
             for (i, kind) in kinds.iter().enumerate() {
                 let raw = row.try_get_raw(i).map_err(|e| self.error(e))?;
@@ -187,22 +321,24 @@ impl Client {
             }
             rows.push(values);
         }
+        drop(stream);
+        lease.settled = true;
         Ok(Rows { columns, rows })
     }
 
-    /// Runs `sql` on `conn` and returns the number of rows it affected.
+    /// Runs `sql` on `lease` and returns the number of rows it affected.
     async fn execute_on(
         &self,
-        conn: &mut PgConnection,
+        lease: &mut Lease,
         sql: &str,
         params: Vec<Value>,
+        caps: Caps,
     ) -> Result<u64, HostError> {
-        let (sql, args, _) = self.prepare(conn, sql, params).await?;
-        let done = sqlx::query_with(&sql, args)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(done.rows_affected())
+        let (sql, args, _) = self.prepare(lease, sql, params, caps).await?;
+        let conn = lease.start()?;
+        let result = sqlx::query_with(&sql, args).execute(&mut *conn).await;
+        lease.finish(&result);
+        Ok(result.map_err(|e| self.error(e))?.rows_affected())
     }
 
     /// Checks the parameters, prepares the statement (or finds it in the connection's
@@ -217,11 +353,19 @@ impl Client {
     /// closed before the plugin's text begins, so no text can reopen it.
     async fn prepare(
         &self,
-        conn: &mut PgConnection,
+        lease: &mut Lease,
         sql: &str,
         params: Vec<Value>,
+        caps: Caps,
     ) -> Result<(String, PgArguments, sqlx::postgres::PgStatement<'static>), HostError> {
         let given = params.len();
+        for (i, param) in params.iter().enumerate() {
+            budget::check_value(
+                value::size(param),
+                caps.max_value_bytes,
+                &format!("parameter ${}", i + 1),
+            )?;
+        }
         let params = params
             .into_iter()
             .enumerate()
@@ -229,10 +373,10 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         let keyed = keyed_sql(sql, &params);
         let types: Vec<_> = params.iter().map(Param::type_info).collect();
-        let statement = (&mut *conn)
-            .prepare_with(&keyed, &types)
-            .await
-            .map_err(|e| self.error(e))?;
+        let conn = lease.start()?;
+        let prepared = (&mut *conn).prepare_with(&keyed, &types).await;
+        lease.finish(&prepared);
+        let statement = prepared.map_err(|e| self.error(e))?;
         let statement = sqlx::Statement::to_owned(&statement);
         let wanted = match statement.parameters() {
             Some(sqlx::Either::Left(types)) => types.len(),
@@ -254,6 +398,149 @@ impl Client {
 
     fn error(&self, e: sqlx::Error) -> HostError {
         map_error(&self.role, e)
+    }
+}
+
+/// The caps of one host call, from the plugin's `[plugin.limits]`.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    max_result_bytes: usize,
+    max_value_bytes: usize,
+}
+
+/// Checks the text of a statement before anything of it reaches the server: its size
+/// (`limits.max_value_bytes`, like any value the plugin sends) and the allowlist.
+fn admit(sql: &str, scope: Scope, caps: Caps) -> Result<allow::Checked, HostError> {
+    budget::check_value(sql.len(), caps.max_value_bytes, "the statement's text")?;
+    VERDICTS.check(sql, scope)
+}
+
+/// The allowlist's verdicts on texts it has seen. A plugin sends the same few statement
+/// texts again and again (values travel as parameters), and parsing one costs far more
+/// than looking it up; the verdict depends on the text and the scope alone.
+static VERDICTS: Verdicts = Verdicts::new();
+
+/// Texts longer than this are parsed every time rather than kept.
+const VERDICT_TEXT_MAX: usize = 4 << 10;
+/// The most verdicts kept; the cache starts over when full, so a plugin sending ever new
+/// texts costs a parse per call, never unbounded memory.
+const VERDICTS_MAX: usize = 1024;
+
+struct Verdicts(Mutex<Option<HashMap<(String, Scope), Verdict>>>);
+
+/// The allowlist's verdict on one text in one scope.
+type Verdict = Result<allow::Checked, VerdictError>;
+
+/// A refusal, kept as its kind and message.
+#[derive(Clone)]
+struct VerdictError {
+    denied: bool,
+    message: String,
+}
+
+impl Verdicts {
+    const fn new() -> Self {
+        Verdicts(Mutex::new(None))
+    }
+
+    fn check(&self, sql: &str, scope: Scope) -> Result<allow::Checked, HostError> {
+        let key = (sql.to_owned(), scope);
+        if sql.len() <= VERDICT_TEXT_MAX {
+            let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(verdict) = cache.as_ref().and_then(|c| c.get(&key)) {
+                return verdict.clone().map_err(VerdictError::into_host);
+            }
+        }
+        let verdict = allow::check(sql, scope);
+        if sql.len() <= VERDICT_TEXT_MAX {
+            let kept = match &verdict {
+                Ok(c) => Ok(c.clone()),
+                Err(HostError::Denied(m)) => Err(VerdictError {
+                    denied: true,
+                    message: m.clone(),
+                }),
+                Err(HostError::Invalid(m)) => Err(VerdictError {
+                    denied: false,
+                    message: m.clone(),
+                }),
+                Err(_) => return verdict,
+            };
+            let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let map = cache.get_or_insert_with(HashMap::new);
+            if map.len() >= VERDICTS_MAX {
+                map.clear();
+            }
+            map.insert(key, kept);
+        }
+        verdict
+    }
+}
+
+impl VerdictError {
+    fn into_host(self) -> HostError {
+        if self.denied {
+            HostError::Denied(self.message)
+        } else {
+            HostError::Invalid(self.message)
+        }
+    }
+}
+
+/// A pooled connection lent to one host call, or held by one transaction resource.
+///
+/// It goes back to the pool only in a known, idle state: a lease dropped while a
+/// statement was in flight (the call timed out, a result was cut off at the cap, the
+/// connection failed) or inside a transaction the host opened (a transaction dropped by
+/// a trap) closes its connection instead, which makes the server stop the statement and
+/// roll the transaction back. The pool's `after_release` check ([`IDLE_CHECK`]) verifies
+/// the rest independently.
+#[derive(Debug)]
+struct Lease {
+    conn: Option<PoolConnection<Postgres>>,
+    /// No statement is in flight and no result is half read.
+    settled: bool,
+    /// Inside `BEGIN` sent by the host.
+    in_transaction: bool,
+}
+
+impl Lease {
+    /// The connection, marked busy until [`Lease::finish`]; fails when it was closed.
+    fn start(&mut self) -> Result<&mut PgConnection, HostError> {
+        if !self.settled {
+            self.close();
+        }
+        let conn = self.conn.as_mut().ok_or_else(|| {
+            HostError::Unavailable(
+                "the connection was closed after an earlier failure (a timeout, a result \
+                 over the cap); this transaction is over"
+                    .into(),
+            )
+        })?;
+        self.settled = false;
+        Ok(conn)
+    }
+
+    /// Marks the exchange done when the server answered it (a result or a database
+    /// error), so the connection is known to wait for the next statement.
+    fn finish<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            self.settled = true;
+        }
+    }
+
+    /// Closes the connection now: dropped without a goodbye, its socket closes at once.
+    fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.settled || self.in_transaction {
+            self.close();
+        }
     }
 }
 
@@ -366,29 +653,49 @@ fn kind_of(e: &HostError) -> fn(String) -> HostError {
     }
 }
 
-/// An open transaction (`polyhost:platform/sql.transaction`): a pooled connection inside
-/// `BEGIN`. Dropped without commit, sqlx rolls it back before the connection is reused.
+/// An open transaction (`polyhost:platform/sql.transaction`): a pooled connection inside a
+/// `BEGIN` the host sent. Dropped without commit — by the plugin or by a trap that drops
+/// the whole store — its connection is closed, which rolls it back on the server; it is
+/// never pooled open.
 #[derive(Debug)]
 pub struct Transaction {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    lease: Lease,
     /// The first failed statement's error kind and message. PostgreSQL answers `COMMIT` in
     /// a failed transaction with a silent rollback, so commit checks this instead, and a
     /// plugin that ignored an error learns that nothing was committed.
     failed: Option<Failure>,
+    /// The savepoints set, oldest first, each with what `failed` was when it was set: a
+    /// `ROLLBACK TO` it undoes every failure since, so the transaction may commit again
+    /// (one savepoint per event, an event that failed rolled back alone).
+    savepoints: Vec<(String, Option<Failure>)>,
 }
 
 /// A failure's kind (its [`HostError`] constructor) and message.
 type Failure = (fn(String) -> HostError, String);
 
+/// What one sql host call may use: the client and the plugin's limits.
+struct Call {
+    client: Client,
+    timeout: Duration,
+    caps: Caps,
+}
+
 impl HostState {
-    fn sql_client(&self) -> Result<(Client, Duration), HostError> {
+    fn sql_call(&self) -> Result<Call, HostError> {
         let client = self
             .env
             .backends
             .sql
             .clone()
             .ok_or_else(|| super::not_granted("sql"))?;
-        Ok((client, self.env.host_call_timeout))
+        Ok(Call {
+            client,
+            timeout: self.env.host_call_timeout,
+            caps: Caps {
+                max_result_bytes: self.env.max_result_bytes,
+                max_value_bytes: self.env.max_value_bytes,
+            },
+        })
     }
 
     fn sql_transaction(
@@ -401,58 +708,93 @@ impl HostState {
 
 impl Host for HostState {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
+        admit(&sql, Scope::Call, caps)?;
         with_timeout(timeout, "sql.query", async {
             let _permit = client.permit().await?;
-            let mut conn = client.pool.acquire().await.map_err(|e| client.error(e))?;
-            client.query_on(&mut conn, &sql, params).await
+            let mut lease = client.lease().await?;
+            client
+                .query_on(&mut lease, &sql, params, caps, "sql.query")
+                .await
         })
         .await
     }
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
+        admit(&sql, Scope::Call, caps)?;
         with_timeout(timeout, "sql.execute", async {
             let _permit = client.permit().await?;
-            let mut conn = client.pool.acquire().await.map_err(|e| client.error(e))?;
-            client.execute_on(&mut conn, &sql, params).await
+            let mut lease = client.lease().await?;
+            client.execute_on(&mut lease, &sql, params, caps).await
         })
         .await
     }
 
     async fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
         if statements.is_empty() {
             return Ok(Vec::new());
         }
+        let total = statements.len();
+        // Every statement is checked before the batch begins: a refused one costs nothing
+        // on the server.
+        for (i, statement) in statements.iter().enumerate() {
+            admit(&statement.sql, Scope::Call, caps)
+                .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
+        }
         with_timeout(timeout, "sql.execute-batch", async {
             let _permit = client.permit().await?;
-            let mut tx = client.pool.begin().await.map_err(|e| client.error(e))?;
-            let total = statements.len();
+            let mut lease = client.lease().await?;
+            client.control(&mut lease, "BEGIN").await?;
+            lease.in_transaction = true;
             let mut affected = Vec::with_capacity(total);
             for (i, statement) in statements.into_iter().enumerate() {
                 let n = client
-                    .execute_on(&mut tx, &statement.sql, statement.params)
+                    .execute_on(&mut lease, &statement.sql, statement.params, caps)
                     .await
-                    // `tx` is dropped on the way out, which rolls the batch back.
+                    // `lease` is dropped on the way out inside the transaction: its
+                    // connection is closed, which rolls the batch back.
                     .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
                 affected.push(n);
             }
-            tx.commit().await.map_err(|e| client.error(e))?;
+            client.control(&mut lease, "COMMIT").await?;
+            lease.in_transaction = false;
             Ok(affected)
         })
         .await
     }
 
     async fn begin(&mut self) -> Result<Resource<Transaction>, HostError> {
-        let (client, timeout) = self.sql_client()?;
-        let tx = with_timeout(timeout, "sql.begin", async {
+        let Call {
+            client, timeout, ..
+        } = self.sql_call()?;
+        let lease = with_timeout(timeout, "sql.begin", async {
             let _permit = client.permit().await?;
-            client.pool.begin().await.map_err(|e| client.error(e))
+            let mut lease = client.lease().await?;
+            client.control(&mut lease, "BEGIN").await?;
+            lease.in_transaction = true;
+            Ok(lease)
         })
         .await?;
         self.table
-            .push(Transaction { tx, failed: None })
+            .push(Transaction {
+                lease,
+                failed: None,
+                savepoints: Vec::new(),
+            })
             .map_err(|e| HostError::Trap(e.into()))
     }
 }
@@ -464,14 +806,27 @@ impl HostTransaction for HostState {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Rows, HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
         let t = self.sql_transaction(&t)?;
-        let result = with_timeout(timeout, "sql.transaction.query", async {
-            let _permit = client.permit().await?;
-            client.query_on(&mut t.tx, &sql, params).await
-        })
-        .await;
-        record_failure(t, &result);
+        let mut checked = None;
+        let result = match admit(&sql, Scope::Transaction, caps) {
+            Ok(c) => {
+                checked = Some(c);
+                with_timeout(timeout, "sql.transaction.query", async {
+                    let _permit = client.permit().await?;
+                    client
+                        .query_on(&mut t.lease, &sql, params, caps, "sql.transaction.query")
+                        .await
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        after_statement(t, checked, &result);
         result
     }
 
@@ -481,61 +836,127 @@ impl HostTransaction for HostState {
         sql: String,
         params: Vec<Value>,
     ) -> Result<u64, HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
         let t = self.sql_transaction(&t)?;
-        let result = with_timeout(timeout, "sql.transaction.execute", async {
-            let _permit = client.permit().await?;
-            client.execute_on(&mut t.tx, &sql, params).await
-        })
-        .await;
-        record_failure(t, &result);
+        let mut checked = None;
+        let result = match admit(&sql, Scope::Transaction, caps) {
+            Ok(c) => {
+                checked = Some(c);
+                with_timeout(timeout, "sql.transaction.execute", async {
+                    let _permit = client.permit().await?;
+                    client.execute_on(&mut t.lease, &sql, params, caps).await
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        after_statement(t, checked, &result);
         result
     }
 
     async fn commit(&mut self, t: Resource<Transaction>) -> Result<(), HostError> {
-        let (client, timeout) = self.sql_client()?;
-        let t = self
+        let Call {
+            client, timeout, ..
+        } = self.sql_call()?;
+        let mut t = self
             .table
             .delete(t)
             .map_err(|e| HostError::Trap(e.into()))?;
-        if let Some((kind, message)) = t.failed {
-            // Dropping `t` rolls it back.
+        if let Some((kind, message)) = t.failed.take() {
+            end(&client, timeout, t.lease, "ROLLBACK").await.ok();
             return Err(kind(format!(
                 "not committed: an earlier statement of this transaction failed, so it was \
                  rolled back ({message})"
             )));
         }
-        with_timeout(timeout, "sql.transaction.commit", async {
-            let _permit = client.permit().await?;
-            t.tx.commit().await.map_err(|e| client.error(e))
-        })
-        .await
+        end(&client, timeout, t.lease, "COMMIT").await
     }
 
     async fn rollback(&mut self, t: Resource<Transaction>) -> Result<(), HostError> {
-        let (client, timeout) = self.sql_client()?;
+        let Call {
+            client, timeout, ..
+        } = self.sql_call()?;
         let t = self
             .table
             .delete(t)
             .map_err(|e| HostError::Trap(e.into()))?;
-        with_timeout(timeout, "sql.transaction.rollback", async {
-            let _permit = client.permit().await?;
-            t.tx.rollback().await.map_err(|e| client.error(e))
-        })
-        .await
+        end(&client, timeout, t.lease, "ROLLBACK").await
     }
 
     async fn drop(&mut self, t: Resource<Transaction>) -> wasmtime::Result<()> {
-        // Without commit: sqlx queues a ROLLBACK that runs before the connection's next use.
-        self.table.delete(t)?;
+        let t = self.table.delete(t)?;
+        // Rolled back here so the connection can be pooled again; should that fail, the
+        // lease closes the connection, which rolls back all the same.
+        if let Ok(Call {
+            client, timeout, ..
+        }) = self.sql_call()
+        {
+            end(&client, timeout, t.lease, "ROLLBACK").await.ok();
+        }
         Ok(())
     }
 }
 
-/// Remembers the first failure of a statement in `t` (see [`Transaction::failed`]).
-fn record_failure<T>(t: &mut Transaction, result: &Result<T, HostError>) {
-    if let (None, Err(e)) = (&t.failed, result) {
-        t.failed = Some((kind_of(e), e.to_string()));
+/// Ends the transaction held by `lease` with `sql` (`COMMIT` or `ROLLBACK`) and lets the
+/// connection go back to the pool.
+async fn end(
+    client: &Client,
+    timeout: Duration,
+    mut lease: Lease,
+    sql: &'static str,
+) -> Result<(), HostError> {
+    let what = if sql == "COMMIT" {
+        "sql.transaction.commit"
+    } else {
+        "sql.transaction.rollback"
+    };
+    with_timeout(timeout, what, async {
+        let _permit = client.permit().await?;
+        client.control(&mut lease, sql).await?;
+        lease.in_transaction = false;
+        Ok(())
+    })
+    .await
+}
+
+/// After a statement in `t`: remembers its failure (see [`Transaction::failed`]), and
+/// closes the connection at once when the statement was left in flight (a timeout, a
+/// result over the cap), so the server stops it now rather than at its own end.
+fn after_statement<T>(
+    t: &mut Transaction,
+    checked: Option<allow::Checked>,
+    result: &Result<T, HostError>,
+) {
+    use allow::Checked;
+    match (result, checked) {
+        (Err(e), _) => {
+            if t.failed.is_none() {
+                t.failed = Some((kind_of(e), e.to_string()));
+            }
+        }
+        (Ok(_), Some(Checked::Savepoint(name))) => t.savepoints.push((name, t.failed.clone())),
+        (Ok(_), Some(Checked::Release(name))) => {
+            // RELEASE drops the savepoint and every later one (the newest of that name).
+            if let Some(i) = t.savepoints.iter().rposition(|(n, _)| *n == name) {
+                t.savepoints.truncate(i);
+            }
+        }
+        (Ok(_), Some(Checked::RollbackTo(name))) => {
+            // ROLLBACK TO keeps the savepoint, drops the later ones, and undoes every
+            // failure since it was set.
+            if let Some(i) = t.savepoints.iter().rposition(|(n, _)| *n == name) {
+                t.savepoints.truncate(i + 1);
+                t.failed = t.savepoints[i].1.clone();
+            }
+        }
+        (Ok(_), _) => {}
+    }
+    if !t.lease.settled {
+        t.lease.close();
     }
 }
 
@@ -687,6 +1108,112 @@ mod tests {
         assert_eq!(keyed_sql("SELECT 1", &[]), "SELECT 1");
     }
 
+    async fn pid(conn: &mut PgConnection) -> i32 {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    /// The backend pids of the sessions named `polyhost:<plugin>`, with their states.
+    async fn sessions(shared: &Shared, plugin: &str) -> Vec<(i32, String)> {
+        use sqlx::Connection as _;
+        let mut conn = PgConnection::connect_with(&shared.options).await.unwrap();
+        sqlx::query_as(
+            "SELECT pid, coalesce(state, '') FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(format!("polyhost:{plugin}"))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    }
+
+    /// Needs PostgreSQL (`cargo xtask services up`): the pool's `after_release` check
+    /// closes a connection that comes back inside a transaction, however it got there,
+    /// and keeps an idle one. Runs as the user of `DATABASE_URL`, with the host's own
+    /// (unchecked) statements, since the allowlist keeps a plugin from opening one.
+    #[tokio::test]
+    async fn a_connection_back_inside_a_transaction_is_closed_not_pooled() {
+        let shared = Shared::connect(&Settings::default()).await.unwrap();
+        let plugin = format!("idle-check-{}", uuid::Uuid::new_v4().simple());
+        let grant = Grant {
+            role: shared.options.get_username().to_owned(),
+            password_env: None,
+        };
+        let client = Client::new(
+            &shared,
+            &plugin,
+            &grant,
+            &crate::manifest::Limits::default(),
+        )
+        .unwrap();
+        let settle = || tokio::time::sleep(Duration::from_millis(300));
+
+        let mut idle = client.pool.acquire().await.unwrap();
+        let idle_pid = pid(&mut idle).await;
+        drop(idle);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert_eq!(
+            live,
+            [(idle_pid, "idle".to_string())],
+            "an idle connection stays pooled"
+        );
+
+        let mut open = client.pool.acquire().await.unwrap();
+        let open_pid = pid(&mut open).await;
+        assert_eq!(open_pid, idle_pid, "the pooled connection is reused");
+        open.execute("BEGIN").await.unwrap();
+        open.execute("SELECT 1").await.unwrap();
+        drop(open);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert!(
+            live.is_empty(),
+            "a connection inside a transaction was pooled: {live:?}"
+        );
+
+        // A lease dropped inside the host's own transaction closes its connection itself.
+        let mut lease = client.lease().await.unwrap();
+        client.control(&mut lease, "BEGIN").await.unwrap();
+        lease.in_transaction = true;
+        drop(lease);
+        settle().await;
+        let live = sessions(&shared, &plugin).await;
+        assert!(
+            live.is_empty(),
+            "a lease inside a transaction was pooled: {live:?}"
+        );
+        client.pool.close().await;
+    }
+
+    #[test]
+    fn verdicts_are_kept_per_text_and_scope() {
+        let caps = Caps {
+            max_result_bytes: 1 << 20,
+            max_value_bytes: 1 << 10,
+        };
+        for _ in 0..2 {
+            assert!(admit("SELECT 1", Scope::Call, caps).is_ok());
+            assert!(matches!(
+                admit("SAVEPOINT verdict_a", Scope::Call, caps),
+                Err(HostError::Denied(_))
+            ));
+            assert_eq!(
+                admit("SAVEPOINT verdict_a", Scope::Transaction, caps).unwrap(),
+                allow::Checked::Savepoint("verdict_a".into())
+            );
+            assert!(matches!(
+                admit("SELEC 1", Scope::Call, caps),
+                Err(HostError::Invalid(_))
+            ));
+        }
+        let long = format!("SELECT '{}'", "x".repeat(2 << 10));
+        assert!(
+            matches!(admit(&long, Scope::Call, caps), Err(HostError::Invalid(m)) if m.contains("limits.max_value_bytes"))
+        );
+    }
+
     #[tokio::test]
     async fn each_plugin_logs_in_as_its_role_and_reloads_share_its_pool() {
         let settings = Settings {
@@ -694,13 +1221,14 @@ mod tests {
             ..Settings::default()
         };
         let shared = Shared::connect(&settings).await.unwrap();
+        let limits = crate::manifest::Limits::default();
         let grant = Grant {
             role: "user_handler".into(),
             password_env: None,
         };
-        let a = Client::new(&shared, "user-handler", &grant).unwrap();
-        let b = Client::new(&shared, "user-handler", &grant).unwrap();
-        let c = Client::new(&shared, "other", &grant).unwrap();
+        let a = Client::new(&shared, "user-handler", &grant, &limits).unwrap();
+        let b = Client::new(&shared, "user-handler", &grant, &limits).unwrap();
+        let c = Client::new(&shared, "other", &grant, &limits).unwrap();
         assert_eq!(shared.pools.lock().unwrap().len(), 2);
         assert_eq!(a.pool.connect_options().get_username(), "user_handler");
         assert_eq!(
@@ -713,6 +1241,6 @@ mod tests {
             role: String::new(),
             password_env: None,
         };
-        assert!(Client::new(&shared, "x", &empty).is_err());
+        assert!(Client::new(&shared, "x", &empty, &limits).is_err());
     }
 }

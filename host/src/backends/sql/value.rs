@@ -444,6 +444,33 @@ pub(super) fn pg_to_unix_days(pg: i32) -> Option<i32> {
     }
 }
 
+/// The bytes a value takes: its payload (text, bytes, array elements), plus a fixed 16 for
+/// the value itself. What [`crate::budget`] counts, for parameters and for results alike.
+pub(super) fn size(value: &Value) -> usize {
+    const FIXED: usize = 16;
+    FIXED
+        + match value {
+            Value::Null
+            | Value::Boolean(_)
+            | Value::Int16(_)
+            | Value::Int32(_)
+            | Value::Int64(_)
+            | Value::Float32(_)
+            | Value::Float64(_)
+            | Value::Timestamptz(_)
+            | Value::Date(_) => 0,
+            Value::Numeric(s) | Value::Text(s) | Value::Json(s) | Value::Uuid(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::BooleanArray(a) => a.len(),
+            Value::Int32Array(a) => a.len() * 4,
+            Value::Int64Array(a) => a.len() * 8,
+            Value::Float64Array(a) => a.len() * 8,
+            Value::TextArray(a) | Value::UuidArray(a) => {
+                a.iter().map(|s| s.len() + FIXED).sum::<usize>()
+            }
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
