@@ -501,3 +501,112 @@ async fn connecting_to_an_absent_server_fails_fast() {
     );
     assert!(format!("{error:#}").contains("pinging"), "{error:#}");
 }
+
+/// FerretDB 1.24 hangs for every client when one command carries more statements than its
+/// PostgreSQL pool has connections, or when a collection is dropped or created under
+/// updates that hold them all. The host sends `bulk-write` in commands of at most
+/// `STATEMENTS_PER_COMMAND` statements on at most `MAX_POOL_SIZE` connections: here eight
+/// plugin instances send bulk writes of 300 upserts each (far more statements than the
+/// pool has connections) into collections that a native client keeps dropping and
+/// creating, and every call, and a native ping afterwards, answers within a bound.
+#[tokio::test]
+async fn concurrent_bulk_writes_with_drops_and_creates_all_answer() -> Result<()> {
+    const INSTANCES: usize = 8;
+    const ROUNDS: usize = 3;
+    const OPS: usize = 300;
+    const BOUND: Duration = Duration::from_secs(90);
+    with_fixture(async |f| {
+        let mut spec = PluginSpec::new("documents-probe-wide", test_plugin("documents-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.documents = Some(documents::Grant {
+            database: f.db.name().to_string(),
+            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+            buckets: vec![],
+        });
+        spec.limits.max_instances = INSTANCES as u32;
+        spec.limits.host_call_timeout_ms = 60_000;
+        spec.limits.call_timeout_ms = 120_000;
+        let plugin = f
+            ._runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+
+        let started = Instant::now();
+        let writers = (0..INSTANCES).map(|w| {
+            let plugin = plugin.clone();
+            async move {
+                for round in 0..ROUNDS {
+                    let collection = COLLECTIONS[(w + round) % COLLECTIONS.len()];
+                    let ops: Vec<Value> = (0..OPS)
+                        .map(|i| {
+                            json!({"update": {"filter": {"_id": format!("w{w}-{i}")},
+                                "update": {"$inc": {"n": 1}}, "upsert": true}})
+                        })
+                        .collect();
+                    // Any answer will do (a drop may race a write); no answer is the failure.
+                    let script = json!({"steps": [{"call": "bulk-write", "collection": collection,
+                        "ordered": false, "ops": ops, "expect": "*"}]});
+                    tokio::time::timeout(BOUND, harness::run_script(&plugin, &script))
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("writer {w}, round {round}: no answer within {BOUND:?}")
+                        })??;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        let churn = async {
+            for i in 0..20 {
+                let name = COLLECTIONS[i % COLLECTIONS.len()];
+                let step = async {
+                    f.coll(name).drop().await?;
+                    f.db.create_collection(format!("extra_{i}")).await?;
+                    f.db.collection::<Document>(&format!("extra_{i}"))
+                        .drop()
+                        .await
+                };
+                tokio::time::timeout(BOUND, step)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("drop/create {i}: no answer within {BOUND:?}"))?
+                    .with_context(|| format!("drop/create {i}"))?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let (written, churned) = tokio::join!(futures::future::try_join_all(writers), churn);
+        written?;
+        churned?;
+        within(
+            &f.mongodb,
+            "ping after the storm",
+            f.db.run_command(doc! {"ping": 1}),
+        )
+        .await?;
+        // A last bulk write lands whole: the server still takes writes.
+        let ops: Vec<Value> = (0..OPS)
+            .map(|i| json!({"insert": {"_id": format!("after-{i}")}}))
+            .collect();
+        f.run(
+            json!({"steps": [{"call": "bulk-write", "collection": "videos", "ordered": true,
+            "ops": ops, "expect": {"ok": {"inserted": OPS, "matched": 0, "modified": 0,
+            "deleted": 0, "upserted": 0}}}]}),
+        )
+        .await?;
+        let after = within(
+            &f.mongodb,
+            "counting",
+            f.coll("videos")
+                .count_documents(doc! {"_id": {"$regex": "^after-"}}),
+        )
+        .await?;
+        ensure!(after == OPS as u64, "{after} of {OPS} documents stored");
+        eprintln!(
+            "{INSTANCES} writers × {ROUNDS} bulk writes of {OPS} upserts with 20 drops and \
+             creates: {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    })
+    .await
+}
