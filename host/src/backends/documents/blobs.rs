@@ -38,13 +38,22 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const READ_ATTEMPTS: usize = 3;
 
 impl Client {
-    /// The granted bucket `name`, or `denied`.
+    /// The granted bucket `name`, or `denied`. Kept per client: the driver checks a
+    /// bucket's indexes on its first upload only, so a bucket built afresh for every call
+    /// would cost every `put-blob` one more round trip.
     fn bucket(&self, name: &str) -> Result<GridFsBucket, HostError> {
         check_bucket(&self.grant, &self.plugin, name)?;
-        let options = GridFsBucketOptions::builder()
-            .bucket_name(name.to_string())
-            .build();
-        Ok(self.db.gridfs_bucket(options))
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bucket = buckets.entry(name.to_string()).or_insert_with(|| {
+            let options = GridFsBucketOptions::builder()
+                .bucket_name(name.to_string())
+                .build();
+            self.db.gridfs_bucket(options)
+        });
+        Ok(bucket.clone())
     }
 
     pub(super) async fn put_blob(
@@ -193,26 +202,25 @@ async fn newest(
         .await
 }
 
-/// Removes the revisions of `id` older than `file_id`, which was just stored.
+/// Removes the revisions of `id` older than `file_id`, which was just stored: one read of
+/// every revision of `id`, then a delete of each older one (none, but after a re-upload).
 async fn prune_older(gridfs: &GridFsBucket, id: &str, file_id: ObjectId) -> Result<(), MongoError> {
-    let Some(stored) = gridfs.find_one(doc! { "_id": file_id }).await? else {
-        // A newer put already removed it.
-        return Ok(());
-    };
-    let at = stored.upload_date;
-    let older: Vec<FilesCollectionDocument> = gridfs
-        .find(doc! {
-            "filename": id,
-            "$or": [
-                { "uploadDate": { "$lt": at } },
-                { "uploadDate": at, "_id": { "$lt": file_id } },
-            ],
-        })
+    let revisions: Vec<FilesCollectionDocument> = gridfs
+        .find(doc! { "filename": id })
         .await?
         .try_collect()
         .await?;
-    for file in older {
-        delete_file(gridfs, file.id).await?;
+    let key = |f: &FilesCollectionDocument| (f.upload_date, f.id.as_object_id());
+    let Some(stored) = revisions
+        .iter()
+        .find(|f| f.id.as_object_id() == Some(file_id))
+    else {
+        // A newer put already removed it.
+        return Ok(());
+    };
+    let ours = key(stored);
+    for file in revisions.iter().filter(|f| key(f) < ours) {
+        delete_file(gridfs, file.id.clone()).await?;
     }
     Ok(())
 }

@@ -127,6 +127,9 @@ pub struct Client {
     grant: Arc<Grant>,
     db: mongodb::Database,
     in_flight: Arc<Semaphore>,
+    /// The granted GridFS buckets, built on first use (see `blobs`).
+    buckets:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
 }
 
 impl Client {
@@ -137,6 +140,7 @@ impl Client {
             grant: Arc::new(grant.clone()),
             db: shared.client.database(&grant.database),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            buckets: Arc::default(),
         }
     }
 
