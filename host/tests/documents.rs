@@ -628,3 +628,37 @@ async fn concurrent_bulk_writes_with_drops_and_creates_all_answer() -> Result<()
     })
     .await
 }
+
+/// Every read the host makes carries `maxTimeMS` = the host-call timeout, so that the
+/// server stops a read the host no longer waits for. FerretDB 1.24 honours it on `find`
+/// (and `aggregate`, `getMore`, `findAndModify`): a scan of 20 000 documents with a filter
+/// it cannot push down to PostgreSQL stops with MaxTimeMSExpired (50) at 1 ms.
+#[tokio::test]
+async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
+    with_fixture(async |f| {
+        let docs: Vec<Document> = (0..20_000).map(|i| doc! {"n": i, "pad": "x"}).collect();
+        within(&f.mongodb, "seeding", f.coll("videos").insert_many(docs)).await?;
+        let slow = async {
+            let cursor = f
+                .coll("videos")
+                .find(doc! {"n": {"$gt": -1}})
+                .max_time(Duration::from_millis(1))
+                .await?;
+            cursor.try_collect::<Vec<_>>().await
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(30), slow)
+            .await
+            .context("the read was not stopped")?;
+        match outcome {
+            Err(e) => match &*e.kind {
+                mongodb::error::ErrorKind::Command(c) => {
+                    ensure!(c.code == 50, "expected MaxTimeMSExpired (50), got {c:?}")
+                }
+                other => anyhow::bail!("expected MaxTimeMSExpired, got {other:?}"),
+            },
+            Ok(found) => anyhow::bail!("the read finished ({} documents) within 1 ms", found.len()),
+        }
+        Ok(())
+    })
+    .await
+}
