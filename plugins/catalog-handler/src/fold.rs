@@ -149,8 +149,14 @@ pub fn fold(
                     Verdict::Ok
                 }
                 CatalogEvent::AssetUploaded(asset) => {
-                    if working(&mut titles, &asset.title_id).current.is_none() {
+                    let Some(doc) = working(&mut titles, &asset.title_id).current.as_ref() else {
                         return not_stored(&asset.title_id);
+                    };
+                    // The reference is written only after its blob was stored with this
+                    // digest: the title holding exactly this entry means applied before.
+                    let entry = update::asset_entry(asset);
+                    if update::stale_asset_entries(doc, &asset.asset_id) == [entry] {
+                        return Verdict::Ok;
                     }
                     let sha256 = match upload(asset) {
                         Ok(sha256) => sha256,
@@ -539,6 +545,36 @@ mod tests {
         let assets = &plan.updates[0].1["$set"]["assets"];
         assert_eq!(assets.as_array().map(Vec::len), Some(1));
         assert_eq!(assets[0]["sha256"], "bb");
+    }
+
+    #[test]
+    fn an_asset_already_referenced_is_not_uploaded_again() {
+        let a = Asset {
+            title_id: "t-1".into(),
+            asset_id: "a-1".into(),
+            role: "thumbnail".into(),
+            content_type: "image/png".into(),
+            width: 1,
+            height: 1,
+            sha256: "aa".into(),
+            bytes: vec![1],
+        };
+        let mut doc = stored("t-1", "e0");
+        doc["assets"] = json!([update::asset_entry(&a)]);
+        let mut loaded = Loaded::default();
+        loaded.titles.insert("t-1".into(), doc);
+        let events = [("e1", CatalogEvent::AssetUploaded(a))];
+        let items: Vec<Item<'_>> = events
+            .iter()
+            .map(|(id, e)| Item {
+                id,
+                key: Some(e.title_id()),
+                event: Ok(e),
+            })
+            .collect();
+        let plan = fold(&items, loaded, |_| panic!("uploaded again"), || false);
+        assert_eq!(plan.verdicts, [Verdict::Ok]);
+        assert!(plan.updates.is_empty());
     }
 
     #[test]
