@@ -631,17 +631,21 @@ async fn concurrent_bulk_writes_with_drops_and_creates_all_answer() -> Result<()
 
 /// Every read the host makes carries `maxTimeMS` = the host-call timeout, so that the
 /// server stops a read the host no longer waits for. FerretDB 1.24 honours it on `find`
-/// (and `aggregate`, `getMore`, `findAndModify`): a scan of 20 000 documents with a filter
-/// it cannot push down to PostgreSQL stops with MaxTimeMSExpired (50) at 1 ms.
+/// and `aggregate` (which `count` is): a scan of 20 000 documents with a filter it cannot
+/// push down to PostgreSQL stops with MaxTimeMSExpired (50) at 1 ms. (Its timer covers the
+/// command that runs the query; a cursor's later `getMore` is bounded by the host side.)
 #[tokio::test]
 async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
     with_fixture(async |f| {
         let docs: Vec<Document> = (0..20_000).map(|i| doc! {"n": i, "pad": "x"}).collect();
         within(&f.mongodb, "seeding", f.coll("videos").insert_many(docs)).await?;
+        // One batch for the whole answer: FerretDB's timer covers the command that runs
+        // the query, not a later `getMore`.
         let slow = async {
             let cursor = f
                 .coll("videos")
                 .find(doc! {"n": {"$gt": -1}})
+                .batch_size(100_000)
                 .max_time(Duration::from_millis(1))
                 .await?;
             cursor.try_collect::<Vec<_>>().await
@@ -657,6 +661,25 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
                 other => anyhow::bail!("expected MaxTimeMSExpired, got {other:?}"),
             },
             Ok(found) => anyhow::bail!("the read finished ({} documents) within 1 ms", found.len()),
+        }
+        // `count` (an aggregation) too.
+        let counted = within(&f.mongodb, "counting with maxTimeMS", async {
+            Ok::<_, anyhow::Error>(
+                f.coll("videos")
+                    .count_documents(doc! {"n": {"$gt": -1}})
+                    .max_time(Duration::from_millis(1))
+                    .await,
+            )
+        })
+        .await?;
+        match counted {
+            Err(e) => match &*e.kind {
+                mongodb::error::ErrorKind::Command(c) => {
+                    ensure!(c.code == 50, "expected MaxTimeMSExpired (50), got {c:?}")
+                }
+                other => anyhow::bail!("expected MaxTimeMSExpired, got {other:?}"),
+            },
+            Ok(n) => anyhow::bail!("the count finished ({n}) within 1 ms"),
         }
         Ok(())
     })
