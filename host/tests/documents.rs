@@ -501,3 +501,187 @@ async fn connecting_to_an_absent_server_fails_fast() {
     );
     assert!(format!("{error:#}").contains("pinging"), "{error:#}");
 }
+
+/// FerretDB 1.24 hangs for every client when one command carries more statements than its
+/// PostgreSQL pool has connections, or when a collection is dropped or created under
+/// updates that hold them all. The host sends `bulk-write` in commands of at most
+/// `STATEMENTS_PER_COMMAND` statements on at most `MAX_POOL_SIZE` connections: here eight
+/// plugin instances send bulk writes of 300 updates each of existing documents (far more
+/// statements than the pool has connections) while a native client keeps creating and
+/// dropping collections, and every call, and a native ping afterwards, answers within a
+/// bound.
+#[tokio::test]
+async fn concurrent_bulk_writes_with_drops_and_creates_all_answer() -> Result<()> {
+    const INSTANCES: usize = 8;
+    const ROUNDS: usize = 3;
+    const OPS: usize = 300;
+    const BOUND: Duration = Duration::from_secs(90);
+    with_fixture(async |f| {
+        let mut spec = PluginSpec::new("documents-probe-wide", test_plugin("documents-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.documents = Some(documents::Grant {
+            database: f.db.name().to_string(),
+            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+            buckets: vec![],
+        });
+        spec.limits.max_instances = INSTANCES as u32;
+        spec.limits.host_call_timeout_ms = 60_000;
+        spec.limits.call_timeout_ms = 120_000;
+        let plugin = f
+            ._runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+
+        // Every update finds its document: FerretDB holds a connection per matched
+        // statement until the command ends, which is what exhausts its pool.
+        let seeded: Vec<Document> = (0..INSTANCES)
+            .flat_map(|w| (0..OPS).map(move |i| doc! {"_id": format!("w{w}-{i}"), "n": 0}))
+            .collect();
+        within(&f.mongodb, "seeding", f.coll("videos").insert_many(seeded)).await?;
+        let started = Instant::now();
+        let writers = (0..INSTANCES).map(|w| {
+            let plugin = plugin.clone();
+            async move {
+                for round in 0..ROUNDS {
+                    let collection = "videos";
+                    let ops: Vec<Value> = (0..OPS)
+                        .map(|i| {
+                            json!({"update": {"filter": {"_id": format!("w{w}-{i}")},
+                                "update": {"$inc": {"n": 1}}, "upsert": true}})
+                        })
+                        .collect();
+                    // Any answer will do (a drop may race a write); no answer is the failure.
+                    let script = json!({"steps": [{"call": "bulk-write", "collection": collection,
+                        "ordered": false, "ops": ops, "expect": "*"}]});
+                    tokio::time::timeout(BOUND, harness::run_script(&plugin, &script))
+                        .await
+                        .map_err(|_| {
+                            anyhow::anyhow!("writer {w}, round {round}: no answer within {BOUND:?}")
+                        })??;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        let churn = async {
+            for i in 0..20 {
+                let step = async {
+                    f.coll("channels").insert_one(doc! {"i": i as i64}).await?;
+                    f.coll("channels").drop().await?;
+                    f.db.create_collection(format!("extra_{i}")).await?;
+                    f.db.collection::<Document>(&format!("extra_{i}"))
+                        .drop()
+                        .await
+                };
+                tokio::time::timeout(BOUND, step)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("drop/create {i}: no answer within {BOUND:?}"))?
+                    .with_context(|| format!("drop/create {i}"))?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let (written, churned) = tokio::join!(futures::future::try_join_all(writers), churn);
+        written?;
+        churned?;
+        within(
+            &f.mongodb,
+            "ping after the storm",
+            f.db.run_command(doc! {"ping": 1}),
+        )
+        .await?;
+        // A last bulk write lands whole: the server still takes writes.
+        let ops: Vec<Value> = (0..OPS)
+            .map(|i| json!({"insert": {"_id": format!("after-{i}")}}))
+            .collect();
+        f.run(
+            json!({"steps": [{"call": "bulk-write", "collection": "videos", "ordered": true,
+            "ops": ops, "expect": {"ok": {"inserted": OPS, "matched": 0, "modified": 0,
+            "deleted": 0, "upserted": 0}}}]}),
+        )
+        .await?;
+        let after = within(
+            &f.mongodb,
+            "counting",
+            f.coll("videos")
+                .count_documents(doc! {"_id": {"$regex": "^after-"}}),
+        )
+        .await?;
+        ensure!(after == OPS as u64, "{after} of {OPS} documents stored");
+        let updated = within(
+            &f.mongodb,
+            "counting updates",
+            f.coll("videos").count_documents(doc! {"n": ROUNDS as i32}),
+        )
+        .await?;
+        ensure!(
+            updated == (INSTANCES * OPS) as u64,
+            "{updated} of {} documents updated {ROUNDS} times",
+            INSTANCES * OPS
+        );
+        eprintln!(
+            "{INSTANCES} writers × {ROUNDS} bulk writes of {OPS} updates with 20 creates and \
+             drops: {:?}",
+            started.elapsed()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Every read the host makes carries `maxTimeMS` = the host-call timeout, so that the
+/// server stops a read the host no longer waits for. FerretDB 1.24 honours it on `find`
+/// and `aggregate` (which `count` is): a scan of 20 000 documents with a filter it cannot
+/// push down to PostgreSQL stops with MaxTimeMSExpired (50) at 1 ms. (Its timer covers the
+/// command that runs the query; a cursor's later `getMore` is bounded by the host side.)
+#[tokio::test]
+async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
+    with_fixture(async |f| {
+        let docs: Vec<Document> = (0..20_000).map(|i| doc! {"n": i, "pad": "x"}).collect();
+        within(&f.mongodb, "seeding", f.coll("videos").insert_many(docs)).await?;
+        // One batch for the whole answer: FerretDB's timer covers the command that runs
+        // the query, not a later `getMore`.
+        let slow = async {
+            let cursor = f
+                .coll("videos")
+                .find(doc! {"n": {"$gt": -1}})
+                .batch_size(100_000)
+                .max_time(Duration::from_millis(1))
+                .await?;
+            cursor.try_collect::<Vec<_>>().await
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(30), slow)
+            .await
+            .context("the read was not stopped")?;
+        match outcome {
+            Err(e) => match &*e.kind {
+                mongodb::error::ErrorKind::Command(c) => {
+                    ensure!(c.code == 50, "expected MaxTimeMSExpired (50), got {c:?}")
+                }
+                other => anyhow::bail!("expected MaxTimeMSExpired, got {other:?}"),
+            },
+            Ok(found) => anyhow::bail!("the read finished ({} documents) within 1 ms", found.len()),
+        }
+        // `count` (an aggregation) too.
+        let counted = within(&f.mongodb, "counting with maxTimeMS", async {
+            Ok::<_, anyhow::Error>(
+                f.coll("videos")
+                    .count_documents(doc! {"n": {"$gt": -1}})
+                    .max_time(Duration::from_millis(1))
+                    .await,
+            )
+        })
+        .await?;
+        match counted {
+            Err(e) => match &*e.kind {
+                mongodb::error::ErrorKind::Command(c) => {
+                    ensure!(c.code == 50, "expected MaxTimeMSExpired (50), got {c:?}")
+                }
+                other => anyhow::bail!("expected MaxTimeMSExpired, got {other:?}"),
+            },
+            Ok(n) => anyhow::bail!("the count finished ({n}) within 1 ms"),
+        }
+        Ok(())
+    })
+    .await
+}

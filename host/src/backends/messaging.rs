@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::Settings;
 use crate::bindings::polyhost::platform::messaging::{Host, Message};
+use crate::budget;
 use crate::error::{HostError, with_timeout};
 use crate::state::HostState;
 
@@ -273,6 +274,28 @@ fn with_suffix(e: HostError, suffix: &str) -> HostError {
     }
 }
 
+/// Every message must fit `limits.max_value_bytes`, counting its value, key and headers
+/// (names and values): checked for all before any is enqueued. (A message under the cap
+/// but over the producer's `message.max.bytes`, 1 000 000 by default, is refused by
+/// librdkafka before it is sent, as `invalid` too.)
+fn check_sizes(messages: &[Message], cap: usize) -> Result<(), HostError> {
+    for (i, m) in messages.iter().enumerate() {
+        let len = m.value.len()
+            + m.key.as_ref().map_or(0, Vec::len)
+            + m.headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>();
+        let what = if messages.len() == 1 {
+            format!("messaging: the message to `{}`", m.topic)
+        } else {
+            format!("messaging: message {} (to `{}`)", i + 1, m.topic)
+        };
+        budget::check_value(len, cap, &what)?;
+    }
+    Ok(())
+}
+
 impl HostState {
     fn messaging_client(&self) -> Result<(Client, Duration), HostError> {
         let client = self
@@ -290,6 +313,7 @@ impl Host for HostState {
         let (client, timeout) = self.messaging_client()?;
         check_topics(&client.plugin, &client.topics, [message.topic.as_str()])?;
         let messages = [message];
+        check_sizes(&messages, self.env.max_value_bytes)?;
         with_timeout(timeout, "messaging.publish", client.send_all(&messages)).await
     }
 
@@ -300,6 +324,7 @@ impl Host for HostState {
             &client.topics,
             messages.iter().map(|m| m.topic.as_str()),
         )?;
+        check_sizes(&messages, self.env.max_value_bytes)?;
         if messages.is_empty() {
             return Ok(());
         }
@@ -404,6 +429,25 @@ mod tests {
         assert_eq!(kind(KafkaError::Canceled), "Unavailable");
         assert!(map_error("x", &produce(RDKafkaErrorCode::MessageTimedOut)).is_transient());
         assert!(!map_error("x", &produce(RDKafkaErrorCode::MessageSizeTooLarge)).is_transient());
+    }
+
+    #[test]
+    fn a_message_counts_its_value_key_and_headers() {
+        let m = |value: usize, key: usize, header: usize| Message {
+            topic: "t".into(),
+            key: Some(vec![0; key]),
+            value: vec![0; value],
+            headers: vec![("h".into(), vec![0; header])],
+        };
+        assert!(check_sizes(&[m(5, 2, 2)], 10).is_ok());
+        for too_big in [m(9, 1, 0), m(1, 9, 0), m(1, 1, 8)] {
+            let e = check_sizes(&[m(1, 1, 1), too_big], 10).unwrap_err();
+            assert!(
+                matches!(e, HostError::Invalid(ref s) if s.contains("message 2")
+                    && s.contains("limits.max_value_bytes (10 bytes)")),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Handles `streaming.title.*` (topic `streaming.catalog`) and `streaming.rating.submitted`
 //! (topic `streaming.ratings`): one document per title in the collection `titles`, the
 //! assets' bytes in the GridFS bucket `title_assets`. [`event`] parses, [`update`] builds
-//! the documents and explains the idempotency scheme, [`store`] makes the calls, [`order`]
+//! the documents and explains the idempotency scheme, [`fold`] applies a batch in memory
+//! into one write per title, [`store`] makes the calls (a fixed number per batch), [`order`]
 //! keeps each title's events in order within a batch.
 
 wit_bindgen::generate!({
@@ -13,12 +14,14 @@ wit_bindgen::generate!({
 });
 
 mod event;
+mod fold;
 mod order;
 mod store;
 mod update;
 
 use std::time::{Duration, Instant};
 
+use event::CatalogEvent;
 use exports::polyhost::platform::handler::Guest;
 use order::Verdict;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
@@ -35,17 +38,29 @@ impl Guest for CatalogHandler {
     fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
         let started = Instant::now();
         let budget = budget();
-        let verdicts = order::in_key_order(
-            &events,
-            |e| e.subject.as_deref(),
-            |e| {
-                if started.elapsed() > budget {
-                    Verdict::Retry("the batch's time budget is spent".to_string())
-                } else {
-                    handle_one(e)
-                }
-            },
-        );
+        let parsed: Vec<Result<CatalogEvent, String>> = events
+            .iter()
+            .map(
+                |e| match event::parse(&e.type_, e.subject.as_deref(), &e.data) {
+                    Ok(Some(parsed)) => Ok(parsed),
+                    Ok(None) => Err(format!(
+                        "catalog-handler does not handle events of type `{}`",
+                        e.type_
+                    )),
+                    Err(reason) => Err(reason),
+                },
+            )
+            .collect();
+        let items: Vec<fold::Item<'_>> = events
+            .iter()
+            .zip(&parsed)
+            .map(|(e, p)| fold::Item {
+                id: &e.id,
+                key: e.subject.as_deref(),
+                event: p.as_ref().map_err(String::as_str),
+            })
+            .collect();
+        let verdicts = store::apply_batch(&items, || started.elapsed() > budget);
         events
             .iter()
             .zip(verdicts)
@@ -81,18 +96,6 @@ fn budget() -> Duration {
             }
         },
         _ => DEFAULT_BUDGET,
-    }
-}
-
-/// Parses and applies one event.
-fn handle_one(event: &Event) -> Verdict {
-    match event::parse(&event.type_, event.subject.as_deref(), &event.data) {
-        Ok(Some(parsed)) => store::apply(&event.id, &parsed),
-        Ok(None) => Verdict::Reject(format!(
-            "catalog-handler does not handle events of type `{}`",
-            event.type_
-        )),
-        Err(reason) => Verdict::Reject(reason),
     }
 }
 

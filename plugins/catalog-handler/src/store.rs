@@ -1,150 +1,191 @@
-//! The glue: applies a parsed event to MongoDB through the `documents` imports. The
-//! documents themselves are built in [`crate::update`]; here are only the calls, in the
-//! order that keeps every event idempotent (see `update`'s module docs).
+//! The glue: reads what a batch needs, folds the batch ([`crate::fold`]) and writes the
+//! result through the `documents` imports, in a fixed number of calls per batch whatever
+//! its size: one `find` of the titles it names, one `find` of its ratings already counted,
+//! one `bulk-write` of the titles (one insert or update per title), one `bulk-write` of
+//! the ratings counted; plus one `put-blob` per asset, which has no batch form.
 
-use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
 
-use crate::event::{Asset, CatalogEvent, Title};
+use serde_json::{Value, json};
+
+use crate::event::{Asset, CatalogEvent};
+use crate::fold::{self, Item, Loaded, Plan};
 use crate::order::Verdict;
-use crate::polyhost::platform::documents as docs;
+use crate::polyhost::platform::documents::{self as docs, FindOptions, UpdateOp, WriteOp};
 use crate::polyhost::platform::types::{Error, ErrorKind};
-use crate::update::{self, ASSETS_BUCKET, RATINGS, TITLES};
+use crate::update::{ASSETS_BUCKET, RATINGS, TITLES};
 
-type Step<T> = Result<T, Verdict>;
-
-/// Applies `event` (of id `event_id`) unless it was applied before.
-pub fn apply(event_id: &str, event: &CatalogEvent) -> Verdict {
-    let done = match event {
-        CatalogEvent::Published(title) => publish(title, event_id),
-        CatalogEvent::Updated { title_id, changes } => {
-            change(title_id, &update::apply_changes(changes))
+/// Applies the batch `items`; one verdict per item, in order.
+pub fn apply_batch(items: &[Item<'_>], out_of_time: impl Fn() -> bool) -> Vec<Verdict> {
+    let loaded = match load(items) {
+        Ok(loaded) => loaded,
+        Err(verdict) => {
+            // Nothing was applied: every event is retried (or rejected) as a whole.
+            return items
+                .iter()
+                .map(|item| match item.event {
+                    Ok(_) => verdict.clone(),
+                    Err(reason) => Verdict::Reject(reason.to_string()),
+                })
+                .collect();
         }
-        CatalogEvent::Related {
-            title_id,
-            related_title_id,
-            relation,
-        } => {
-            // `$addToSet` on each side: a retry after only the first side was stored adds
-            // the second and leaves the first as it is.
-            let forward = update::add_relation(related_title_id, *relation);
-            let reverse = update::add_relation(title_id, relation.reverse());
-            change(title_id, &forward).and_then(|()| change(related_title_id, &reverse))
+    };
+    let mut plan = fold::fold(items, loaded, upload, out_of_time);
+    if let Err(verdict) = write(&plan) {
+        // Some writes may have happened: every event applied in memory is handed back (a
+        // reject stays one). Applying them again is idempotent (`update`'s module docs).
+        for v in &mut plan.verdicts {
+            if *v == Verdict::Ok {
+                *v = verdict.clone();
+            }
         }
-        CatalogEvent::AssetUploaded(asset) => upload(asset),
-        CatalogEvent::Rated {
-            title_id,
-            user_id,
-            stars,
-        } => rate(title_id, user_id, *stars, event_id),
-    };
-    done.err().unwrap_or(Verdict::Ok)
-}
-
-/// Inserts the title's document; a title already published by this very event is done.
-fn publish(title: &Title, event_id: &str) -> Step<()> {
-    let doc = update::title_document(title, event_id);
-    match docs::insert(TITLES, &doc.to_string()) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind == ErrorKind::Conflict => match find_title(&title.title_id)? {
-            Some(stored) if stored["published_by"] == event_id => Ok(()),
-            Some(_) => Err(Verdict::Reject(format!(
-                "title {} was already published by another event",
-                title.title_id
-            ))),
-            // Removed between the insert and the read: try again.
-            None => Err(Verdict::Retry(e.message)),
-        },
-        Err(e) => Err(host(e)),
     }
+    plan.verdicts
 }
 
-/// Applies `update` to the title; `retry` when the title is not stored yet (its
-/// `published` event may still be on its way).
-fn change(title_id: &str, update: &Value) -> Step<()> {
-    let filter = update::by_id(title_id).to_string();
-    let result = docs::update(TITLES, &filter, &update.to_string(), false, false).map_err(host)?;
-    if result.matched == 0 {
-        return Err(not_stored(title_id));
+/// The titles the batch names and which of its ratings were counted before.
+fn load(items: &[Item<'_>]) -> Result<Loaded, Verdict> {
+    let mut title_ids = BTreeSet::new();
+    let mut rating_ids = BTreeSet::new();
+    for item in items {
+        let Ok(event) = item.event else { continue };
+        title_ids.insert(event.title_id());
+        match event {
+            CatalogEvent::Related {
+                related_title_id, ..
+            } => {
+                title_ids.insert(related_title_id);
+            }
+            CatalogEvent::Rated { .. } => {
+                rating_ids.insert(item.id);
+            }
+            _ => {}
+        }
     }
-    Ok(())
+    let mut loaded = Loaded::default();
+    for doc in find_in(TITLES, &title_ids, None)? {
+        if let Some(id) = doc["_id"].as_str() {
+            loaded.titles.insert(id.to_string(), doc);
+        }
+    }
+    let counted = find_in(RATINGS, &rating_ids, Some(json!({"_id": 1})))?;
+    loaded.counted = counted
+        .iter()
+        .filter_map(|d| d["_id"].as_str().map(str::to_string))
+        .collect();
+    Ok(loaded)
 }
 
-/// Stores the asset's bytes under its id, then replaces its reference in the title.
-fn upload(asset: &Asset) -> Step<()> {
-    let Some(stored) = find_title(&asset.title_id)? else {
-        return Err(not_stored(&asset.title_id));
+/// The documents of `collection` whose `_id` is one of `ids`, in one call.
+fn find_in(
+    collection: &str,
+    ids: &BTreeSet<&str>,
+    projection: Option<Value>,
+) -> Result<Vec<Value>, Verdict> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = json!({"_id": {"$in": ids}}).to_string();
+    let options = FindOptions {
+        sort: None,
+        projection: projection.map(|p| p.to_string()),
+        skip: None,
+        limit: None,
     };
-    let metadata = update::blob_metadata(asset).to_string();
-    let info = docs::put_blob(
+    docs::find(collection, &filter, &options)
+        .map_err(host)?
+        .iter()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                Verdict::Retry(format!(
+                    "a document of {collection} read back as bad JSON: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Stores an asset's bytes under its id; answers the SHA-256 the host computed.
+fn upload(asset: &Asset) -> Result<String, Verdict> {
+    let metadata = crate::update::blob_metadata(asset).to_string();
+    docs::put_blob(
         ASSETS_BUCKET,
         &asset.asset_id,
         &asset.content_type,
         &asset.bytes,
         &metadata,
     )
-    .map_err(host)?;
-    if info.sha256 != asset.sha256 {
-        return Err(Verdict::Retry(format!(
-            "the blob {} was stored with the SHA-256 {}, not {}",
-            asset.asset_id, info.sha256, asset.sha256
-        )));
-    }
-    let stale = update::stale_asset_entries(&stored, &asset.asset_id);
-    if stale == [update::asset_entry(asset)] {
-        return Ok(()); // applied before
-    }
-    if !stale.is_empty() {
-        let filter = update::by_id(&asset.title_id).to_string();
-        let pull = update::pull_assets(&stale).to_string();
-        docs::update(TITLES, &filter, &pull, false, false).map_err(host)?;
-    }
-    change(&asset.title_id, &update::push_asset(asset))
+    .map(|info| info.sha256)
+    .map_err(host)
 }
 
-/// Counts a rating once (see `update`'s module docs): skipped when its `ratings` document
-/// exists; else the title's summary is written on the condition that it is still the one
-/// read, and the `ratings` document is inserted.
-fn rate(title_id: &str, user_id: &str, stars: u8, event_id: &str) -> Step<()> {
-    let counted = docs::find_one(RATINGS, &update::by_event(event_id).to_string()).map_err(host)?;
-    if counted.is_some() {
-        return Ok(());
-    }
-    let Some(stored) = find_title(title_id)? else {
-        return Err(not_stored(title_id));
-    };
-    let (count, sum, last) = update::rating_of(&stored).ok_or_else(|| {
-        Verdict::Reject(format!("title {title_id} has a malformed rating summary"))
-    })?;
-    if last != Some(event_id) {
-        let (filter, set) = update::add_rating(title_id, (count, sum), stars, event_id);
-        let result = docs::update(TITLES, &filter.to_string(), &set.to_string(), false, false)
-            .map_err(host)?;
-        if result.matched == 0 {
+/// The plan's writes: the titles first, then the ratings documents (see `fold`'s docs for
+/// why in this order).
+fn write(plan: &Plan) -> Result<(), Verdict> {
+    let mut ops: Vec<WriteOp> = plan
+        .inserts
+        .iter()
+        .map(|doc| WriteOp::Insert(doc.to_string()))
+        .collect();
+    ops.extend(plan.updates.iter().map(|(filter, update)| {
+        WriteOp::Update(UpdateOp {
+            filter: filter.to_string(),
+            update: update.to_string(),
+            upsert: false,
+            many: false,
+        })
+    }));
+    if !ops.is_empty() {
+        let done = docs::bulk_write(TITLES, &ops, false).map_err(write_failure)?;
+        if done.inserted != plan.inserts.len() as u64 || done.matched != plan.updates.len() as u64 {
             return Err(Verdict::Retry(format!(
-                "the rating summary of title {title_id} changed while the rating was counted"
+                "a title changed while the batch was applied (inserted {} of {}, matched {} \
+                 of {})",
+                done.inserted,
+                plan.inserts.len(),
+                done.matched,
+                plan.updates.len()
             )));
         }
     }
-    let rating = update::rating_document(event_id, title_id, user_id, stars).to_string();
-    match docs::insert(RATINGS, &rating) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind == ErrorKind::Conflict => Ok(()),
-        Err(e) => Err(host(e)),
+    if !plan.ratings.is_empty() {
+        let ops: Vec<WriteOp> = plan
+            .ratings
+            .iter()
+            .map(|doc| WriteOp::Insert(doc.to_string()))
+            .collect();
+        match docs::bulk_write(RATINGS, &ops, false) {
+            Ok(_) => {}
+            // Some were inserted before (a retry after the titles were written): fine if
+            // every one is there now.
+            Err(e) if e.kind == ErrorKind::Conflict => {
+                let ids: BTreeSet<&str> = plan
+                    .ratings
+                    .iter()
+                    .filter_map(|d| d["_id"].as_str())
+                    .collect();
+                let found: HashSet<String> = find_in(RATINGS, &ids, Some(json!({"_id": 1})))?
+                    .iter()
+                    .filter_map(|d| d["_id"].as_str().map(str::to_string))
+                    .collect();
+                if found.len() != ids.len() {
+                    return Err(write_failure(e));
+                }
+            }
+            Err(e) => return Err(write_failure(e)),
+        }
     }
+    Ok(())
 }
 
-fn find_title(title_id: &str) -> Step<Option<Value>> {
-    let found = docs::find_one(TITLES, &update::by_id(title_id).to_string()).map_err(host)?;
-    found
-        .map(|text| {
-            serde_json::from_str(&text)
-                .map_err(|e| Verdict::Retry(format!("title {title_id} read back as bad JSON: {e}")))
-        })
-        .transpose()
-}
-
-fn not_stored(title_id: &str) -> Verdict {
-    Verdict::Retry(format!("title {title_id} is not stored yet"))
+/// A failed write: `retry` when trying again may succeed (a conflict means another writer
+/// got there first: the next attempt reads afresh), else `reject`.
+fn write_failure(e: Error) -> Verdict {
+    if e.kind == ErrorKind::Conflict {
+        Verdict::Retry(format!("documents: {:?}: {}", e.kind, e.message))
+    } else {
+        host(e)
+    }
 }
 
 /// A host error: `retry` when trying again may succeed, else `reject`.

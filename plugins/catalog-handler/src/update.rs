@@ -108,12 +108,6 @@ pub fn apply_changes(changes: &Changes) -> Value {
     json!({"$set": set})
 }
 
-/// Adds the relation `{title_id: other, relation}` to a title (a set: relating the same
-/// pair twice the same way keeps one entry).
-pub fn add_relation(other: &str, relation: Relation) -> Value {
-    json!({"$addToSet": {"relations": relation_entry(other, relation)}})
-}
-
 /// One entry of `relations`; its fields always in this order, as `$addToSet` and `$pull`
 /// compare documents field by field.
 pub fn relation_entry(other: &str, relation: Relation) -> Value {
@@ -144,11 +138,6 @@ pub fn blob_metadata(asset: &Asset) -> Value {
     })
 }
 
-/// Adds an asset's reference.
-pub fn push_asset(asset: &Asset) -> Value {
-    json!({"$push": {"assets": asset_entry(asset)}})
-}
-
 /// The entries of `title_doc`'s `assets` that have the id `asset_id` (an asset uploaded
 /// again replaces its earlier reference), as the exact documents stored.
 pub fn stale_asset_entries(title_doc: &Value, asset_id: &str) -> Vec<Value> {
@@ -159,12 +148,6 @@ pub fn stale_asset_entries(title_doc: &Value, asset_id: &str) -> Vec<Value> {
         .filter(|entry| entry["asset_id"] == asset_id)
         .cloned()
         .collect()
-}
-
-/// Removes `entries` from `assets`. `$pullAll` of exact documents: FerretDB 1.24's `$pull` ignores conditions
-/// such as `{asset_id: …}` or `{$in: …}` on array elements.
-pub fn pull_assets(entries: &[Value]) -> Value {
-    json!({"$pullAll": {"assets": entries}})
 }
 
 /// The title's rating summary as stored: (count, sum, the last event counted); `None` when
@@ -178,33 +161,9 @@ pub fn rating_of(title_doc: &Value) -> Option<(i64, i64, Option<&str>)> {
     ))
 }
 
-/// Counts a rating into the summary `(count, sum)` read from the title: the filter matches
-/// only while the title still has that summary, so the average always agrees with the
-/// count and sum; `last` records the event counted.
-pub fn add_rating(
-    title_id: &str,
-    (count, sum): (i64, i64),
-    stars: u8,
-    event_id: &str,
-) -> (Value, Value) {
-    let filter = json!({"_id": title_id, "rating.count": count, "rating.sum": sum});
-    let (count, sum) = (count + 1, sum + i64::from(stars));
-    let update = json!({
-        "$set": {"rating": {
-            "count": count, "sum": sum, "average": average(count, sum), "last": event_id,
-        }},
-    });
-    (filter, update)
-}
-
 /// The `ratings` document of a counted rating.
 pub fn rating_document(event_id: &str, title_id: &str, user_id: &str, stars: u8) -> Value {
     json!({"_id": event_id, "title_id": title_id, "user_id": user_id, "stars": stars})
-}
-
-/// Matches the document `_id` = `id`.
-pub fn by_event(id: &str) -> Value {
-    json!({"_id": id})
 }
 
 /// The mean of `count` ratings summing to `sum`; 0 when there are none.
@@ -285,8 +244,8 @@ mod tests {
     #[test]
     fn a_relation_is_added_as_a_set_entry() {
         assert_eq!(
-            add_relation("t-2", Relation::Prequel),
-            json!({"$addToSet": {"relations": {"title_id": "t-2", "relation": "prequel"}}})
+            relation_entry("t-2", Relation::Prequel),
+            json!({"title_id": "t-2", "relation": "prequel"})
         );
     }
 
@@ -318,24 +277,14 @@ mod tests {
         assert_eq!(entry["size"], 3);
         assert_eq!(entry["sha256"], "ab");
         assert_eq!(blob_metadata(&asset)["title_id"], "t-1");
-        assert_eq!(push_asset(&asset), json!({"$push": {"assets": entry}}));
     }
 
     #[test]
-    fn a_rating_is_counted_against_the_summary_it_was_read_with() {
+    fn a_rating_summary_reads_back() {
         let doc =
             json!({"_id": "t-1", "rating": {"count": 2, "sum": 9, "average": 4.5, "last": "e4"}});
         let (count, sum, last) = rating_of(&doc).unwrap();
         assert_eq!((count, sum, last), (2, 9, Some("e4")));
-        let (filter, update) = add_rating("t-1", (count, sum), 3, "e5");
-        assert_eq!(
-            filter,
-            json!({"_id": "t-1", "rating.count": 2, "rating.sum": 9})
-        );
-        assert_eq!(
-            update,
-            json!({"$set": {"rating": {"count": 3, "sum": 12, "average": 4.0, "last": "e5"}}})
-        );
         assert_eq!(rating_of(&json!({"rating": {"count": 1}})), None);
         assert_eq!(
             rating_of(&json!({"rating": {"count": 0, "sum": 0}})),

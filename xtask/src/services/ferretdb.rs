@@ -131,13 +131,24 @@ fn build(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// FerretDB's PostgreSQL pool (its default is 50). FerretDB 1.24 holds one pooled
+/// connection per statement of an `update` command until the command ends and hangs, for
+/// every client, when the pool runs dry; one host sends at most 8 statements per command
+/// on at most 5 connections (host `documents::STATEMENTS_PER_COMMAND`, `MAX_POOL_SIZE`),
+/// 40 at once, so 120 leaves room for two more hosts (tests run several) and other
+/// clients. PostgreSQL's `max_connections` is 200 (see `postgres.rs`).
+const POOL_MAX_CONNS: u32 = 120;
+
 pub fn spawn(layout: &Layout) -> Result<Child> {
     let dir = layout.dir(Service::Mongodb);
     let mut cmd = process::detached(binary(layout), None);
     cmd.current_dir(&dir)
         .arg(format!("--listen-addr={ADDR}"))
         .arg("--handler=postgresql")
-        .arg(format!("--postgresql-url={}", postgres::url(DATABASE)))
+        .arg(format!(
+            "--postgresql-url={}?pool_max_conns={POOL_MAX_CONNS}",
+            postgres::url(DATABASE)
+        ))
         .arg(format!("--state-dir={}", path(&dir.join("state"))))
         .args(["--telemetry=disable", "--debug-addr=-", "--log-level=info"]);
     process::spawn_logged(&mut cmd, &log(layout))

@@ -20,8 +20,9 @@ use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
 use mongodb::options::GridFsBucketOptions;
 use sha2::{Digest as _, Sha256};
 
-use super::{Client, check_bucket, map_error, parse_document, render};
+use super::{Client, Limits, check_bucket, map_error, render};
 use crate::bindings::polyhost::platform::documents::{Blob, BlobInfo};
+use crate::budget::{self, ResultBudget};
 use crate::error::HostError;
 
 /// Keys of the host's fields in a file's `metadata`.
@@ -37,13 +38,22 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const READ_ATTEMPTS: usize = 3;
 
 impl Client {
-    /// The granted bucket `name`, or `denied`.
+    /// The granted bucket `name`, or `denied`. Kept per client: the driver checks a
+    /// bucket's indexes on its first upload only, so a bucket built afresh for every call
+    /// would cost every `put-blob` one more round trip.
     fn bucket(&self, name: &str) -> Result<GridFsBucket, HostError> {
         check_bucket(&self.grant, &self.plugin, name)?;
-        let options = GridFsBucketOptions::builder()
-            .bucket_name(name.to_string())
-            .build();
-        Ok(self.db.gridfs_bucket(options))
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bucket = buckets.entry(name.to_string()).or_insert_with(|| {
+            let options = GridFsBucketOptions::builder()
+                .bucket_name(name.to_string())
+                .build();
+            self.db.gridfs_bucket(options)
+        });
+        Ok(bucket.clone())
     }
 
     pub(super) async fn put_blob(
@@ -53,9 +63,15 @@ impl Client {
         content_type: String,
         data: Vec<u8>,
         metadata: &str,
+        limits: &Limits,
     ) -> Result<BlobInfo, HostError> {
         let gridfs = self.bucket(bucket)?;
-        let user = parse_document("the metadata", metadata)?;
+        budget::check_value(
+            data.len(),
+            limits.max_value_bytes,
+            &format!("documents.put-blob `{id}`"),
+        )?;
+        let user = self.scope(limits).document("the metadata", metadata)?;
         let sha256 = hex::encode(Sha256::digest(&data));
         let _permit = self.permit().await?;
         let what = || format!("put-blob `{id}` in bucket `{bucket}`");
@@ -98,18 +114,27 @@ impl Client {
         })
     }
 
-    pub(super) async fn get_blob(&self, bucket: &str, id: &str) -> Result<Option<Blob>, HostError> {
+    pub(super) async fn get_blob(
+        &self,
+        bucket: &str,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<Option<Blob>, HostError> {
         let gridfs = self.bucket(bucket)?;
         let _permit = self.permit().await?;
         let what = || format!("get-blob `{id}` in bucket `{bucket}`");
         let mut attempt = 1;
         loop {
-            let Some(file) = newest(&gridfs, id)
+            let Some(file) = newest(&gridfs, id, limits)
                 .await
                 .map_err(|e| map_error(what(), e))?
             else {
                 return Ok(None);
             };
+            // Counted before a byte is read: GridFS checks the chunks against this length.
+            let length = usize::try_from(file.length).unwrap_or(usize::MAX);
+            ResultBudget::new(limits.max_result_bytes)
+                .take(length, &format!("documents.{}", what()))?;
             match read(&gridfs, &file).await {
                 Ok(data) => {
                     let info = blob_info(id, file, Some(&data));
@@ -126,21 +151,28 @@ impl Client {
         &self,
         bucket: &str,
         id: &str,
+        limits: &Limits,
     ) -> Result<Option<BlobInfo>, HostError> {
         let gridfs = self.bucket(bucket)?;
         let _permit = self.permit().await?;
-        let file = newest(&gridfs, id)
+        let file = newest(&gridfs, id, limits)
             .await
             .map_err(|e| map_error(format_args!("stat-blob `{id}` in bucket `{bucket}`"), e))?;
         Ok(file.map(|file| blob_info(id, file, None)))
     }
 
-    pub(super) async fn delete_blob(&self, bucket: &str, id: &str) -> Result<bool, HostError> {
+    pub(super) async fn delete_blob(
+        &self,
+        bucket: &str,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<bool, HostError> {
         let gridfs = self.bucket(bucket)?;
         let _permit = self.permit().await?;
         let revisions: Vec<FilesCollectionDocument> = async {
             gridfs
                 .find(doc! { "filename": id })
+                .max_time(limits.max_time)
                 .await?
                 .try_collect()
                 .await
@@ -161,33 +193,34 @@ impl Client {
 async fn newest(
     gridfs: &GridFsBucket,
     id: &str,
+    limits: &Limits,
 ) -> Result<Option<FilesCollectionDocument>, MongoError> {
     gridfs
         .find_one(doc! { "filename": id })
         .sort(doc! { "uploadDate": -1, "_id": -1 })
+        .max_time(limits.max_time)
         .await
 }
 
-/// Removes the revisions of `id` older than `file_id`, which was just stored.
+/// Removes the revisions of `id` older than `file_id`, which was just stored: one read of
+/// every revision of `id`, then a delete of each older one (none, but after a re-upload).
 async fn prune_older(gridfs: &GridFsBucket, id: &str, file_id: ObjectId) -> Result<(), MongoError> {
-    let Some(stored) = gridfs.find_one(doc! { "_id": file_id }).await? else {
-        // A newer put already removed it.
-        return Ok(());
-    };
-    let at = stored.upload_date;
-    let older: Vec<FilesCollectionDocument> = gridfs
-        .find(doc! {
-            "filename": id,
-            "$or": [
-                { "uploadDate": { "$lt": at } },
-                { "uploadDate": at, "_id": { "$lt": file_id } },
-            ],
-        })
+    let revisions: Vec<FilesCollectionDocument> = gridfs
+        .find(doc! { "filename": id })
         .await?
         .try_collect()
         .await?;
-    for file in older {
-        delete_file(gridfs, file.id).await?;
+    let key = |f: &FilesCollectionDocument| (f.upload_date, f.id.as_object_id());
+    let Some(stored) = revisions
+        .iter()
+        .find(|f| f.id.as_object_id() == Some(file_id))
+    else {
+        // A newer put already removed it.
+        return Ok(());
+    };
+    let ours = key(stored);
+    for file in revisions.iter().filter(|f| key(f) < ours) {
+        delete_file(gridfs, file.id.clone()).await?;
     }
     Ok(())
 }

@@ -7,19 +7,27 @@
 //! mean to every MongoDB tool.
 //!
 //! Every call is checked before it reaches the server, in this order: the collection or
-//! bucket must be granted (else `denied`), every document argument must parse (else
-//! `invalid`) and must not carry code (`$where`, `$function`, `$accumulator`, or a
-//! JavaScript value; else `denied`), and updates must be operators while replacements must
-//! not be (else `invalid`). Only then is a permit taken from the plugin's in-flight bound.
+//! bucket must be granted (else `denied`), every document argument must fit
+//! `limits.max_value_bytes` and parse (else `invalid`), and may hold only allowlisted
+//! operators and references inside the grant ([`scope`]: code, stages and foreign
+//! references give `denied`), and updates must be operators while replacements must not be
+//! (else `invalid`). Only then is a permit taken from the plugin's in-flight bound.
+//!
+//! What comes back is bounded: documents are read from the cursor one by one and counted
+//! at their BSON length into the call's `limits.max_result_bytes`; a blob's length is
+//! counted before its bytes are read. Every read carries `maxTimeMS` = the host-call
+//! timeout, so the server stops the work when the host stops waiting.
 //!
 //! The server is FerretDB 1.24 locally and MongoDB 7 under docker compose, so only what both
 //! speak is used: plain CRUD commands, `count_documents` (an aggregation of `$match` and
-//! `$group`), and `insert_many`. `bulk-write` is issued op by op (runs of inserts as one
-//! `insert_many`) because the driver's client-level `bulk_write` needs MongoDB 8.
+//! `$group`), and the `insert`/`update`/`delete` write commands, which `bulk-write` sends
+//! in runs of at most [`STATEMENTS_PER_COMMAND`] statements (the driver's client-level
+//! `bulk_write` needs MongoDB 8, and FerretDB wedges on long commands: see there).
 //!
 //! Blobs live in [`blobs`]; see there for how they are stored.
 
 mod blobs;
+mod scope;
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,16 +35,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::{Error as MongoError, ErrorKind as MongoErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, FindOptions as MongoFindOptions};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use self::scope::Scope;
 use super::Settings;
 use crate::bindings::polyhost::platform::documents::{
     Blob, BlobInfo, BulkResult, FindOptions, Host, UpdateResult, WriteOp,
 };
+use crate::budget::ResultBudget;
 use crate::error::{HostError, with_timeout};
 use crate::state::{HostState, PluginEnv};
 
@@ -93,6 +103,8 @@ impl Shared {
             .context("parsing the MongoDB connection string")?;
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout = Some(SERVER_SELECTION_TIMEOUT);
+        // Bounds the commands in flight on the server; see `STATEMENTS_PER_COMMAND`.
+        options.max_pool_size = Some(MAX_POOL_SIZE);
         options
             .app_name
             .get_or_insert_with(|| "polyhost".to_string());
@@ -115,6 +127,9 @@ pub struct Client {
     grant: Arc<Grant>,
     db: mongodb::Database,
     in_flight: Arc<Semaphore>,
+    /// The granted GridFS buckets, built on first use (see `blobs`).
+    buckets:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
 }
 
 impl Client {
@@ -125,6 +140,7 @@ impl Client {
             grant: Arc::new(grant.clone()),
             db: shared.client.database(&grant.database),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            buckets: Arc::default(),
         }
     }
 
@@ -132,6 +148,15 @@ impl Client {
     fn collection(&self, name: &str) -> Result<mongodb::Collection<Document>, HostError> {
         check_collection(&self.grant, &self.plugin, name)?;
         Ok(self.db.collection(name))
+    }
+
+    /// What this plugin's document arguments are checked against.
+    fn scope(&self, limits: &Limits) -> Scope<'_> {
+        Scope {
+            grant: &self.grant,
+            plugin: &self.plugin,
+            max_value_bytes: limits.max_value_bytes,
+        }
     }
 
     async fn permit(&self) -> Result<SemaphorePermit<'_>, HostError> {
@@ -142,9 +167,14 @@ impl Client {
             .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("documents: {e}"))))
     }
 
-    async fn insert(&self, collection: &str, doc: &str) -> Result<String, HostError> {
+    async fn insert(
+        &self,
+        collection: &str,
+        doc: &str,
+        limits: &Limits,
+    ) -> Result<String, HostError> {
         let coll = self.collection(collection)?;
-        let doc = parse_document("the document", doc)?;
+        let doc = self.scope(limits).document("the document", doc)?;
         let _permit = self.permit().await?;
         let inserted = coll
             .insert_one(doc)
@@ -158,10 +188,12 @@ impl Client {
         collection: &str,
         filter: &str,
         replacement: &str,
+        limits: &Limits,
     ) -> Result<UpdateResult, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
-        let replacement = parse_replacement(replacement)?;
+        let scope = self.scope(limits);
+        let filter = scope.document("the filter", filter)?;
+        let replacement = scope.replacement(replacement)?;
         let _permit = self.permit().await?;
         let result = coll
             .replace_one(filter, replacement)
@@ -176,12 +208,13 @@ impl Client {
         collection: &str,
         filter: &str,
         update: &str,
-        upsert: bool,
-        many: bool,
+        (upsert, many): (bool, bool),
+        limits: &Limits,
     ) -> Result<UpdateResult, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
-        let update = parse_update(update)?;
+        let scope = self.scope(limits);
+        let filter = scope.document("the filter", filter)?;
+        let update = scope.update(update)?;
         let _permit = self.permit().await?;
         let action = if many {
             coll.update_many(filter, update)
@@ -195,9 +228,15 @@ impl Client {
         Ok(update_result(result))
     }
 
-    async fn delete(&self, collection: &str, filter: &str, many: bool) -> Result<u64, HostError> {
+    async fn delete(
+        &self,
+        collection: &str,
+        filter: &str,
+        many: bool,
+        limits: &Limits,
+    ) -> Result<u64, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
+        let filter = self.scope(limits).document("the filter", filter)?;
         let _permit = self.permit().await?;
         let action = if many {
             coll.delete_many(filter)
@@ -215,13 +254,16 @@ impl Client {
         collection: &str,
         filter: &str,
         options: FindOptions,
+        limits: &Limits,
     ) -> Result<Vec<String>, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
+        let scope = self.scope(limits);
+        let filter = scope.document("the filter", filter)?;
         let mut find = MongoFindOptions::default();
-        find.sort = parse_optional("the sort", options.sort.as_deref())?;
-        find.projection = parse_optional("the projection", options.projection.as_deref())?;
+        find.sort = scope.optional("the sort", options.sort.as_deref())?;
+        find.projection = scope.optional("the projection", options.projection.as_deref())?;
         find.skip = options.skip;
+        find.max_time = Some(limits.max_time);
         match options.limit {
             // MongoDB reads a limit of 0 as "no limit"; the WIT promises at most `limit`.
             Some(0) => return Ok(Vec::new()),
@@ -231,34 +273,58 @@ impl Client {
         }
         let _permit = self.permit().await?;
         let what = || format!("find in `{collection}`");
-        let cursor = coll
+        // Raw documents, so each is counted at its BSON length as it arrives; the driver
+        // holds one server batch at a time (at most 16 MiB), never the whole answer.
+        let mut cursor = coll
+            .clone_with_type::<RawDocumentBuf>()
             .find(filter)
             .with_options(find)
             .await
             .map_err(|e| map_error(what(), e))?;
-        cursor
-            .map_ok(|doc| render(Bson::Document(doc)))
-            .try_collect()
-            .await
-            .map_err(|e| map_error(what(), e))
+        let mut budget = ResultBudget::new(limits.max_result_bytes);
+        let mut found = Vec::new();
+        while let Some(raw) = cursor.try_next().await.map_err(|e| map_error(what(), e))? {
+            budget.take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
+            found.push(render_raw(&raw)?);
+        }
+        Ok(found)
     }
 
-    async fn find_one(&self, collection: &str, filter: &str) -> Result<Option<String>, HostError> {
+    async fn find_one(
+        &self,
+        collection: &str,
+        filter: &str,
+        limits: &Limits,
+    ) -> Result<Option<String>, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
+        let filter = self.scope(limits).document("the filter", filter)?;
         let _permit = self.permit().await?;
+        let what = || format!("find-one in `{collection}`");
         let found = coll
+            .clone_with_type::<RawDocumentBuf>()
             .find_one(filter)
+            .max_time(limits.max_time)
             .await
-            .map_err(|e| map_error(format_args!("find-one in `{collection}`"), e))?;
-        Ok(found.map(|doc| render(Bson::Document(doc))))
+            .map_err(|e| map_error(what(), e))?;
+        let Some(raw) = found else {
+            return Ok(None);
+        };
+        ResultBudget::new(limits.max_result_bytes)
+            .take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
+        render_raw(&raw).map(Some)
     }
 
-    async fn count(&self, collection: &str, filter: &str) -> Result<u64, HostError> {
+    async fn count(
+        &self,
+        collection: &str,
+        filter: &str,
+        limits: &Limits,
+    ) -> Result<u64, HostError> {
         let coll = self.collection(collection)?;
-        let filter = parse_document("the filter", filter)?;
+        let filter = self.scope(limits).document("the filter", filter)?;
         let _permit = self.permit().await?;
         coll.count_documents(filter)
+            .max_time(limits.max_time)
             .await
             .map_err(|e| map_error(format_args!("count in `{collection}`"), e))
     }
@@ -268,19 +334,23 @@ impl Client {
         collection: &str,
         ops: Vec<WriteOp>,
         ordered: bool,
+        limits: &Limits,
     ) -> Result<BulkResult, HostError> {
         let coll = self.collection(collection)?;
+        let scope = self.scope(limits);
         // Every op is checked before the first is issued, so a malformed op cannot leave the
         // ops before it applied.
         let ops = ops
             .into_iter()
             .enumerate()
-            .map(|(i, op)| Op::parse(op).map_err(|e| reword(e, |m| format!("op {i}: {m}"))))
+            .map(|(i, op)| Op::parse(op, &scope).map_err(|e| reword(e, |m| format!("op {i}: {m}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let _permit = self.permit().await?;
         let mut bulk = Bulk {
+            db: &self.db,
             coll: &coll,
             ordered,
+            max_time: limits.max_time,
             done: BulkResult {
                 inserted: 0,
                 matched: 0,
@@ -292,6 +362,26 @@ impl Client {
         };
         bulk.run(ops).await;
         bulk.finish(collection)
+    }
+}
+
+/// A plugin's limits that bound one call: from its `PluginEnv`.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// `maxTimeMS` of every read (the host-call timeout): the server stops the work when
+    /// the host stops waiting.
+    max_time: Duration,
+    max_result_bytes: usize,
+    max_value_bytes: usize,
+}
+
+impl Limits {
+    fn of(env: &PluginEnv) -> Limits {
+        Limits {
+            max_time: env.host_call_timeout,
+            max_result_bytes: env.max_result_bytes,
+            max_value_bytes: env.max_value_bytes,
+        }
     }
 }
 
@@ -317,173 +407,201 @@ enum Op {
 }
 
 impl Op {
-    fn parse(op: WriteOp) -> Result<Op, HostError> {
+    fn parse(op: WriteOp, scope: &Scope<'_>) -> Result<Op, HostError> {
         Ok(match op {
-            WriteOp::Insert(doc) => Op::Insert(parse_document("the document", &doc)?),
+            WriteOp::Insert(doc) => Op::Insert(scope.document("the document", &doc)?),
             WriteOp::Replace(r) => Op::Replace {
-                filter: parse_document("the filter", &r.filter)?,
-                replacement: parse_replacement(&r.replacement)?,
+                filter: scope.document("the filter", &r.filter)?,
+                replacement: scope.replacement(&r.replacement)?,
                 upsert: r.upsert,
             },
             WriteOp::Update(u) => Op::Update {
-                filter: parse_document("the filter", &u.filter)?,
-                update: parse_update(&u.update)?,
+                filter: scope.document("the filter", &u.filter)?,
+                update: scope.update(&u.update)?,
                 upsert: u.upsert,
                 many: u.many,
             },
             WriteOp::Delete(d) => Op::Delete {
-                filter: parse_document("the filter", &d.filter)?,
+                filter: scope.document("the filter", &d.filter)?,
                 many: d.many,
             },
         })
     }
+
+    /// Which write command carries the op.
+    fn command(&self) -> Command {
+        match self {
+            Op::Insert(_) => Command::Insert,
+            Op::Replace { .. } | Op::Update { .. } => Command::Update,
+            Op::Delete { .. } => Command::Delete,
+        }
+    }
+
+    /// The op as one statement of its write command.
+    fn statement(self) -> Document {
+        match self {
+            Op::Insert(doc) => doc,
+            Op::Replace {
+                filter,
+                replacement,
+                upsert,
+            } => doc! { "q": filter, "u": replacement, "upsert": upsert, "multi": false },
+            Op::Update {
+                filter,
+                update,
+                upsert,
+                many,
+            } => doc! { "q": filter, "u": update, "upsert": upsert, "multi": many },
+            Op::Delete { filter, many } => doc! { "q": filter, "limit": i32::from(!many) },
+        }
+    }
 }
+
+/// The three write commands a `bulk-write` is sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Command {
+    /// The command's name and the field that holds its statements.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Command::Insert => ("insert", "documents"),
+            Command::Update => ("update", "updates"),
+            Command::Delete => ("delete", "deletes"),
+        }
+    }
+}
+
+/// The most statements one write command carries. FerretDB 1.24 (PostgreSQL back end)
+/// holds a pooled PostgreSQL connection for every statement of an `update` until the whole
+/// command ends, and waits, with its metadata lock held, when the pool runs dry: a command
+/// of more statements than the pool has connections (64 against the default pool of 50)
+/// hangs the server for every client until it is restarted. At most this many statements
+/// per command, times the host's [`MAX_POOL_SIZE`] connections, stays well inside the pool
+/// `cargo xtask services up` gives FerretDB (`pool_max_conns`, see xtask's `ferretdb.rs`).
+/// A run of consecutive ops of one kind still costs one round trip per this many ops.
+pub const STATEMENTS_PER_COMMAND: usize = 8;
+
+/// The host's MongoDB connections (the driver's pool). Bounds how many commands the host
+/// has in flight at once on the server, so with [`STATEMENTS_PER_COMMAND`] how many
+/// PostgreSQL connections FerretDB may need for the host at once: 40, inside even
+/// FerretDB's default pool of 50. Five concurrent commands keep FerretDB's two cores busy;
+/// more only queue inside it.
+pub const MAX_POOL_SIZE: u32 = 5;
 
 /// A `bulk-write` in progress: what it did so far and which ops failed.
 struct Bulk<'a> {
+    db: &'a mongodb::Database,
     coll: &'a mongodb::Collection<Document>,
     ordered: bool,
+    max_time: Duration,
     done: BulkResult,
     /// (op index, error), in op order.
     failures: Vec<(usize, HostError)>,
 }
 
 impl Bulk<'_> {
-    /// Issues `ops` in order, runs of inserts as one `insert_many`; stops at the first
-    /// failure when ordered.
+    /// Issues `ops` in order as write commands: each run of consecutive ops of one kind
+    /// (insert, update/replace, delete) in commands of at most [`STATEMENTS_PER_COMMAND`]
+    /// statements; stops at the first failure when ordered.
     async fn run(&mut self, ops: Vec<Op>) {
         let mut ops = ops.into_iter().enumerate().peekable();
-        while let Some((index, op)) = ops.next() {
-            let ok = match op {
-                Op::Insert(first) => {
-                    let mut docs = vec![first];
-                    while let Some((_, Op::Insert(_))) = ops.peek() {
-                        if let Some((_, Op::Insert(doc))) = ops.next() {
-                            docs.push(doc);
-                        }
-                    }
-                    self.insert_run(index, docs).await
+        while let Some((first, op)) = ops.next() {
+            let command = op.command();
+            let mut statements = vec![op.statement()];
+            while statements.len() < STATEMENTS_PER_COMMAND
+                && ops
+                    .peek()
+                    .is_some_and(|(_, next)| next.command() == command)
+            {
+                if let Some((_, next)) = ops.next() {
+                    statements.push(next.statement());
                 }
-                op => self.single(index, op).await,
-            };
+            }
+            let ok = self.send(command, first, statements).await;
             if !ok && self.ordered {
                 return;
             }
         }
     }
 
-    /// Inserts `docs` (ops `first..first + docs.len()`); false when any failed.
-    async fn insert_run(&mut self, first: usize, docs: Vec<Document>) -> bool {
-        let count = docs.len() as u64;
-        match self.coll.insert_many(docs).ordered(self.ordered).await {
-            Ok(result) => {
-                self.done.inserted += result.inserted_ids.len() as u64;
-                true
-            }
-            Err(error) => {
-                let written = match &*error.kind {
-                    MongoErrorKind::InsertMany(failure) => {
-                        let errors = failure.write_errors.as_deref().unwrap_or_default();
-                        if self.ordered {
-                            // An ordered insert stops at its first failure: the ones before it
-                            // were written.
-                            errors.first().map_or(count, |e| e.index as u64)
-                        } else {
-                            count.saturating_sub(errors.len() as u64)
-                        }
-                    }
-                    // No reply (the connection failed): nothing is known to be written.
-                    _ => 0,
-                };
-                self.done.inserted += written;
-                match &*error.kind {
-                    MongoErrorKind::InsertMany(failure)
-                        if failure.write_errors.as_ref().is_some_and(|e| !e.is_empty()) =>
-                    {
-                        for e in failure.write_errors.as_deref().unwrap_or_default() {
-                            let kind = classify_code(e.code);
-                            let message = format!(
-                                "insert into `{}`: {} ({}): {}",
-                                self.coll.name(),
-                                e.code_name.as_deref().unwrap_or("WriteError"),
-                                e.code,
-                                e.message
-                            );
-                            self.failures
-                                .push((first + e.index, kind.into_error(message)));
-                        }
-                    }
-                    _ => self.failures.push((
-                        first,
-                        map_error(format_args!("insert into `{}`", self.coll.name()), error),
-                    )),
-                }
-                false
-            }
-        }
-    }
-
-    /// Issues one non-insert op; false when it failed.
-    async fn single(&mut self, index: usize, op: Op) -> bool {
-        let coll = self.coll;
-        let name = coll.name();
-        let outcome = match op {
-            Op::Insert(doc) => coll
-                .insert_one(doc)
-                .await
-                .map(|_| self.done.inserted += 1)
-                .map_err(|e| map_error(format_args!("insert into `{name}`"), e)),
-            Op::Replace {
-                filter,
-                replacement,
-                upsert,
-            } => coll
-                .replace_one(filter, replacement)
-                .upsert(upsert)
-                .await
-                .map(|r| add_update(&mut self.done, &r))
-                .map_err(|e| map_error(format_args!("replace in `{name}`"), e)),
-            Op::Update {
-                filter,
-                update,
-                upsert,
-                many,
-            } => {
-                let action = if many {
-                    coll.update_many(filter, update)
-                } else {
-                    coll.update_one(filter, update)
-                };
-                action
-                    .upsert(upsert)
-                    .await
-                    .map(|r| add_update(&mut self.done, &r))
-                    .map_err(|e| map_error(format_args!("update in `{name}`"), e))
-            }
-            Op::Delete { filter, many } => {
-                let action = if many {
-                    coll.delete_many(filter)
-                } else {
-                    coll.delete_one(filter)
-                };
-                action
-                    .await
-                    .map(|r| self.done.deleted += r.deleted_count)
-                    .map_err(|e| map_error(format_args!("delete from `{name}`"), e))
+    /// Sends one write command of `statements` (ops `first..`); false when any failed.
+    async fn send(&mut self, command: Command, first: usize, statements: Vec<Document>) -> bool {
+        let (name, field) = command.names();
+        let count = statements.len();
+        let coll = self.coll.name().to_string();
+        let what = || match command {
+            Command::Insert => format!("insert into `{coll}`"),
+            Command::Update => format!("update in `{coll}`"),
+            Command::Delete => format!("delete from `{coll}`"),
+        };
+        let body = doc! {
+            name: self.coll.name(),
+            field: statements,
+            "ordered": self.ordered,
+            // Honoured by MongoDB; FerretDB 1.24 accepts and ignores it on writes.
+            "maxTimeMS": i64::try_from(self.max_time.as_millis()).unwrap_or(i64::MAX),
+        };
+        let reply = match self.db.run_command(body).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // No reply (or a command error): nothing is known to be written.
+                self.failures.push((first, map_error(what(), e)));
+                return false;
             }
         };
-        match outcome {
-            Ok(()) => true,
-            Err(e) => {
-                self.failures.push((index, e));
-                false
+        let n = u64::try_from(number(&reply, "n")).unwrap_or(0);
+        let upserted = reply.get_array("upserted").map_or(0, |u| u.len() as u64);
+        match command {
+            Command::Insert => self.done.inserted += n,
+            Command::Update => {
+                self.done.matched += n.saturating_sub(upserted);
+                self.done.modified += u64::try_from(number(&reply, "nModified")).unwrap_or(0);
+                self.done.upserted += upserted;
+            }
+            Command::Delete => self.done.deleted += n,
+        }
+        let mut ok = true;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors.iter().filter_map(Bson::as_document) {
+                let index = usize::try_from(number(error, "index")).unwrap_or(0);
+                let code = i32::try_from(number(error, "code")).unwrap_or(0);
+                let message = format!(
+                    "{}: {} ({code}): {}",
+                    what(),
+                    error.get_str("codeName").unwrap_or("WriteError"),
+                    error.get_str("errmsg").unwrap_or_default()
+                );
+                self.failures.push((
+                    first + index.min(count - 1),
+                    classify_code(code).into_error(message),
+                ));
+                ok = false;
             }
         }
+        if let Ok(wc) = reply.get_document("writeConcernError") {
+            let code = i32::try_from(number(wc, "code")).unwrap_or(0);
+            let message = format!(
+                "{}: write concern ({code}): {}",
+                what(),
+                wc.get_str("errmsg").unwrap_or_default()
+            );
+            self.failures
+                .push((first, classify_code(code).into_error(message)));
+            ok = false;
+        }
+        ok
     }
 
     /// The result, or the first failure (its kind) reworded to say what else happened.
     fn finish(self, collection: &str) -> Result<BulkResult, HostError> {
-        let mut failures = self.failures.into_iter();
+        let mut failures = self.failures;
+        failures.sort_by_key(|(index, _)| *index);
+        let mut failures = failures.into_iter();
         let Some((index, first)) = failures.next() else {
             return Ok(self.done);
         };
@@ -504,10 +622,14 @@ impl Bulk<'_> {
     }
 }
 
-fn add_update(done: &mut BulkResult, r: &mongodb::results::UpdateResult) {
-    done.matched += r.matched_count;
-    done.modified += r.modified_count;
-    done.upserted += u64::from(r.upserted_id.is_some());
+/// An integer field of a server reply (servers answer in int32, int64 or double).
+fn number(doc: &Document, key: &str) -> i64 {
+    match doc.get(key) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    }
 }
 
 fn update_result(r: mongodb::results::UpdateResult) -> UpdateResult {
@@ -533,7 +655,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.insert",
-            c.insert(&collection, &doc),
+            c.insert(&collection, &doc, &Limits::of(&env)),
         )
         .await
     }
@@ -549,7 +671,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.upsert",
-            c.upsert(&collection, &filter, &replacement),
+            c.upsert(&collection, &filter, &replacement, &Limits::of(&env)),
         )
         .await
     }
@@ -567,7 +689,13 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.update",
-            c.update(&collection, &filter, &update, upsert, many),
+            c.update(
+                &collection,
+                &filter,
+                &update,
+                (upsert, many),
+                &Limits::of(&env),
+            ),
         )
         .await
     }
@@ -583,7 +711,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.delete",
-            c.delete(&collection, &filter, many),
+            c.delete(&collection, &filter, many, &Limits::of(&env)),
         )
         .await
     }
@@ -599,7 +727,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.find",
-            c.find(&collection, &filter, options),
+            c.find(&collection, &filter, options, &Limits::of(&env)),
         )
         .await
     }
@@ -614,7 +742,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.find-one",
-            c.find_one(&collection, &filter),
+            c.find_one(&collection, &filter, &Limits::of(&env)),
         )
         .await
     }
@@ -625,7 +753,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.count",
-            c.count(&collection, &filter),
+            c.count(&collection, &filter, &Limits::of(&env)),
         )
         .await
     }
@@ -641,7 +769,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.bulk-write",
-            c.bulk_write(&collection, ops, ordered),
+            c.bulk_write(&collection, ops, ordered, &Limits::of(&env)),
         )
         .await
     }
@@ -659,7 +787,14 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.put-blob",
-            c.put_blob(&bucket, id, content_type, data, &metadata),
+            c.put_blob(
+                &bucket,
+                id,
+                content_type,
+                data,
+                &metadata,
+                &Limits::of(&env),
+            ),
         )
         .await
     }
@@ -670,7 +805,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.get-blob",
-            c.get_blob(&bucket, &id),
+            c.get_blob(&bucket, &id, &Limits::of(&env)),
         )
         .await
     }
@@ -685,7 +820,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.stat-blob",
-            c.stat_blob(&bucket, &id),
+            c.stat_blob(&bucket, &id, &Limits::of(&env)),
         )
         .await
     }
@@ -696,7 +831,7 @@ impl Host for HostState {
         with_timeout(
             env.host_call_timeout,
             "documents.delete-blob",
-            c.delete_blob(&bucket, &id),
+            c.delete_blob(&bucket, &id, &Limits::of(&env)),
         )
         .await
     }
@@ -732,99 +867,17 @@ fn check_bucket(grant: &Grant, plugin: &str, bucket: &str) -> Result<(), HostErr
 
 // --- Documents in and out ----------------------------------------------------------------
 
-/// The operators that run server-side JavaScript.
-const CODE_OPERATORS: [&str; 3] = ["$where", "$function", "$accumulator"];
-
-/// Why `doc` carries code, if it does: an operator of [`CODE_OPERATORS`] as a key at any
-/// depth, or a JavaScript value (`{"$code": …}`), which is only ever there to be run.
-fn find_code(doc: &Document) -> Option<String> {
-    fn in_value(value: &Bson) -> Option<String> {
-        match value {
-            Bson::Document(d) => find_code(d),
-            Bson::Array(items) => items.iter().find_map(in_value),
-            Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
-                Some("a JavaScript value".to_string())
-            }
-            _ => None,
-        }
-    }
-    doc.iter().find_map(|(key, value)| {
-        if CODE_OPERATORS.contains(&key.as_str()) {
-            Some(format!("the operator `{key}`"))
-        } else {
-            in_value(value)
-        }
-    })
-}
-
-/// Parses `text` (relaxed Extended JSON) as a document; `what` names it in errors. Refuses
-/// documents that carry code.
-fn parse_document(what: &str, text: &str) -> Result<Document, HostError> {
-    let json: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| HostError::Invalid(format!("{what} is not valid JSON: {e}")))?;
-    if !json.is_object() {
-        return Err(HostError::Invalid(format!(
-            "{what} must be a JSON object, not `{}`",
-            truncate(text)
-        )));
-    }
-    let doc = match Bson::try_from(json) {
-        Ok(Bson::Document(doc)) => doc,
-        // An object that is itself one Extended JSON value, e.g. `{"$oid": "…"}`.
-        Ok(other) => {
-            return Err(HostError::Invalid(format!(
-                "{what} must be a document, not a single {:?} value",
-                other.element_type()
-            )));
-        }
-        Err(e) => {
-            return Err(HostError::Invalid(format!(
-                "{what} is not valid Extended JSON: {e}"
-            )));
-        }
-    };
-    if let Some(code) = find_code(&doc) {
-        return Err(HostError::Denied(format!(
-            "{what} contains {code}: filters, updates and documents are values, never code"
-        )));
-    }
-    Ok(doc)
-}
-
-fn parse_optional(what: &str, text: Option<&str>) -> Result<Option<Document>, HostError> {
-    text.map(|t| parse_document(what, t)).transpose()
-}
-
-/// An update: a non-empty document of update operators only (`$set`, `$inc`, …).
-fn parse_update(text: &str) -> Result<Document, HostError> {
-    let update = parse_document("the update", text)?;
-    if update.is_empty() {
-        return Err(HostError::Invalid("the update is empty".to_string()));
-    }
-    if let Some(key) = update.keys().find(|k| !k.starts_with('$')) {
-        return Err(HostError::Invalid(format!(
-            "the update may hold only update operators (`$set`, `$inc`, …), not the field \
-             `{key}`; to replace a whole document use `upsert` or a `replace` op"
-        )));
-    }
-    Ok(update)
-}
-
-/// A replacement: a whole document, without update operators.
-fn parse_replacement(text: &str) -> Result<Document, HostError> {
-    let replacement = parse_document("the replacement", text)?;
-    if let Some(key) = replacement.keys().find(|k| k.starts_with('$')) {
-        return Err(HostError::Invalid(format!(
-            "the replacement is a whole document and may not hold the operator `{key}`; \
-             to apply operators use `update`"
-        )));
-    }
-    Ok(replacement)
-}
-
 /// A BSON value as relaxed Extended JSON text.
 fn render(value: Bson) -> String {
     value.into_relaxed_extjson().to_string()
+}
+
+/// A raw document from the server as relaxed Extended JSON text.
+fn render_raw(raw: &RawDocumentBuf) -> Result<String, HostError> {
+    let doc = raw
+        .to_document()
+        .map_err(|e| HostError::Other(format!("documents: the server sent malformed BSON: {e}")))?;
+    Ok(render(Bson::Document(doc)))
 }
 
 fn truncate(text: &str) -> &str {
@@ -1011,6 +1064,59 @@ mod tests {
             collections: vec!["videos".into(), "channels".into()],
             buckets: vec!["thumbnails".into()],
         }
+    }
+
+    fn scope(g: &Grant) -> Scope<'_> {
+        Scope {
+            grant: g,
+            plugin: "p",
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    fn parse_document(what: &str, text: &str) -> Result<Document, HostError> {
+        scope(&grant()).document(what, text)
+    }
+
+    fn parse_update(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).update(text)
+    }
+
+    fn parse_replacement(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).replacement(text)
+    }
+
+    #[test]
+    fn bulk_ops_become_statements_of_their_command() {
+        let g = grant();
+        let s = scope(&g);
+        let op = |w: WriteOp| Op::parse(w, &s).unwrap();
+        let insert = op(WriteOp::Insert(r#"{"_id": 1}"#.into()));
+        assert_eq!(insert.command(), Command::Insert);
+        assert_eq!(insert.statement(), doc! {"_id": 1});
+        let update = op(WriteOp::Update(
+            crate::bindings::polyhost::platform::documents::UpdateOp {
+                filter: r#"{"_id": 1}"#.into(),
+                update: r#"{"$inc": {"n": 1}}"#.into(),
+                upsert: true,
+                many: false,
+            },
+        ));
+        assert_eq!(update.command(), Command::Update);
+        assert_eq!(
+            update.statement(),
+            doc! {"q": {"_id": 1}, "u": {"$inc": {"n": 1}}, "upsert": true, "multi": false}
+        );
+        let delete = op(WriteOp::Delete(
+            crate::bindings::polyhost::platform::documents::DeleteOp {
+                filter: "{}".into(),
+                many: true,
+            },
+        ));
+        assert_eq!(delete.command(), Command::Delete);
+        assert_eq!(delete.statement(), doc! {"q": {}, "limit": 0});
+        // Inside FerretDB's default pool of 50, with room for other clients.
+        assert!(STATEMENTS_PER_COMMAND as u32 * MAX_POOL_SIZE <= 40);
     }
 
     #[test]

@@ -1,0 +1,399 @@
+//! The `hostile-documents` plugin tries to reach past a grant of one collection, one blob
+//! bucket and one topic, and to exhaust the host with large results and values; every
+//! attack must be refused (`denied` or `invalid`), and the services, read natively with
+//! the `mongodb` driver and rdkafka, must show that nothing outside the grant changed.
+//!
+//! Needs MongoDB (FerretDB here) and Kafka (`cargo xtask services up`) and the test plugins
+//! (`cargo xtask plugins -p hostile-documents`); fails, rather than skips, without them.
+
+#[allow(dead_code)]
+mod common;
+mod harness;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use common::{CLIENT_TIMEOUT, Service, unique_name, with_cleanup, within};
+use futures::{AsyncWriteExt as _, TryStreamExt as _};
+use harness::{batch, event, runtime, test_plugin};
+use mongodb::bson::{Document, doc};
+use mongodb::options::{ClientOptions, GridFsBucketOptions};
+use polyhost::backends::{documents, messaging};
+use polyhost::bindings::polyhost::platform::types::Outcome;
+use polyhost::manifest::PluginSpec;
+use polyhost::runtime::Records;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+use serde_json::json;
+
+const MIB: usize = 1 << 20;
+const GRANTED: &str = "videos";
+const SECRET: &str = "secrets";
+const BUCKET: &str = "thumbnails";
+
+/// Each attack and what the host must answer: `denied`, `invalid`, or `ok` (an attack the
+/// host lets through because it reaches nothing outside the grant; the checks afterwards
+/// show it did not).
+const ATTACKS: &[(&str, &str)] = &[
+    ("lookup-top", "denied"),
+    ("lookup-in-expr", "denied"),
+    ("lookup-in-facet", "denied"),
+    ("lookup-in-lookup-pipeline", "denied"),
+    ("union-with", "denied"),
+    ("graph-lookup", "denied"),
+    ("out-in-filter", "denied"),
+    ("merge-in-update", "denied"),
+    ("out-in-bulk", "denied"),
+    ("documents-stage", "denied"),
+    ("current-op", "denied"),
+    ("coll-stats", "denied"),
+    ("where-deep", "denied"),
+    ("function-deep", "denied"),
+    ("accumulator-in-sort", "denied"),
+    ("code-value", "denied"),
+    ("dbref-other-collection", "denied"),
+    ("dbref-other-database", "denied"),
+    ("system-js", "denied"),
+    ("system-profile", "denied"),
+    ("other-database", "denied"),
+    ("dotted-secret", "denied"),
+    ("dollar-name", "denied"),
+    ("bucket-as-collection", "denied"),
+    ("collection-as-bucket", "denied"),
+    ("huge-result", "invalid"),
+    ("huge-document", "invalid"),
+    ("huge-filter", "invalid"),
+    ("huge-blob", "invalid"),
+    ("huge-blob-read", "invalid"),
+    ("publish-secret", "denied"),
+    ("publish-batch-with-secret", "denied"),
+    // A topic named in a header or the key is only bytes: the record goes to the granted
+    // topic, and the other topic stays untouched (checked below).
+    ("publish-secret-in-header-and-key", "ok"),
+    ("publish-huge", "invalid"),
+    ("publish-huge-headers", "invalid"),
+];
+
+fn kafka_config(kafka: &Service) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.url)
+        .set(
+            "socket.connection.setup.timeout.ms",
+            CLIENT_TIMEOUT.as_millis().to_string(),
+        )
+        .set("allow.auto.create.topics", "false");
+    config
+}
+
+/// What the test's database holds: every collection's documents, by name.
+async fn snapshot(
+    mongodb: &Service,
+    db: &mongodb::Database,
+) -> Result<Vec<(String, Vec<Document>)>> {
+    let mut names = within(mongodb, "listing collections", db.list_collection_names()).await?;
+    names.sort();
+    let mut all = Vec::new();
+    for name in names {
+        let coll = db.collection::<Document>(&name);
+        let cursor = within(
+            mongodb,
+            format!("reading {name}"),
+            coll.find(doc! {}).sort(doc! {"_id": 1}),
+        )
+        .await?;
+        let docs: Vec<Document> =
+            within(mongodb, format!("reading {name}"), cursor.try_collect()).await?;
+        all.push((name, docs));
+    }
+    Ok(all)
+}
+
+#[tokio::test]
+async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Result<()> {
+    let mongodb = Service::mongodb();
+    let mut options = within(
+        &mongodb,
+        "parsing the URL",
+        ClientOptions::parse(&mongodb.url),
+    )
+    .await?;
+    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
+    let client = mongodb::Client::with_options(options)?;
+    let db = client.database(&unique_name("hostile"));
+
+    let kafka = Service::kafka();
+    let admin: AdminClient<DefaultClientContext> = kafka_config(&kafka).create()?;
+    let admin_options = AdminOptions::new()
+        .request_timeout(Some(CLIENT_TIMEOUT))
+        .operation_timeout(Some(CLIENT_TIMEOUT));
+    let topic = unique_name("hostile");
+    let secret_topic = unique_name("hostilesecret");
+    for result in within(
+        &kafka,
+        "creating the topic",
+        admin.create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &admin_options,
+        ),
+    )
+    .await?
+    {
+        if let Err((name, code)) = result {
+            bail!("{kafka}: creating topic {name}: {code}");
+        }
+    }
+
+    let mut state = (db.clone(), admin);
+    with_cleanup(
+        &mut state,
+        async |(db, _)| {
+            // What the attacks aim at: a secret collection, data in the granted collection
+            // larger than max_result_bytes (1 MiB), and a stored blob larger than it.
+            within(
+                &mongodb,
+                "seeding secrets",
+                db.collection::<Document>(SECRET)
+                    .insert_one(doc! {"_id": 1, "secret": "s"}),
+            )
+            .await?;
+            let pad = "p".repeat(300 * 1024);
+            let seeded: Vec<Document> = (0..5).map(|i| doc! {"_id": i, "pad": &pad}).collect();
+            within(
+                &mongodb,
+                "seeding videos",
+                db.collection::<Document>(GRANTED).insert_many(seeded),
+            )
+            .await?;
+            let bucket = db.gridfs_bucket(
+                GridFsBucketOptions::builder()
+                    .bucket_name(BUCKET.to_string())
+                    .build(),
+            );
+            let mut upload = within(
+                &mongodb,
+                "opening an upload",
+                bucket.open_upload_stream("stored-huge"),
+            )
+            .await?;
+            upload.write_all(&vec![1; 3 * MIB]).await?;
+            upload.close().await?;
+            let before = snapshot(&mongodb, db).await?;
+
+            let rt = runtime();
+            let mut spec = PluginSpec::new("hostile-documents", test_plugin("hostile-documents"));
+            spec.subscribe = vec!["t".into()];
+            spec.grants.documents = Some(documents::Grant {
+                database: db.name().to_string(),
+                collections: vec![GRANTED.to_string()],
+                buckets: vec![BUCKET.to_string()],
+            });
+            spec.grants.messaging = Some(messaging::Grant {
+                publish: vec![topic.clone()],
+            });
+            spec.limits.max_result_bytes = MIB as u64;
+            spec.limits.max_value_bytes = MIB as u64;
+            spec.limits.memory_mb = 128;
+            spec.limits.host_call_timeout_ms = 20_000;
+            spec.limits.call_timeout_ms = 120_000;
+            let plugin = rt
+                .load(&spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading the plugin: {e}"))?;
+
+            let target = json!({"collection": GRANTED, "secret": SECRET, "bucket": BUCKET,
+                                "topic": topic, "secret_topic": secret_topic});
+            let events: Vec<_> = ATTACKS
+                .iter()
+                .enumerate()
+                .map(|(i, (attack, _))| event(&format!("a{i}"), attack, &target))
+                .collect();
+            let outcomes = plugin
+                .handle(&batch("t"), &events, Records::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("the plugin failed: {e}"))?;
+            let mut wrong = Vec::new();
+            for ((attack, expected), outcome) in ATTACKS.iter().zip(&outcomes) {
+                let got = match outcome {
+                    Outcome::Ok => "ok".to_string(),
+                    Outcome::Reject(why) => why.clone(),
+                    other => format!("{other:?}"),
+                };
+                let kind = got.split(':').next().unwrap_or_default();
+                if kind != *expected {
+                    wrong.push(format!(
+                        "{attack}: expected {expected}, got {}",
+                        got.chars().take(300).collect::<String>()
+                    ));
+                }
+                if *expected == "invalid"
+                    && attack.starts_with("huge")
+                    && !attack.contains("filter")
+                {
+                    ensure!(
+                        got.contains("limits.max_"),
+                        "{attack}: the refusal names no limit: {got}"
+                    );
+                }
+            }
+            ensure!(
+                wrong.is_empty(),
+                "attacks not refused as expected:\n{}",
+                wrong.join("\n")
+            );
+
+            // Nothing in the database changed, and no other collection appeared.
+            let after = snapshot(&mongodb, db).await?;
+            ensure!(
+                before == after,
+                "the database changed: {:?}",
+                after.iter().map(|(n, d)| (n, d.len())).collect::<Vec<_>>()
+            );
+            let admin_db = client.database("admin");
+            let admin_names =
+                within(&mongodb, "listing admin", admin_db.list_collection_names()).await?;
+            ensure!(
+                !admin_names.iter().any(|n| n == GRANTED || n == SECRET),
+                "admin holds {admin_names:?}"
+            );
+
+            // Kafka: the other topic was never created; the granted one holds exactly the
+            // message whose header and key named the other topic.
+            let base: BaseConsumer = kafka_config(&kafka).create()?;
+            let (t, st) = (topic.clone(), secret_topic.clone());
+            let (metadata, watermarks, record) =
+                tokio::task::spawn_blocking(move || -> Result<_> {
+                    let metadata = base.fetch_metadata(None, CLIENT_TIMEOUT)?;
+                    let names: Vec<String> = metadata
+                        .topics()
+                        .iter()
+                        .map(|m| m.name().to_string())
+                        .collect();
+                    let watermarks = base.fetch_watermarks(&t, 0, CLIENT_TIMEOUT)?;
+                    let mut partitions = rdkafka::TopicPartitionList::new();
+                    partitions.add_partition_offset(&t, 0, rdkafka::Offset::Beginning)?;
+                    let consumer: BaseConsumer = base_config_for_read()?;
+                    consumer.assign(&partitions)?;
+                    let record = consumer
+                        .poll(CLIENT_TIMEOUT)
+                        .context("no record in the granted topic")??
+                        .detach();
+                    Ok((names.contains(&st), watermarks, record))
+                })
+                .await??;
+            ensure!(!metadata, "the other topic {secret_topic} exists");
+            ensure!(
+                watermarks == (0, 1),
+                "the granted topic holds {watermarks:?} records, not one"
+            );
+            ensure!(
+                record.key() == Some(secret_topic.as_bytes()),
+                "the record's key"
+            );
+            let header = record
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "topic"))
+                .and_then(|h| h.value);
+            ensure!(
+                header == Some(secret_topic.as_bytes()),
+                "the record's header"
+            );
+            Ok(())
+        },
+        async |(db, admin)| {
+            within(&mongodb, "dropping the test database", db.drop()).await?;
+            let _ = within(
+                &kafka,
+                "deleting topics",
+                admin.delete_topics(&[&topic, &secret_topic], &admin_options),
+            )
+            .await;
+            Ok(())
+        },
+    )
+    .await
+}
+
+fn base_config_for_read() -> Result<BaseConsumer> {
+    Ok(kafka_config(&Service::kafka())
+        .set("group.id", unique_name("hostile"))
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
+/// A message over the broker's own size limit (librdkafka's `message.max.bytes`, 1 000 000)
+/// but under `max_value_bytes` is refused as `invalid` before it is sent.
+#[tokio::test]
+async fn a_message_over_the_broker_limit_is_invalid() -> Result<()> {
+    let kafka = Service::kafka();
+    let admin: AdminClient<DefaultClientContext> = kafka_config(&kafka).create()?;
+    let admin_options = AdminOptions::new()
+        .request_timeout(Some(CLIENT_TIMEOUT))
+        .operation_timeout(Some(CLIENT_TIMEOUT));
+    let topic = unique_name("hostilebig");
+    within(
+        &kafka,
+        "creating the topic",
+        admin.create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &admin_options,
+        ),
+    )
+    .await?;
+    let mut admin = admin;
+    with_cleanup(
+        &mut admin,
+        async |_| {
+            let rt = runtime();
+            let mut spec = PluginSpec::new("hostile-documents", test_plugin("hostile-documents"));
+            spec.subscribe = vec!["t".into()];
+            spec.grants.messaging = Some(messaging::Grant {
+                publish: vec![topic.clone()],
+            });
+            // The plugin imports documents too; a grant of nothing in particular.
+            spec.grants.documents = Some(documents::Grant {
+                database: unique_name("unused"),
+                collections: vec![],
+                buckets: vec![],
+            });
+            spec.limits.max_value_bytes = 4 * MIB as u64;
+            spec.limits.host_call_timeout_ms = 20_000;
+            spec.limits.call_timeout_ms = 60_000;
+            let plugin = rt
+                .load(&spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading the plugin: {e}"))?;
+            let target = json!({"topic": topic});
+            let outcomes = plugin
+                .handle(
+                    &batch("t"),
+                    &[event("a", "publish-over-broker-limit", &target)],
+                    Records::default(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("the plugin failed: {e}"))?;
+            match &outcomes[..] {
+                [Outcome::Reject(why)] if why.starts_with("invalid:") => {}
+                other => bail!("expected invalid, got {other:?}"),
+            }
+            let base: BaseConsumer = kafka_config(&kafka).create()?;
+            let t = topic.clone();
+            let marks =
+                tokio::task::spawn_blocking(move || base.fetch_watermarks(&t, 0, CLIENT_TIMEOUT))
+                    .await??;
+            ensure!(marks == (0, 0), "the topic holds {marks:?}");
+            Ok(())
+        },
+        async |admin| {
+            let _ = within(
+                &kafka,
+                "deleting the topic",
+                admin.delete_topics(&[&topic], &admin_options),
+            )
+            .await;
+            Ok(())
+        },
+    )
+    .await
+}
