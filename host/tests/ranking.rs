@@ -24,8 +24,13 @@ use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{Records, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 
-/// The Redis database this test owns (emptied before and after).
+/// The Redis databases these tests own (emptied before and after), one per test so that
+/// they can run in parallel.
 const DB: u32 = 13;
+const DB_LOAD: u32 = 14;
+
+/// The tests count `kv` calls on the process's one metrics registry: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PREFIXES: &[&str] = &[
     "session:",
@@ -49,8 +54,8 @@ fn plugin_path() -> PathBuf {
     path
 }
 
-/// The Redis URL with the test's database.
-fn redis_url() -> String {
+/// The Redis URL with database `db`.
+fn redis_url(db: u32) -> String {
     let base = Service::redis().url;
     let base = match base.rsplit_once('/') {
         Some((head, db)) if !db.is_empty() && db.chars().all(|c| c.is_ascii_digit()) => {
@@ -58,7 +63,7 @@ fn redis_url() -> String {
         }
         _ => base.trim_end_matches('/').to_string(),
     };
-    format!("{base}/{DB}")
+    format!("{base}/{db}")
 }
 
 fn ev(offset: i64, id: &str, subject: &str, ty: &str, data: Value) -> Event {
@@ -66,6 +71,18 @@ fn ev(offset: i64, id: &str, subject: &str, ty: &str, data: Value) -> Event {
     e.subject = Some(subject.to_string());
     e.offset = offset;
     e
+}
+
+/// `polyhost_backend_call_duration_seconds_sum{backend="kv"}` so far: time spent in `kv` calls.
+fn kv_seconds() -> f64 {
+    polyhost::metrics::global()
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("polyhost_backend_call_duration_seconds_sum{backend=\"kv\"} ")
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 /// `polyhost_backend_calls_total{backend="kv"}` so far.
@@ -80,18 +97,8 @@ fn kv_calls() -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn a_batch_applies_once_in_a_few_round_trips() -> Result<()> {
-    let redis = Service::redis();
-    let client = redis::Client::open(redis_url())?;
-    let mut conn = within(
-        &redis,
-        "connecting",
-        client.get_multiplexed_async_connection(),
-    )
-    .await?;
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
-
+/// The ranking-handler loaded against Redis database `db`, and the runtime holding it.
+async fn load(db: u32) -> Result<(Runtime, Arc<polyhost::runtime::LoadedPlugin>)> {
     let rt = Runtime::new(
         RuntimeConfig {
             max_instances: 4,
@@ -99,7 +106,7 @@ async fn a_batch_applies_once_in_a_few_round_trips() -> Result<()> {
             ..RuntimeConfig::default()
         },
         Arc::new(Connections::new(Settings {
-            redis_url: redis_url(),
+            redis_url: redis_url(db),
             ..Settings::default()
         })),
     )?;
@@ -117,7 +124,28 @@ async fn a_batch_applies_once_in_a_few_round_trips() -> Result<()> {
         .load(&spec)
         .await
         .map_err(|e| anyhow::anyhow!("loading the ranking-handler: {e}"))?;
+    Ok((rt, plugin))
+}
 
+/// A connection to Redis database `db`, emptied.
+async fn fresh(db: u32) -> Result<redis::aio::MultiplexedConnection> {
+    let redis = Service::redis();
+    let client = redis::Client::open(redis_url(db))?;
+    let mut conn = within(
+        &redis,
+        "connecting",
+        client.get_multiplexed_async_connection(),
+    )
+    .await?;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+    Ok(conn)
+}
+
+#[tokio::test]
+async fn a_batch_applies_once_in_a_few_round_trips() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut conn = fresh(DB).await?;
+    let (_rt, plugin) = load(DB).await?;
     let started = |o, id: &str, s: &str, t: &str| {
         ev(
             o,
@@ -315,6 +343,88 @@ async fn a_batch_applies_once_in_a_few_round_trips() -> Result<()> {
         per_batch.iter().all(|n| (1..=5).contains(n)),
         "kv calls per batch: {per_batch:?}"
     );
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn full_batches_cost_a_fraction_of_a_round_trip_per_event() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    const TITLES: usize = 40;
+    const BATCH: usize = 256;
+    const BATCHES: usize = 8;
+    let mut conn = fresh(DB_LOAD).await?;
+    let (_rt, plugin) = load(DB_LOAD).await?;
+    // The titles first, then batches of session starts, heartbeats and ratings over them.
+    let titles: Vec<Event> = (0..TITLES)
+        .map(|t| {
+            ev(
+                t as i64,
+                &format!("title-{t}"),
+                &format!("t-{t}"),
+                "streaming.title.published",
+                json!({"title_id": format!("t-{t}"), "genres": [format!("g{}", t % 5)]}),
+            )
+        })
+        .collect();
+    let outcomes = plugin
+        .handle(&harness::batch("t"), &titles, Records::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("titles: {e}"))?;
+    ensure!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Ok)),
+        "titles: {outcomes:?}"
+    );
+    let mut n = 0usize;
+    let mut calls = 0;
+    let kv_before = kv_seconds();
+    let clock = std::time::Instant::now();
+    for b in 0..BATCHES {
+        let events: Vec<Event> = (0..BATCH)
+            .map(|i| {
+                let k = b * BATCH + i;
+                let t = format!("t-{}", k % TITLES);
+                let s = format!("s-{}", k / 3);
+                match k % 3 {
+                    0 => ev(k as i64, &format!("e{k}"), &s, "streaming.session.started",
+                        json!({"session_id": s, "user_id": "u", "title_id": t, "device": "tv"})),
+                    1 => ev(k as i64, &format!("e{k}"), &s, "streaming.session.heartbeat",
+                        json!({"session_id": s, "user_id": "u", "title_id": format!("t-{}", (k - 1) % TITLES),
+                               "position_s": 10, "watched_s": 10})),
+                    _ => ev(k as i64, &format!("e{k}"), &format!("r{k}"), "streaming.rating.submitted",
+                        json!({"title_id": t, "user_id": "u", "stars": (k % 5 + 1) as i64})),
+                }
+            })
+            .collect();
+        let before = kv_calls();
+        let outcomes = plugin
+            .handle(&harness::batch("t"), &events, Records::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("batch {b}: {e}"))?;
+        calls += kv_calls() - before;
+        n += events.len();
+        ensure!(
+            outcomes.iter().all(|o| matches!(o, Outcome::Ok)),
+            "batch {b}: {:?}",
+            outcomes.iter().find(|o| !matches!(o, Outcome::Ok))
+        );
+    }
+    let took = clock.elapsed().as_secs_f64();
+    let in_kv = kv_seconds() - kv_before;
+    let per_event = calls as f64 / n as f64;
+    eprintln!(
+        "{n} events in batches of {BATCH}: {:.0} events/s, {calls} kv round trips ({per_event:.3} \
+         per event), {:.0} % of the time in kv calls",
+        n as f64 / took,
+        100.0 * in_kv / took
+    );
+    let views: f64 = redis::cmd("ZSCORE")
+        .arg("leaderboard:views:all")
+        .arg("t-0")
+        .query_async(&mut conn)
+        .await?;
+    ensure!(views > 0.0, "t-0 has no views");
+    ensure!(per_event <= 0.05, "{per_event} kv round trips per event");
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
     Ok(())
 }
