@@ -124,10 +124,18 @@ impl Guest for RankingHandler {
                 derived.add(i, a);
             }
         }
+        // The announced boards the batch's events may have changed: read once the derived
+        // state is written, in the same round trip.
+        let mut announced: Vec<&'static str> = applied
+            .iter()
+            .filter_map(|&i| actions[i].as_ref().ok().and_then(Action::announced_board))
+            .collect();
+        announced.sort_unstable();
+        announced.dedup();
         let boards = if derived.is_empty() {
             BTreeMap::new()
         } else {
-            recompute(&mut out, &derived, &cfg)
+            recompute(&mut out, &derived, &cfg, &announced)
         };
         // The boards whose top 10 the batch may have changed, by the last event that did.
         let mut touched: BTreeMap<&'static str, Touch> = BTreeMap::new();
@@ -324,12 +332,13 @@ fn board_state(replies: &mut impl Iterator<Item = Result<Reply, Error>>) -> Boar
 
 /// Recomputes what depends on state several partitions write, from the stored state: the
 /// `top_rated` scores, the titles' places on the genre boards, expired viewers. Returns the
-/// announced boards' top 10 and published members, read after the writes (both announced
-/// boards, so that `announce` needs no read of its own).
+/// `announced` boards' top 10 and published members, read after the writes in the same
+/// round trip, so that `announce` needs no read of its own.
 fn recompute(
     out: &mut Outcomes,
     derived: &Derived,
     cfg: &Config,
+    announced: &[&'static str],
 ) -> BTreeMap<&'static str, BoardState> {
     // Reads.
     let mut ops: Vec<Op> = Vec::new();
@@ -421,7 +430,6 @@ fn recompute(
         for t in &titles {
             state_reads(t, &mut ops);
         }
-        let announced = [domain::BOARD_VIEWS_ALL, domain::BOARD_TOP_RATED];
         if round == 0 {
             for board in announced {
                 board_reads(board, &mut ops);
@@ -478,7 +486,7 @@ fn recompute(
         }
         if round == 0 {
             for board in announced {
-                boards.insert(board, board_state(&mut replies));
+                boards.insert(*board, board_state(&mut replies));
             }
         }
         syncing = still;
