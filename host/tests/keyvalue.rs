@@ -476,3 +476,338 @@ async fn keys_outside_the_grant_are_refused_and_untouched() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_pipeline_runs_its_ops_in_one_call_with_a_reply_each() -> Result<()> {
+    with_fixture(async |f| {
+        let (s, n, h, z, t) = (f.k("a:s"), f.k("a:n"), f.k("b:h"), f.k("b:z"), f.k("a:t"));
+        f.q::<()>(redis::cmd("SET").arg(&t).arg("text")).await?;
+        f.run(json!({"steps": [
+            {"call": "kv.pipeline", "ops": [
+                {"set": {"key": s, "value": "v", "ttl_ms": 60_000}},
+                {"get": s},
+                {"get": f.k("a:none")},
+                {"incr-by": [n, 9_007_199_254_740_993_i64]},
+                {"incr-by": [n, 1]},
+                {"hset": [h, [["a", "1"], ["b", "2"]]]},
+                {"hincr-by": [h, "a", 41]},
+                {"hget": [h, "a"]},
+                {"hgetall": h},
+                {"hdel": [h, ["b", "none"]]},
+                {"zadd": [z, [["x", 1], ["y", 2.5], ["w", "inf"]]]},
+                {"zincr-by": [z, "x", 2]},
+                {"zrange-by-rank": [z, 0, 1, true]},
+                {"zrange-by-score": [z, 2, 3, false, null]},
+                {"zrank": [z, "y", false]},
+                {"zscore": [z, "none"]},
+                {"zrem": [z, ["w"]]},
+                {"zcard": z},
+                // A key of the wrong type fails its op alone; the ops after it still run.
+                {"incr-by": [t, 1]},
+                {"expire": [n, 120_000]},
+                {"ttl": n},
+                {"ttl": f.k("a:none")},
+                {"del": t},
+            ], "expect": {"ok": [
+                {"ok": "done"},
+                {"ok": "v"},
+                {"ok": null},
+                // Exact past 2^53, where a Lua number would round.
+                {"ok": 9_007_199_254_740_993_i64},
+                {"ok": 9_007_199_254_740_994_i64},
+                {"ok": 2},
+                {"ok": 42},
+                {"ok": "42"},
+                {"ok": [["a", "42"], ["b", "2"]]},
+                {"ok": 1},
+                {"ok": 3},
+                {"ok": 3},
+                {"ok": [["w", "inf"], ["x", 3]]},
+                {"ok": [["y", 2.5], ["x", 3]]},
+                {"ok": 0},
+                {"ok": null},
+                {"ok": 1},
+                {"ok": 2},
+                {"err": "invalid"},
+                {"ok": 1},
+                {"ok": {"between": [1, 120_000]}},
+                {"ok": null},
+                {"ok": 1},
+            ]}},
+            // Checked whole before anything is sent: one foreign key refuses the list.
+            {"call": "kv.pipeline", "ops": [{"set": {"key": f.k("a:sent"), "value": "x"}},
+                                            {"get": f.k("c:x")}],
+             "expect": {"err": "denied"}},
+            {"call": "kv.pipeline", "ops": [], "expect": {"ok": []}},
+        ]}))
+        .await?;
+        ensure!(f.get(&s).await?.as_deref() == Some("v"));
+        ensure!(f.get(&n).await?.as_deref() == Some("9007199254740994"));
+        ensure!(f.pttl(&n).await? > 60_000, "expire ran after the failed op");
+        ensure!(!f.exists(&t).await?, "the last op ran");
+        let z_all: Vec<(String, f64)> = f
+            .q(redis::cmd("ZRANGE")
+                .arg(&z)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"))
+            .await?;
+        ensure!(
+            z_all == [("y".to_string(), 2.5), ("x".to_string(), 3.0)],
+            "{z}: {z_all:?}"
+        );
+        ensure!(
+            !f.exists(&f.k("a:sent")).await?,
+            "a refused pipeline sent an op"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn apply_once_many_applies_each_entry_once_in_one_call() -> Result<()> {
+    with_fixture(async |f| {
+        let (views, board, text) = (f.k("a:views"), f.k("b:board"), f.k("a:text"));
+        f.q::<()>(redis::cmd("SET").arg(&text).arg("not a number"))
+            .await?;
+        let d = |n: &str| format!("{}:{n}", f.p);
+        let entry = |id: &str, title: &str| {
+            json!({"dedupe_key": d(id), "commands": [
+                {"incr-by": [views, 1]},
+                {"zincr-by": [board, title, 1]},
+            ]})
+        };
+        let entries = json!([
+            entry("ev-1", "sintel"),
+            entry("ev-2", "bunny"),
+            // Refused alone: its second command would fail, so its first did not run.
+            {"dedupe_key": d("ev-bad"), "commands": [
+                {"incr-by": [views, 100]}, {"incr-by": [text, 1]}]},
+            entry("ev-3", "sintel"),
+            // Refused alone before Redis: a foreign key.
+            {"dedupe_key": d("ev-foreign"), "commands": [
+                {"incr-by": [views, 1000]}, {"incr-by": [f.k("c:x"), 1]}]},
+            // The same dedupe key twice in one call applies once.
+            entry("ev-1", "sintel"),
+        ]);
+        f.run(json!({"steps": [
+            {"call": "kv.apply-once-many", "ttl_ms": 600_000, "entries": entries,
+             "expect": {"ok": [{"ok": true}, {"ok": true}, {"err": "invalid"}, {"ok": true},
+                               {"err": "denied"}, {"ok": false}]}},
+            // The replay of the whole list applies nothing twice; the refused entries are
+            // refused again, having left no dedupe key behind.
+            {"call": "kv.apply-once-many", "ttl_ms": 600_000, "entries": entries,
+             "expect": {"ok": [{"ok": false}, {"ok": false}, {"err": "invalid"}, {"ok": false},
+                               {"err": "denied"}, {"ok": false}]}},
+            // The single form shares the ledger.
+            {"call": "kv.apply-once", "dedupe_key": d("ev-2"), "ttl_ms": 600_000,
+             "commands": [{"incr-by": [views, 1]}], "expect": {"ok": false}},
+            {"call": "kv.apply-once-many", "ttl_ms": 600_000, "entries": [],
+             "expect": {"ok": []}},
+            {"call": "kv.apply-once-many", "ttl_ms": 0, "entries": [entry("ev-9", "x")],
+             "expect": {"err": "invalid"}},
+        ]}))
+        .await?;
+        ensure!(
+            f.get(&views).await?.as_deref() == Some("3"),
+            "views: {:?}",
+            f.get(&views).await?
+        );
+        let b: Vec<(String, f64)> = f
+            .q(redis::cmd("ZRANGE")
+                .arg(&board)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"))
+            .await?;
+        ensure!(
+            b == [("bunny".to_string(), 1.0), ("sintel".to_string(), 2.0)],
+            "{board}: {b:?}"
+        );
+        ensure!(f.get(&text).await?.as_deref() == Some("not a number"));
+        ensure!(
+            f.keys(&f.k("c:*")).await?.is_empty(),
+            "a foreign key was written"
+        );
+        let ns = format!("{}{PLUGIN}:", keyvalue::HOST_NAMESPACE);
+        let applied = f.keys(&f.dedupe_glob()).await?;
+        ensure!(
+            applied == [d("ev-1"), d("ev-2"), d("ev-3")].map(|k| format!("{ns}{k}")),
+            "dedupe keys: {applied:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The peak resident memory of this process since the last [`reset_peak_rss`], in bytes
+/// (`None` where the kernel does not say).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the kernel's peak-RSS mark of this process; whether it could.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[tokio::test]
+async fn a_hostile_plugin_stays_inside_its_grant_and_its_limits() -> Result<()> {
+    const HOSTILE: &str = "hostile-kv";
+    const VALUE_CAP: u64 = 1 << 20;
+    const RESULT_CAP: u64 = 2 << 20;
+    const PLANTED: usize = 100 << 20;
+    let redis = Service::redis();
+    let client = redis::Client::open(redis.url.as_str())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CLIENT_TIMEOUT))
+        .set_response_timeout(Some(std::time::Duration::from_secs(60)))
+        .set_number_of_retries(1);
+    let conn = within(
+        &redis,
+        "connecting",
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await?;
+    let p = unique_name("hkv");
+    let q = async |cmd: &mut redis::Cmd| -> Result<redis::Value> {
+        let mut c = conn.clone();
+        Ok(cmd.query_async(&mut c).await?)
+    };
+    let k = |rest: &str| format!("{p}:{rest}");
+    let ledger = format!("{}victim-{p}:ev-1", keyvalue::HOST_NAMESPACE);
+
+    let body = async || -> Result<()> {
+        // What the plugin must not touch, and what it is given to read.
+        q(redis::cmd("SET").arg(k("c:victim")).arg("v")).await?;
+        q(redis::cmd("SET").arg(&ledger).arg("1")).await?;
+        q(redis::cmd("SET").arg(k("a:keep")).arg("k")).await?;
+        q(redis::cmd("SET").arg(k("a:*:literal")).arg("x")).await?;
+        q(redis::cmd("SET").arg(k("a:xx:other")).arg("y")).await?;
+        q(redis::cmd("HSET")
+            .arg(k("a:bighash"))
+            .arg("big")
+            .arg(vec![b'h'; 3 << 20]))
+        .await?;
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(k("a:bigzset"));
+        for i in 0..20_000 {
+            zadd.arg(i).arg(format!("m{i}"));
+        }
+        q(&mut zadd).await?;
+        {
+            let planted = vec![b'v'; PLANTED];
+            q(redis::cmd("SET").arg(k("a:big")).arg(&planted)).await?;
+        }
+
+        let rt = runtime();
+        let mut spec = PluginSpec::new(HOSTILE, test_plugin(HOSTILE));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.keyvalue = Some(keyvalue::Grant {
+            prefixes: vec![k("a:")],
+        });
+        spec.limits.host_call_timeout_ms = 20_000;
+        spec.limits.call_timeout_ms = 120_000;
+        spec.limits.max_value_bytes = VALUE_CAP;
+        spec.limits.max_result_bytes = RESULT_CAP;
+        let plugin = rt
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{redis}: loading {HOSTILE}: {e}"))?;
+        let data = json!({
+            "p": p, "ledger": ledger, "value_cap": VALUE_CAP,
+            "planted": {"value": k("a:big"), "hash": k("a:bighash"), "zset": k("a:bigzset")},
+        });
+        let measured = reset_peak_rss();
+        let before = peak_rss();
+        harness::run_script(&plugin, &data).await?;
+        let after = peak_rss();
+
+        // Independently: nothing outside the grant changed.
+        let mut c = conn.clone();
+        let foreign: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{p}:c:*"))
+            .query_async(&mut c)
+            .await?;
+        ensure!(foreign == [k("c:victim")], "foreign keys: {foreign:?}");
+        let victim: Option<String> = redis::cmd("GET")
+            .arg(k("c:victim"))
+            .query_async(&mut c)
+            .await?;
+        ensure!(victim.as_deref() == Some("v"), "the victim key: {victim:?}");
+        let l: Option<String> = redis::cmd("GET").arg(&ledger).query_async(&mut c).await?;
+        let lttl: i64 = redis::cmd("PTTL").arg(&ledger).query_async(&mut c).await?;
+        ensure!(
+            l.as_deref() == Some("1") && lttl == -1,
+            "the foreign ledger: {l:?} {lttl}"
+        );
+        let keep: Option<String> = redis::cmd("GET")
+            .arg(k("a:keep"))
+            .query_async(&mut c)
+            .await?;
+        ensure!(keep.as_deref() == Some("k"), "a refused del touched a:keep");
+        for absent in ["a:first", "a:many2", "a:piped", "a:huge", "a:long", "a:x"] {
+            let e: bool = redis::cmd("EXISTS")
+                .arg(k(absent))
+                .query_async(&mut c)
+                .await?;
+            ensure!(!e, "{absent} was written by a refused call");
+        }
+        for present in ["a:many", "a:climb"] {
+            let e: bool = redis::cmd("EXISTS")
+                .arg(k(present))
+                .query_async(&mut c)
+                .await?;
+            ensure!(e, "{present}: an allowed write is missing");
+        }
+        // The plugin's dedupe keys stay in its own ledger, whatever it names them.
+        let ns = format!("{}{HOSTILE}:", keyvalue::HOST_NAMESPACE);
+        let mut own: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{ns}*{p}*"))
+            .query_async(&mut c)
+            .await?;
+        own.sort();
+        ensure!(
+            own == [
+                format!("{ns}../victim-{p}:ev-1"),
+                format!("{ns}{p}:many-ok")
+            ],
+            "dedupe keys: {own:?}"
+        );
+        let host: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*{p}*", keyvalue::HOST_NAMESPACE))
+            .query_async(&mut c)
+            .await?;
+        ensure!(host.len() == 3, "the host namespace holds {host:?}");
+        // The 100 MB value was refused in Redis: the host never held it.
+        if let (true, Some(b), Some(a)) = (measured, before, after) {
+            let grew = a.saturating_sub(b);
+            eprintln!("peak RSS during the hostile run: +{} MiB", grew >> 20);
+            ensure!(
+                grew < (PLANTED as u64) / 2,
+                "peak RSS grew by {grew} bytes while reading a {PLANTED}-byte value"
+            );
+        }
+        Ok(())
+    };
+    let result = body().await;
+    // Clean up whatever happened.
+    let mut c = conn.clone();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}:*"))
+        .query_async(&mut c)
+        .await?;
+    let dedupe: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*{p}*", keyvalue::HOST_NAMESPACE))
+        .query_async(&mut c)
+        .await?;
+    keys.extend(dedupe);
+    if !keys.is_empty() {
+        let _: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
+    }
+    result
+}

@@ -2,7 +2,7 @@
 //! events, key names, the writes each event makes, the genre boards of a title, top-10
 //! diffing and the `streaming.leaderboard.changed` event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -534,6 +534,84 @@ pub fn leaderboard_changed(
     (id, ev.to_string().into_bytes())
 }
 
+/// The titles whose genres the batch must read before its `session.started` events apply:
+/// those started in the batch that no earlier `title.published`/`title.updated` with genres
+/// in the same batch stores first. Sorted, each once.
+pub fn genre_checks(actions: &[Result<Action, String>]) -> Vec<String> {
+    let mut stored: BTreeSet<&str> = BTreeSet::new();
+    let mut check: BTreeSet<String> = BTreeSet::new();
+    for a in actions.iter().flatten() {
+        match a {
+            Action::Title {
+                title_id,
+                genres: Some(_),
+                ..
+            } => {
+                stored.insert(title_id);
+            }
+            Action::Started { title_id, .. } if !stored.contains(title_id.as_str()) => {
+                check.insert(title_id.clone());
+            }
+            _ => {}
+        }
+    }
+    check.into_iter().collect()
+}
+
+/// What a batch must recompute from the stored state once its events applied, per title,
+/// with the events (their indices in the batch) that asked for it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Derived {
+    /// `leaderboard:top_rated` from `ratings:<title>`.
+    pub top_rated: BTreeMap<String, Vec<usize>>,
+    /// The title's place on the genre boards.
+    pub genre_boards: BTreeMap<String, Vec<usize>>,
+    /// Its expired viewers dropped.
+    pub prune: BTreeMap<String, Vec<usize>>,
+}
+
+impl Derived {
+    /// Notes what event `i`, `action`, asks for.
+    pub fn add(&mut self, i: usize, action: &Action) {
+        let note = |map: &mut BTreeMap<String, Vec<usize>>, title: &str| {
+            map.entry(title.to_string()).or_default().push(i);
+        };
+        match action {
+            Action::Rating { title_id, .. } => note(&mut self.top_rated, title_id),
+            Action::Started { title_id, .. } => {
+                note(&mut self.genre_boards, title_id);
+                note(&mut self.prune, title_id);
+            }
+            Action::Heartbeat { title_id, .. } => note(&mut self.prune, title_id),
+            Action::Title {
+                title_id,
+                genres: Some(_),
+                ..
+            } => note(&mut self.genre_boards, title_id),
+            _ => {}
+        }
+    }
+
+    /// Whether there is nothing to recompute.
+    pub fn is_empty(&self) -> bool {
+        self.top_rated.is_empty() && self.genre_boards.is_empty() && self.prune.is_empty()
+    }
+}
+
+/// The `leaderboard:top_rated` write of a title with ratings `fields`: `Zadd` with its
+/// average once it has enough votes, else `Zrem`.
+pub fn top_rated_cmd(
+    title: &str,
+    fields: &[(String, Vec<u8>)],
+    min_votes: i64,
+) -> Result<Cmd, String> {
+    let (sum, count) = parse_ratings(fields)?;
+    Ok(match top_rated_score(sum, count, min_votes) {
+        Some(score) => Cmd::Zadd(BOARD_TOP_RATED.into(), title.into(), score),
+        None => Cmd::Zrem(BOARD_TOP_RATED.into(), title.into()),
+    })
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -796,6 +874,84 @@ mod tests {
         assert!(!top_changed(Some(&stored), &rescored));
         assert!(top_changed(Some(&stored), &top(&["b", "a"])));
         assert!(top_changed(Some(&stored), &top(&["a", "b", "c"])));
+    }
+
+    fn started(title: &str) -> Result<Action, String> {
+        parse(
+            "streaming.session.started",
+            format!(
+                r#"{{"session_id":"s-{title}","user_id":"u","title_id":"{title}","device":"tv"}}"#
+            )
+            .as_bytes(),
+            Some(T0),
+        )
+    }
+
+    fn published(title: &str) -> Result<Action, String> {
+        parse(
+            "streaming.title.published",
+            format!(r#"{{"title_id":"{title}","genres":["drama"]}}"#).as_bytes(),
+            Some(T0),
+        )
+    }
+
+    #[test]
+    fn a_batch_reads_the_genres_of_titles_it_does_not_publish_first() {
+        let actions = vec![
+            started("t-1"),
+            published("t-2"),
+            started("t-2"),
+            started("t-3"),
+            started("t-1"),
+            Err("bad".into()),
+            published("t-3"),
+        ];
+        // t-2 is published before its start; t-3 only after; t-1 never.
+        assert_eq!(
+            genre_checks(&actions),
+            vec!["t-1".to_string(), "t-3".into()]
+        );
+        assert!(genre_checks(&[]).is_empty());
+    }
+
+    #[test]
+    fn derived_work_is_grouped_per_title_with_its_events() {
+        let rating = parse(
+            "streaming.rating.submitted",
+            br#"{"title_id":"t-1","stars":4}"#,
+            Some(T0),
+        )
+        .unwrap();
+        let mut d = Derived::default();
+        assert!(d.is_empty());
+        d.add(0, &rating);
+        d.add(1, &started("t-2").unwrap());
+        d.add(2, &rating);
+        d.add(3, &published("t-2").unwrap());
+        d.add(4, &Action::Ignore);
+        assert_eq!(d.top_rated.get("t-1"), Some(&vec![0, 2]));
+        assert_eq!(d.genre_boards.get("t-2"), Some(&vec![1, 3]));
+        assert_eq!(d.prune.get("t-2"), Some(&vec![1]));
+        assert_eq!(d.prune.len(), 1);
+    }
+
+    #[test]
+    fn top_rated_follows_the_stored_ratings() {
+        let fields = |s: &str, c: &str| {
+            vec![
+                ("sum".to_string(), s.as_bytes().to_vec()),
+                ("count".to_string(), c.as_bytes().to_vec()),
+            ]
+        };
+        assert_eq!(
+            top_rated_cmd("t", &fields("9", "3"), 3),
+            Ok(Cmd::Zadd(BOARD_TOP_RATED.into(), "t".into(), 3.0))
+        );
+        assert_eq!(
+            top_rated_cmd("t", &fields("9", "2"), 3),
+            Ok(Cmd::Zrem(BOARD_TOP_RATED.into(), "t".into()))
+        );
+        assert!(top_rated_cmd("t", &fields("x", "2"), 3).is_err());
     }
 
     #[test]

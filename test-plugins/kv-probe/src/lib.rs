@@ -345,7 +345,183 @@ fn run_step(buckets: &mut Buckets, step: &Value) -> Result<Actual, String> {
                 |ran| json!(ran),
             )
         }
+        "kv.apply-once-many" => {
+            let entries = step["entries"]
+                .as_array()
+                .ok_or("`entries` must be an array")?
+                .iter()
+                .map(|e| {
+                    Ok(kv::ApplyEntry {
+                        dedupe_key: e["dedupe_key"]
+                            .as_str()
+                            .ok_or("an entry needs a `dedupe_key`")?
+                            .to_string(),
+                        commands: e["commands"]
+                            .as_array()
+                            .ok_or("an entry needs `commands`")?
+                            .iter()
+                            .map(command)
+                            .collect::<Result<Vec<_>, _>>()?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            outcome(kv::apply_once_many(u("ttl_ms")?, &entries), |answers| {
+                Value::Array(
+                    answers
+                        .into_iter()
+                        .map(|a| match a {
+                            Ok(ran) => json!({ "ok": ran }),
+                            Err(e) => json!({ "err": kind_name(e.kind) }),
+                        })
+                        .collect(),
+                )
+            })
+        }
+        "kv.pipeline" => {
+            let ops = step["ops"]
+                .as_array()
+                .ok_or("`ops` must be an array")?
+                .iter()
+                .map(op)
+                .collect::<Result<Vec<_>, _>>()?;
+            outcome(kv::pipeline(&ops), |replies| {
+                Value::Array(
+                    replies
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(reply) => json!({ "ok": reply_json(reply) }),
+                            Err(e) => json!({ "err": kind_name(e.kind) }),
+                        })
+                        .collect(),
+                )
+            })
+        }
         other => return Err(format!("unknown call `{other}`")),
+    })
+}
+
+/// A pipeline reply as JSON: `"done"`, `null` (absent), a number, text, `[[f, v], …]`
+/// (sorted) or `[[member, score], …]`.
+fn reply_json(reply: kv::Reply) -> Value {
+    match reply {
+        kv::Reply::Done => json!("done"),
+        kv::Reply::Absent => Value::Null,
+        kv::Reply::Integer(n) => json!(n),
+        kv::Reply::Number(x) => score_json(x),
+        kv::Reply::Bytes(b) => text(&b),
+        kv::Reply::Fields(mut f) => {
+            f.sort();
+            Value::Array(f.iter().map(|(f, v)| json!([f, text(v)])).collect())
+        }
+        kv::Reply::Members(m) => scored_json(m),
+    }
+}
+
+/// One pipeline op: `{"get": "k"}`, `{"incr-by": ["k", 1]}`, `{"zadd": ["k", [["m", 1]]]}`,
+/// `{"set": {"key": …, "value": …, "ttl_ms": …}}`, ….
+fn op(c: &Value) -> Result<kv::Op, String> {
+    let (name, args) = c
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or(format!("an op must be {{name: args}}: {c}"))?;
+    let st = |i: usize| {
+        args[i]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{name}: argument {i} must be a string"))
+    };
+    let key = || {
+        args.as_str()
+            .map(str::to_string)
+            .ok_or(format!("{name}: a key"))
+    };
+    let int = |i: usize| {
+        args[i]
+            .as_i64()
+            .ok_or(format!("{name}: argument {i} must be an i64"))
+    };
+    let num = |i: usize| score(&args[i]).ok_or(format!("{name}: argument {i} must be a number"));
+    let flag = |i: usize| args[i].as_bool().unwrap_or(false);
+    let strings = |i: usize| -> Result<Vec<String>, String> {
+        args[i]
+            .as_array()
+            .ok_or(format!("{name}: argument {i} must be an array"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or(format!("{name}: strings"))
+            })
+            .collect()
+    };
+    Ok(match name.as_str() {
+        "get" => kv::Op::Get(key()?),
+        "set" => kv::Op::Set(kv::SetCommand {
+            key: args["key"].as_str().ok_or("set: `key`")?.to_string(),
+            value: args["value"]
+                .as_str()
+                .ok_or("set: `value`")?
+                .as_bytes()
+                .to_vec(),
+            ttl_ms: args["ttl_ms"].as_u64(),
+        }),
+        "del" => kv::Op::Del(key()?),
+        "expire" => kv::Op::Expire((
+            st(0)?,
+            args[1].as_u64().ok_or("expire: argument 1 must be a u64")?,
+        )),
+        "ttl" => kv::Op::Ttl(key()?),
+        "incr-by" => kv::Op::IncrBy((st(0)?, int(1)?)),
+        "hset" => kv::Op::Hset((
+            st(0)?,
+            args[1]
+                .as_array()
+                .ok_or("hset: [[field, value], …]")?
+                .iter()
+                .map(|p| match (p[0].as_str(), p[1].as_str()) {
+                    (Some(f), Some(v)) => Ok((f.to_string(), v.as_bytes().to_vec())),
+                    _ => Err("hset: [[field, value], …]".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+        "hget" => kv::Op::Hget((st(0)?, st(1)?)),
+        "hgetall" => kv::Op::Hgetall(key()?),
+        "hdel" => kv::Op::Hdel((st(0)?, strings(1)?)),
+        "hincr-by" => kv::Op::HincrBy((st(0)?, st(1)?, int(2)?)),
+        "zadd" => kv::Op::Zadd((
+            st(0)?,
+            args[1]
+                .as_array()
+                .ok_or("zadd: [[member, score], …]")?
+                .iter()
+                .map(|m| match (m[0].as_str(), score(&m[1])) {
+                    (Some(member), Some(score)) => Ok(kv::Scored {
+                        member: member.to_string(),
+                        score,
+                    }),
+                    _ => Err("zadd: [[member, score], …]".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        )),
+        "zincr-by" => kv::Op::ZincrBy((st(0)?, st(1)?, num(2)?)),
+        "zrange-by-rank" => kv::Op::ZrangeByRank(kv::RankRange {
+            key: st(0)?,
+            start: int(1)?,
+            stop: int(2)?,
+            reverse: flag(3),
+        }),
+        "zrange-by-score" => kv::Op::ZrangeByScore(kv::ScoreRange {
+            key: st(0)?,
+            min: num(1)?,
+            max: num(2)?,
+            reverse: flag(3),
+            limit: args[4].as_u64().and_then(|n| u32::try_from(n).ok()),
+        }),
+        "zrank" => kv::Op::Zrank((st(0)?, st(1)?, flag(2))),
+        "zscore" => kv::Op::Zscore((st(0)?, st(1)?)),
+        "zrem" => kv::Op::Zrem((st(0)?, strings(1)?)),
+        "zcard" => kv::Op::Zcard(key()?),
+        other => return Err(format!("unknown op `{other}`")),
     })
 }
 

@@ -1,12 +1,15 @@
 //! `kv.apply-once`: a list of writes applied atomically, at most once per dedupe key.
 //!
 //! One Lua script (`apply_once.lua`, sent as `EVALSHA`, falling back to `EVAL` once per
-//! server) does `SET <dedupe> 1 NX PX <ttl>` and, only if that set the key, applies every
-//! command. Redis runs a script without interleaving anything, but has no rollback, so the
+//! server) does, per entry, `SET <dedupe> 1 NX PX <ttl>` and, only if that set the key,
+//! applies every command of the entry. `apply-once` is one entry; `apply-once-many` is many
+//! in one round trip. Redis runs a script without interleaving anything, but has no rollback, so the
 //! script first simulates the commands against the keys' types and integer values and
 //! refuses the whole list (releasing the dedupe key) when one would fail; what the simulation
 //! cannot see (the arguments) the host checks before sending: every key inside the grant,
-//! TTLs in range, scores and deltas numbers.
+//! TTLs in range, scores and deltas numbers, values, fields and members within
+//! `limits.max_value_bytes`. The commands are a closed list (the WIT's `command`), each
+//! naming exactly one key, so no argument can name another key.
 //!
 //! Dedupe keys are `polyhost:applied:<plugin>:<dedupe-key>`: in the host's namespace, which
 //! no grant reaches, and per plugin, so two plugins handling the same event each apply once.
@@ -15,8 +18,10 @@ use std::sync::LazyLock;
 
 use redis::{Script, Value};
 
-use super::{Client, HOST_NAMESPACE, check_ttl, map_error};
-use crate::bindings::polyhost::platform::kv::Command;
+use super::ops::{MAX_ITEMS, MAX_OPS, shown};
+use super::{Client, HOST_NAMESPACE, MAX_KEY_BYTES, check_ttl, map_error};
+use crate::bindings::polyhost::platform::kv::{ApplyEntry, Command};
+use crate::budget::check_value;
 use crate::error::HostError;
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("apply_once.lua")));
@@ -36,6 +41,10 @@ pub struct Encoded {
 
 /// A command for people: `incr-by \`k\``.
 fn describe(cmd: &Command) -> String {
+    describe_raw(cmd).escape_debug().to_string()
+}
+
+fn describe_raw(cmd: &Command) -> String {
     match cmd {
         Command::Set(s) => format!("set `{}`", s.key),
         Command::Del(k) => format!("del `{k}`"),
@@ -53,10 +62,23 @@ fn describe(cmd: &Command) -> String {
 /// `cmd` for the script, after the checks the script cannot make: the key inside
 /// `prefixes`, TTLs in range, scores numbers and increments finite (an infinite increment
 /// could meet the opposite infinity and fail with NaN half-way).
-pub fn encode(prefixes: &[String], cmd: &Command) -> Result<Encoded, HostError> {
-    let num = |x: f64| x.to_string().into_bytes();
+pub fn encode(prefixes: &[String], cmd: &Command, max_value: usize) -> Result<Encoded, HostError> {
+    let num = |x: f64| super::ops::score_arg(x).into_bytes();
     let int = |x: i64| x.to_string().into_bytes();
     let what = || format!("apply-once: {}", describe(cmd));
+    let sized = |bytes: &[u8]| check_value(bytes.len(), max_value, &what());
+    match cmd {
+        Command::Set(s) => sized(&s.value)?,
+        Command::Hset((_, f, v)) => {
+            sized(f.as_bytes())?;
+            sized(v)?;
+        }
+        Command::HincrBy((_, f, _)) | Command::Hdel((_, f)) => sized(f.as_bytes())?,
+        Command::Zadd((_, m, _)) | Command::ZincrBy((_, m, _)) | Command::Zrem((_, m)) => {
+            sized(m.as_bytes())?
+        }
+        Command::Del(_) | Command::IncrBy(_) | Command::Expire(_) => {}
+    }
     let (key, op, args) = match cmd {
         Command::Set(s) => match s.ttl_ms {
             None => (&s.key, "set", vec![s.value.clone()]),
@@ -148,11 +170,22 @@ impl Client {
         dedupe: &str,
         ttl_ms: u64,
         commands: &[Command],
+        max_value: usize,
     ) -> Result<Prepared, HostError> {
-        check_ttl(&format!("apply-once `{dedupe}`: the dedupe TTL"), ttl_ms, 1)?;
+        check_ttl(
+            &format!("apply-once `{}`: the dedupe TTL", shown(dedupe)),
+            ttl_ms,
+            1,
+        )?;
+        if dedupe.len() > MAX_KEY_BYTES {
+            return Err(HostError::Invalid(format!(
+                "apply-once: a dedupe key of {} bytes is above the host bound of {MAX_KEY_BYTES}",
+                dedupe.len()
+            )));
+        }
         let encoded = commands
             .iter()
-            .map(|c| encode(&self.prefixes, c))
+            .map(|c| encode(&self.prefixes, c, max_value))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Prepared {
             ttl_ms,
@@ -167,15 +200,71 @@ impl Client {
         dedupe: &str,
         prepared: Prepared,
     ) -> Result<bool, HostError> {
-        let what = format!("apply-once `{dedupe}`");
+        let mut answers = self.run_entries(&[(dedupe, &prepared)]).await?;
+        answers
+            .pop()
+            .unwrap_or_else(|| Err(HostError::Other("apply-once: no answer".into())))
+    }
+
+    /// Runs the entries of an `apply-once-many` whose checks passed (`prepared[i]` is entry
+    /// `i`'s, or why it was refused), in one round trip: one answer per entry.
+    pub(super) async fn apply_once_many(
+        &self,
+        entries: &[ApplyEntry],
+        prepared: Vec<Result<Prepared, HostError>>,
+    ) -> Result<Vec<Result<bool, HostError>>, HostError> {
+        let commands: usize = entries.iter().map(|e| e.commands.len()).sum();
+        if entries.len() > MAX_OPS || commands > MAX_ITEMS {
+            return Err(HostError::Invalid(format!(
+                "apply-once-many: {} entries, {commands} commands exceed the host bound of \
+                 {MAX_OPS} entries, {MAX_ITEMS} commands per call; send several",
+                entries.len()
+            )));
+        }
+        let sendable: Vec<(&str, &Prepared)> = entries
+            .iter()
+            .zip(&prepared)
+            .filter_map(|(e, p)| p.as_ref().ok().map(|p| (e.dedupe_key.as_str(), p)))
+            .collect();
+        let mut answers = if sendable.is_empty() {
+            Vec::new()
+        } else {
+            self.run_entries(&sendable).await?
+        }
+        .into_iter();
+        Ok(prepared
+            .into_iter()
+            .map(|p| match p {
+                Ok(_) => answers.next().unwrap_or_else(|| {
+                    Err(HostError::Other(
+                        "apply-once-many: an answer is missing".into(),
+                    ))
+                }),
+                Err(refused) => Err(refused),
+            })
+            .collect())
+    }
+
+    /// One script call for `entries`: one answer per entry.
+    async fn run_entries(
+        &self,
+        entries: &[(&str, &Prepared)],
+    ) -> Result<Vec<Result<bool, HostError>>, HostError> {
+        let what = match entries {
+            [(dedupe, _)] => format!("apply-once `{}`", shown(dedupe)),
+            _ => format!("apply-once-many ({} entries)", entries.len()),
+        };
+        let ttl = entries.first().map_or(1, |(_, p)| p.ttl_ms);
         let mut invocation = SCRIPT.prepare_invoke();
-        invocation
-            .key(dedupe_key(&self.plugin, dedupe))
-            .arg(prepared.ttl_ms);
-        for c in &prepared.commands {
-            invocation.key(&c.key).arg(c.op);
-            for a in &c.args {
-                invocation.arg(a.as_slice());
+        invocation.arg(ttl).arg(entries.len());
+        for (dedupe, prepared) in entries {
+            invocation.key(dedupe_key(&self.plugin, dedupe));
+            invocation.arg(prepared.commands.len());
+            for c in &prepared.commands {
+                invocation.key(&c.key).arg(c.op);
+                for a in &c.args {
+                    invocation.arg(a.as_slice());
+                }
             }
         }
         let _permit = self.permit().await?;
@@ -184,17 +273,31 @@ impl Client {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| map_error(&what, e))?;
-        match answer(&reply) {
-            Some(Answer::Applied) => Ok(true),
-            Some(Answer::Replay) => Ok(false),
-            Some(Answer::Refused { index, reason }) => Err(HostError::Invalid(format!(
-                "{what}: command {index} ({}): {reason}; nothing was applied",
-                prepared.described.get(index).map_or("?", String::as_str)
-            ))),
-            None => Err(HostError::Other(format!(
+        let unexpected = || {
+            HostError::Other(format!(
                 "{what}: unexpected reply from the script: {reply:?}"
-            ))),
+            ))
+        };
+        let Value::Array(items) = &reply else {
+            return Err(unexpected());
+        };
+        if items.len() != entries.len() {
+            return Err(unexpected());
         }
+        items
+            .iter()
+            .zip(entries)
+            .map(|(item, (dedupe, prepared))| match answer(item) {
+                Some(Answer::Applied) => Ok(Ok(true)),
+                Some(Answer::Replay) => Ok(Ok(false)),
+                Some(Answer::Refused { index, reason }) => Ok(Err(HostError::Invalid(format!(
+                    "apply-once `{}`: command {index} ({}): {reason}; nothing was applied",
+                    shown(dedupe),
+                    prepared.described.get(index).map_or("?", String::as_str)
+                )))),
+                None => Err(unexpected()),
+            })
+            .collect()
     }
 }
 
@@ -205,6 +308,28 @@ mod tests {
 
     fn grant() -> Vec<String> {
         vec!["c:".to_string()]
+    }
+
+    /// `encode` with a value cap of 16 bytes.
+    fn encode_(g: &[String], cmd: &Command) -> Result<Encoded, HostError> {
+        encode(g, cmd, 16)
+    }
+
+    #[test]
+    fn values_fields_and_members_are_bounded() {
+        let g = grant();
+        let big = Command::Set(SetCommand {
+            key: "c:a".into(),
+            value: vec![0; 17],
+            ttl_ms: None,
+        });
+        let e = encode_(&g, &big).unwrap_err().to_string();
+        assert!(e.contains("limits.max_value_bytes (16 bytes)"), "{e}");
+        let field = Command::Hset(("c:h".into(), "f".repeat(17), vec![]));
+        assert!(matches!(encode_(&g, &field), Err(HostError::Invalid(_))));
+        let member = Command::Zadd(("c:z".into(), "m".repeat(17), 1.0));
+        assert!(matches!(encode_(&g, &member), Err(HostError::Invalid(_))));
+        assert!(encode_(&g, &Command::Zrem(("c:z".into(), "m".repeat(16)))).is_ok());
     }
 
     #[test]
@@ -222,7 +347,7 @@ mod tests {
     #[test]
     fn commands_encode_to_ops_and_arguments() {
         let g = grant();
-        let e = encode(
+        let e = encode_(
             &g,
             &Command::Set(SetCommand {
                 key: "c:a".into(),
@@ -239,31 +364,31 @@ mod tests {
                 args: vec![b"v".to_vec(), b"500".to_vec()]
             }
         );
-        let e = encode(&g, &Command::IncrBy(("c:n".into(), -3))).unwrap();
+        let e = encode_(&g, &Command::IncrBy(("c:n".into(), -3))).unwrap();
         assert_eq!((e.op, e.args), ("incrby", vec![b"-3".to_vec()]));
-        let e = encode(&g, &Command::Zadd(("c:z".into(), "m".into(), 2.5))).unwrap();
+        let e = encode_(&g, &Command::Zadd(("c:z".into(), "m".into(), 2.5))).unwrap();
         assert_eq!(
             (e.op, e.args),
             ("zadd", vec![b"2.5".to_vec(), b"m".to_vec()])
         );
-        let e = encode(
+        let e = encode_(
             &g,
             &Command::Zadd(("c:z".into(), "m".into(), f64::INFINITY)),
         )
         .unwrap();
-        assert_eq!(e.args[0], b"inf".to_vec());
-        let e = encode(&g, &Command::Del("c:x".into())).unwrap();
+        assert_eq!(e.args[0], b"+inf".to_vec());
+        let e = encode_(&g, &Command::Del("c:x".into())).unwrap();
         assert_eq!((e.op, e.args.len()), ("del", 0));
     }
 
     #[test]
     fn keys_outside_the_grant_are_denied() {
-        let err = encode(&grant(), &Command::HincrBy(("d:h".into(), "f".into(), 1))).unwrap_err();
+        let err = encode_(&grant(), &Command::HincrBy(("d:h".into(), "f".into(), 1))).unwrap_err();
         assert!(
             matches!(&err, HostError::Denied(m) if m.contains("hincr-by `d:h`")),
             "{err:?}"
         );
-        let err = encode(&grant(), &Command::Del("polyhost:applied:p:e".into())).unwrap_err();
+        let err = encode_(&grant(), &Command::Del("polyhost:applied:p:e".into())).unwrap_err();
         assert!(matches!(err, HostError::Denied(_)));
     }
 
@@ -275,14 +400,14 @@ mod tests {
             value: vec![],
             ttl_ms: Some(0),
         });
-        assert!(matches!(encode(&g, &set0), Err(HostError::Invalid(_))));
+        assert!(matches!(encode_(&g, &set0), Err(HostError::Invalid(_))));
         let far = Command::Expire(("c:a".into(), u64::MAX));
-        assert!(matches!(encode(&g, &far), Err(HostError::Invalid(_))));
-        assert!(encode(&g, &Command::Expire(("c:a".into(), 0))).is_ok());
+        assert!(matches!(encode_(&g, &far), Err(HostError::Invalid(_))));
+        assert!(encode_(&g, &Command::Expire(("c:a".into(), 0))).is_ok());
         let nan = Command::Zadd(("c:z".into(), "m".into(), f64::NAN));
-        assert!(matches!(encode(&g, &nan), Err(HostError::Invalid(_))));
+        assert!(matches!(encode_(&g, &nan), Err(HostError::Invalid(_))));
         let inf = Command::ZincrBy(("c:z".into(), "m".into(), f64::NEG_INFINITY));
-        assert!(matches!(encode(&g, &inf), Err(HostError::Invalid(_))));
+        assert!(matches!(encode_(&g, &inf), Err(HostError::Invalid(_))));
     }
 
     #[test]

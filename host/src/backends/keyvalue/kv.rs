@@ -6,29 +6,34 @@
 //! WIT; one written by another client that is not UTF-8 is read lossily rather than making
 //! the whole hash or set unreadable.
 
+use super::ops::{self, ScriptOp, check_number, shown};
 use super::{HostError, check_ttl, client};
-use crate::bindings::polyhost::platform::kv::{Command, Host, Scored};
+use crate::bindings::polyhost::platform::kv::{ApplyEntry, Command, Host, Op, Reply, Scored};
+use crate::bindings::polyhost::platform::types::Error as WitError;
+use crate::budget::check_value;
 use crate::error::with_timeout;
 use crate::state::HostState;
 
-/// A score or delta, if it is a number; else `invalid`.
-fn check_number(what: &str, x: f64) -> Result<(), HostError> {
-    if x.is_nan() {
-        Err(HostError::Invalid(format!("{what}: NaN is not a score")))
-    } else {
-        Ok(())
+/// A reply of the shape `shape` promised, or the host bug it is not.
+fn unexpected(what: &str, reply: &Reply) -> HostError {
+    HostError::Other(format!("{what}: unexpected reply {reply:?}"))
+}
+
+/// `get`/`hget`: bytes or nothing.
+fn opt_bytes(what: &str, reply: Reply) -> Result<Option<Vec<u8>>, HostError> {
+    match reply {
+        Reply::Bytes(b) => Ok(Some(b)),
+        Reply::Absent => Ok(None),
+        other => Err(unexpected(what, &other)),
     }
 }
 
-/// Sorted-set members with scores, from a `WITHSCORES` reply.
-fn scored(reply: Vec<(Vec<u8>, f64)>) -> Vec<Scored> {
-    reply
-        .into_iter()
-        .map(|(member, score)| Scored {
-            member: String::from_utf8_lossy(&member).into_owned(),
-            score,
-        })
-        .collect()
+/// A range: its members.
+fn members(what: &str, reply: Reply) -> Result<Vec<Scored>, HostError> {
+    match reply {
+        Reply::Members(m) => Ok(m),
+        other => Err(unexpected(what, &other)),
+    }
 }
 
 impl Host for HostState {
@@ -36,7 +41,12 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        check_ttl(&format!("set-ex `{key}`"), ttl_ms, 1)?;
+        check_ttl(&format!("set-ex `{}`", shown(&key)), ttl_ms, 1)?;
+        check_value(
+            value.len(),
+            env.max_value_bytes,
+            &format!("set-ex `{}`", shown(&key)),
+        )?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(&value).arg("PX").arg(ttl_ms);
         with_timeout(env.host_call_timeout, "kv.set-ex", async move {
@@ -49,10 +59,11 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(&key);
+        let op = ScriptOp::get(&key);
+        let what = op.what.clone();
+        let cap = env.max_result_bytes;
         with_timeout(env.host_call_timeout, "kv.get", async move {
-            c.query(&format!("get `{key}`"), &cmd).await
+            opt_bytes(&what, c.run_one(op, cap).await?)
         })
         .await
     }
@@ -119,9 +130,12 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
+        let what = format!("hset `{}`", shown(&key));
         let mut cmd = redis::cmd("HSET");
         cmd.arg(&key);
         for (f, v) in &fields {
+            check_value(f.len(), env.max_value_bytes, &what)?;
+            check_value(v.len(), env.max_value_bytes, &what)?;
             cmd.arg(f).arg(v);
         }
         with_timeout(env.host_call_timeout, "kv.hset", async move {
@@ -137,10 +151,11 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(&key).arg(&field);
+        let op = ScriptOp::hget(&key, &field);
+        let what = op.what.clone();
+        let cap = env.max_result_bytes;
         with_timeout(env.host_call_timeout, "kv.hget", async move {
-            c.query(&format!("hget `{key}`"), &cmd).await
+            opt_bytes(&what, c.run_one(op, cap).await?)
         })
         .await
     }
@@ -149,14 +164,14 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(&key);
+        let op = ScriptOp::hgetall(&key);
+        let what = op.what.clone();
+        let cap = env.max_result_bytes;
         with_timeout(env.host_call_timeout, "kv.hgetall", async move {
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> = c.query(&format!("hgetall `{key}`"), &cmd).await?;
-            Ok(pairs
-                .into_iter()
-                .map(|(f, v)| (String::from_utf8_lossy(&f).into_owned(), v))
-                .collect())
+            match c.run_one(op, cap).await? {
+                Reply::Fields(f) => Ok(f),
+                other => Err(unexpected(&what, &other)),
+            }
         })
         .await
     }
@@ -192,11 +207,13 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
+        let what = format!("zadd `{}`", shown(&key));
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(&key);
         for m in &members {
-            check_number(&format!("zadd `{key}` `{}`", m.member), m.score)?;
-            cmd.arg(m.score).arg(&m.member);
+            check_number(&what, m.score)?;
+            check_value(m.member.len(), env.max_value_bytes, &what)?;
+            cmd.arg(ops::score_arg(m.score)).arg(&m.member);
         }
         with_timeout(env.host_call_timeout, "kv.zadd", async move {
             if members.is_empty() {
@@ -216,7 +233,9 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        check_number(&format!("zincr-by `{key}` `{member}`"), delta)?;
+        let what = format!("zincr-by `{}`", shown(&key));
+        check_number(&what, delta)?;
+        check_value(member.len(), env.max_value_bytes, &what)?;
         let mut cmd = redis::cmd("ZINCRBY");
         cmd.arg(&key).arg(delta).arg(&member);
         with_timeout(env.host_call_timeout, "kv.zincr-by", async move {
@@ -235,15 +254,11 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(&key).arg(start).arg(stop);
-        if reverse {
-            cmd.arg("REV");
-        }
-        cmd.arg("WITHSCORES");
+        let op = ScriptOp::zrange_by_rank(&key, start, stop, reverse);
+        let what = op.what.clone();
+        let cap = env.max_result_bytes;
         with_timeout(env.host_call_timeout, "kv.zrange-by-rank", async move {
-            let reply = c.query(&format!("zrange-by-rank `{key}`"), &cmd).await?;
-            Ok(scored(reply))
+            members(&what, c.run_one(op, cap).await?)
         })
         .await
     }
@@ -259,27 +274,14 @@ impl Host for HostState {
         let env = self.env.clone();
         let c = client(&env)?;
         c.check(&key)?;
-        let what = format!("zrange-by-score `{key}`");
-        check_number(&what, min)?;
-        check_number(&what, max)?;
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(&key);
-        // With REV, Redis takes the bounds highest first.
-        if reverse {
-            cmd.arg(max).arg(min).arg("BYSCORE").arg("REV");
-        } else {
-            cmd.arg(min).arg(max).arg("BYSCORE");
-        }
-        if let Some(n) = limit {
-            cmd.arg("LIMIT").arg(0).arg(n);
-        }
-        cmd.arg("WITHSCORES");
+        let op = ScriptOp::zrange_by_score(&key, min, max, reverse, limit)?;
+        let what = op.what.clone();
+        let cap = env.max_result_bytes;
         with_timeout(env.host_call_timeout, "kv.zrange-by-score", async move {
             if limit == Some(0) {
                 return Ok(Vec::new());
             }
-            let reply = c.query(&what, &cmd).await?;
-            Ok(scored(reply))
+            members(&what, c.run_one(op, cap).await?)
         })
         .await
     }
@@ -348,11 +350,68 @@ impl Host for HostState {
     ) -> Result<bool, HostError> {
         let env = self.env.clone();
         let c = client(&env)?;
-        let script = c.prepare_apply_once(&dedupe_key, dedupe_ttl_ms, &commands)?;
+        let script =
+            c.prepare_apply_once(&dedupe_key, dedupe_ttl_ms, &commands, env.max_value_bytes)?;
         with_timeout(env.host_call_timeout, "kv.apply-once", async move {
             c.apply_once(&dedupe_key, script).await
         })
         .await
+    }
+
+    async fn apply_once_many(
+        &mut self,
+        dedupe_ttl_ms: u64,
+        entries: Vec<ApplyEntry>,
+    ) -> Result<Vec<Result<bool, WitError>>, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        check_ttl("apply-once-many: the dedupe TTL", dedupe_ttl_ms, 1)?;
+        // Each entry checked alone: one that fails its checks is answered here and not sent,
+        // the others go on.
+        let prepared: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                c.prepare_apply_once(
+                    &e.dedupe_key,
+                    dedupe_ttl_ms,
+                    &e.commands,
+                    env.max_value_bytes,
+                )
+            })
+            .collect();
+        let results = with_timeout(env.host_call_timeout, "kv.apply-once-many", async move {
+            c.apply_once_many(&entries, prepared).await
+        })
+        .await?;
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(applied) => Ok(Ok(applied)),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+            })
+            .collect()
+    }
+
+    async fn pipeline(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Reply, WitError>>, HostError> {
+        let env = self.env.clone();
+        let c = client(&env)?;
+        let encoded = ops
+            .into_iter()
+            .map(|op| ops::from_wit(&c.prefixes, env.max_value_bytes, op))
+            .collect::<Result<Vec<_>, _>>()?;
+        ops::check_pipeline(&encoded)?;
+        let cap = env.max_result_bytes;
+        let replies = with_timeout(env.host_call_timeout, "kv.pipeline", async move {
+            c.run_ops("pipeline", &encoded, cap).await
+        })
+        .await?;
+        replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(reply) => Ok(Ok(reply)),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+            })
+            .collect()
     }
 }
 
@@ -371,10 +430,12 @@ mod tests {
     }
 
     #[test]
-    fn scores_keep_their_order_and_foreign_bytes_are_read_lossily() {
-        let s = scored(vec![(b"a".to_vec(), 1.0), (vec![0xff, b'b'], 2.5)]);
-        assert_eq!(s.len(), 2);
-        assert_eq!((s[0].member.as_str(), s[0].score), ("a", 1.0));
-        assert_eq!((s[1].member.as_str(), s[1].score), ("\u{fffd}b", 2.5));
+    fn replies_of_another_shape_are_host_errors() {
+        assert!(matches!(opt_bytes("get", Reply::Absent), Ok(None)));
+        assert!(matches!(
+            opt_bytes("get", Reply::Integer(1)),
+            Err(HostError::Other(_))
+        ));
+        assert!(members("z", Reply::Members(vec![])).unwrap().is_empty());
     }
 }

@@ -12,10 +12,17 @@
 //!
 //! - [`wasi`]: the `wasi:keyvalue` buckets, and how bucket identifiers map onto keys.
 //! - [`kv`]: `polyhost:platform/kv`, beyond plain keys.
-//! - [`apply_once`]: the atomic, deduplicated batch of writes (one Lua script).
+//! - [`apply_once`]: the atomic, deduplicated batch of writes (one Lua script), for one
+//!   dedupe key or many.
+//! - [`ops`]: reads measured in Redis before they are fetched, and `kv.pipeline` (one Lua
+//!   script), so that no answer larger than `limits.max_result_bytes` reaches the host.
+//!
+//! Every value, hash field and sorted-set member a plugin writes is checked against
+//! `limits.max_value_bytes`, and every key against [`MAX_KEY_BYTES`], before it is sent.
 
 mod apply_once;
 mod kv;
+mod ops;
 mod wasi;
 
 use std::fmt;
@@ -46,6 +53,10 @@ pub struct Grant {
 /// Keys the host keeps for itself: no grant reaches them, whatever its prefixes say, so no
 /// plugin can forge or erase another's (or its own) `apply-once` records.
 pub const HOST_NAMESPACE: &str = "polyhost:applied:";
+
+/// The longest key (and dedupe key) accepted. Keys are names, not data; a bound keeps a
+/// plugin from storing megabytes in key names, where `max_value_bytes` would not see them.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Calls one plugin may have in flight on the shared connection, so that one busy plugin
 /// cannot fill the connection's pipeline for every other.
@@ -163,17 +174,27 @@ pub fn key_granted(prefixes: &[String], key: &str) -> bool {
 }
 
 /// [`key_granted`] as a call's check: `denied`, naming the key and the grant, when not.
+/// Keys are shown with control characters escaped, so that a hostile key cannot forge a log
+/// line.
 pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
+    let shown = ops::shown(key);
     if key_granted(prefixes, key) {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(HostError::Invalid(format!(
+                "key `{}…` is {} bytes, above the host bound of {MAX_KEY_BYTES}",
+                ops::shown(&key[..key.floor_char_boundary(64)]),
+                key.len()
+            )));
+        }
         return Ok(());
     }
     if key.starts_with(HOST_NAMESPACE) {
         return Err(HostError::Denied(format!(
-            "key `{key}` lies in the host's namespace `{HOST_NAMESPACE}`"
+            "key `{shown}` lies in the host's namespace `{HOST_NAMESPACE}`"
         )));
     }
     Err(HostError::Denied(format!(
-        "key `{key}` is outside the keyvalue grant (prefixes: {})",
+        "key `{shown}` is outside the keyvalue grant (prefixes: {})",
         Listed(prefixes)
     )))
 }
@@ -198,7 +219,7 @@ impl fmt::Display for Listed<'_> {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            write!(f, "`{p}`")?;
+            write!(f, "`{}`", p.escape_debug())?;
         }
         Ok(())
     }
@@ -307,6 +328,18 @@ mod tests {
         assert!(!key_granted(&g, "polyhost:applied:p:e1"));
         let denied = check_key(&g, "polyhost:applied:p:e1").unwrap_err();
         assert!(matches!(denied, HostError::Denied(m) if m.contains("host's namespace")));
+    }
+
+    #[test]
+    fn long_keys_are_invalid_and_control_characters_escaped() {
+        let g = prefixes(&["a:"]);
+        let long = format!("a:{}", "x".repeat(MAX_KEY_BYTES));
+        assert!(
+            matches!(check_key(&g, &long), Err(HostError::Invalid(m)) if m.contains("host bound"))
+        );
+        assert!(check_key(&g, &format!("a:{}", "x".repeat(MAX_KEY_BYTES - 2))).is_ok());
+        let forged = check_key(&g, "b:\nINFO forged").unwrap_err().to_string();
+        assert!(!forged.contains('\n'), "{forged}");
     }
 
     #[test]

@@ -8,15 +8,39 @@
 //!
 //! `list-keys` runs one or more `SCAN`s (the cursor is Redis's own) with a `MATCH` on the
 //! bucket's reachable prefixes, and returns only keys inside the grant, relative to the
-//! bucket. `atomics.increment` is `INCRBY`; `batch` is `MGET` / `MSET` / `DEL`, each checking
-//! every key before anything is sent.
+//! bucket. `atomics.increment` is `INCRBY`; `batch` is `MSET` / `DEL` and, for reads, the
+//! bounded reads of [`super::ops`], each checking every key before anything is sent.
+//!
+//! Bounds: `get` and `get-many` are measured in Redis before they are fetched and refused
+//! past `limits.max_result_bytes`; `set` and `set-many` refuse a value over
+//! `limits.max_value_bytes`; `list-keys` skips keys longer than [`super::MAX_KEY_BYTES`]
+//! (no call could name them) in Redis and counts its page against `max_result_bytes`.
+//! Bucket identifiers are namespaces, not paths: `open("../x")` is the keys under `../x:`,
+//! inside the grant or refused like any other.
 
+use std::sync::LazyLock;
+
+use redis::Script;
 use wasmtime::component::Resource;
 
-use super::{Client, client};
+use super::ops::ScriptOp;
+use super::{Client, MAX_KEY_BYTES, client};
+use crate::bindings::polyhost::platform::kv::Reply;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+use crate::budget::{ResultBudget, check_value};
 use crate::error::{HostError, KvError, with_timeout};
 use crate::state::HostState;
+
+/// One `SCAN` round that drops, in Redis, keys longer than `ARGV[4]` bytes: no call can name
+/// them, and a planted key of megabytes must not reach the host.
+static SCAN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3]) \
+         local keep, max = {}, tonumber(ARGV[4]) \
+         for _, k in ipairs(r[2]) do if #k <= max then keep[#keep + 1] = k end end \
+         return { r[1], keep }",
+    )
+});
 
 /// An open `wasi:keyvalue` bucket: the namespace its keys live under.
 #[derive(Debug)]
@@ -100,8 +124,16 @@ impl Client {
         Ok(full)
     }
 
-    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
-        self.query("get", redis::cmd("GET").arg(key)).await
+    async fn kv_get(&self, key: &str, cap: usize) -> Result<Option<Vec<u8>>, HostError> {
+        let op = ScriptOp::get(key);
+        let what = op.what.clone();
+        match self.run_one(op, cap).await? {
+            Reply::Bytes(b) => Ok(Some(b)),
+            Reply::Absent => Ok(None),
+            other => Err(HostError::Other(format!(
+                "{what}: unexpected reply {other:?}"
+            ))),
+        }
     }
 
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
@@ -136,11 +168,25 @@ impl Client {
         })
     }
 
-    async fn kv_get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, HostError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.query("get-many", redis::cmd("MGET").arg(keys)).await
+    /// The values of `keys`, together within `cap` bytes (measured in Redis first).
+    async fn kv_get_many(
+        &self,
+        keys: &[String],
+        cap: usize,
+    ) -> Result<Vec<Option<Vec<u8>>>, HostError> {
+        let ops: Vec<ScriptOp> = keys.iter().map(|k| ScriptOp::get(k)).collect();
+        super::ops::check_pipeline(&ops)?;
+        self.run_ops("get-many", &ops, cap)
+            .await?
+            .into_iter()
+            .map(|r| match r? {
+                Reply::Bytes(b) => Ok(Some(b)),
+                Reply::Absent => Ok(None),
+                other => Err(HostError::Other(format!(
+                    "get-many: unexpected reply {other:?}"
+                ))),
+            })
+            .collect()
     }
 
     async fn kv_set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), HostError> {
@@ -159,6 +205,7 @@ impl Client {
         &self,
         bucket: &Bucket,
         cursor: Option<u64>,
+        cap: usize,
     ) -> Result<store::KeyResponse, HostError> {
         let reach = reachable_prefixes(&self.prefixes, &bucket.namespace);
         if reach.is_empty() {
@@ -170,20 +217,27 @@ impl Client {
         let glob = scan_glob(&reach);
         let mut cursor = cursor.unwrap_or(0);
         let mut keys = Vec::new();
+        let mut budget = ResultBudget::new(cap);
         for _ in 0..SCAN_ROUNDS {
             // Raw bytes: a key another client wrote need not be UTF-8; such keys cannot be
             // named through the WIT, so they are skipped.
-            let (next, page): (u64, Vec<Vec<u8>>) = self
-                .query(
-                    "list-keys",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&glob)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT),
-                )
-                .await?;
+            let (next, page): (u64, Vec<Vec<u8>>) = {
+                let mut invocation = SCAN.prepare_invoke();
+                invocation
+                    .arg(cursor)
+                    .arg(&glob)
+                    .arg(SCAN_COUNT)
+                    .arg(MAX_KEY_BYTES);
+                let _permit = self.permit().await?;
+                let mut conn = self.conn.clone();
+                invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| super::map_error("list-keys", e))?
+            };
+            for k in &page {
+                budget.take(k.len(), "list-keys")?;
+            }
             keys.extend(page.into_iter().filter_map(|k| {
                 let k = String::from_utf8(k).ok()?;
                 let inside = reach.iter().any(|p| k.starts_with(p.as_str()))
@@ -269,7 +323,12 @@ impl store::HostBucket for HostState {
         let full = self.bucket_key(&bucket, &key)?;
         let env = self.env.clone();
         let c = client(&env)?;
-        Ok(with_timeout(env.host_call_timeout, "keyvalue.get", c.kv_get(&full)).await?)
+        Ok(with_timeout(
+            env.host_call_timeout,
+            "keyvalue.get",
+            c.kv_get(&full, env.max_result_bytes),
+        )
+        .await?)
     }
 
     async fn set(
@@ -281,6 +340,7 @@ impl store::HostBucket for HostState {
         let full = self.bucket_key(&bucket, &key)?;
         let env = self.env.clone();
         let c = client(&env)?;
+        check_value(value.len(), env.max_value_bytes, "keyvalue.set")?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.set",
@@ -319,7 +379,7 @@ impl store::HostBucket for HostState {
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.list-keys",
-            c.list_keys(b, cursor),
+            c.list_keys(b, cursor, env.max_result_bytes),
         )
         .await?)
     }
@@ -361,7 +421,7 @@ impl batch::Host for HostState {
         let values = with_timeout(
             env.host_call_timeout,
             "keyvalue.get-many",
-            c.kv_get_many(&full),
+            c.kv_get_many(&full, env.max_result_bytes),
         )
         .await?;
         if values.len() != keys.len() {
@@ -385,6 +445,9 @@ impl batch::Host for HostState {
     ) -> Result<(), KvError> {
         let keys: Vec<String> = key_values.iter().map(|(k, _)| k.clone()).collect();
         let full = self.bucket_keys(&bucket, &keys)?;
+        for (_, v) in &key_values {
+            check_value(v.len(), self.env.max_value_bytes, "keyvalue.set-many")?;
+        }
         let pairs: Vec<(String, Vec<u8>)> = full
             .into_iter()
             .zip(key_values)
