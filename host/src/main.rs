@@ -135,6 +135,16 @@ struct RuntimeArgs {
     /// Do not read or write the compiled-component cache.
     #[arg(long)]
     no_cache: bool,
+    /// The most core module instances one component may contain (a Python plugin built
+    /// with `componentize-py --stub-wasi` has about 40).
+    #[arg(long, env = "POLYHOST_MAX_CORE_INSTANCES")]
+    max_core_instances: Option<u32>,
+    /// The most linear memories one component may define.
+    #[arg(long, env = "POLYHOST_MAX_MEMORIES")]
+    max_memories: Option<u32>,
+    /// The most tables one component may define.
+    #[arg(long, env = "POLYHOST_MAX_TABLES")]
+    max_tables: Option<u32>,
 }
 
 impl RuntimeArgs {
@@ -155,6 +165,15 @@ impl RuntimeArgs {
             .map(|p| p.limits.memory_mb)
             .max()
             .unwrap_or(64);
+        if let Some(n) = self.max_core_instances {
+            c.max_core_instances_per_component = n;
+        }
+        if let Some(n) = self.max_memories {
+            c.max_memories_per_component = n;
+        }
+        if let Some(n) = self.max_tables {
+            c.max_tables_per_component = n;
+        }
         if self.no_cache {
             c.cache_dir = None;
         } else if let Some(d) = &self.cache_dir {
