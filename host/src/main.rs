@@ -1,5 +1,7 @@
 //! The `polyhost` command line.
 
+mod scaffold;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,6 +108,22 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create a plugin folder in Rust, Python or JavaScript that builds (`./build.sh`) and
+    /// passes `check` as generated, and print its manifest entry.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`).
+        name: String,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Capabilities the plugin uses: its world imports them and its manifest entry
+        /// grants them (comma-separated: messaging, sql, documents, keyvalue, search).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        grant: Vec<scaffold::Capability>,
+        /// Where to create it (default: `./<name>`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate a manifest and every plugin's imports and exports, connecting to nothing.
     ///
     /// Exits 0 when every plugin would load, or 1 with one line per problem.
@@ -211,6 +229,23 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { manifest, runtime } => check(&manifest, &runtime).await,
+        Command::New {
+            name,
+            lang,
+            grant,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let made = scaffold::new(&name, lang, &grant, &dir)?;
+            eprintln!(
+                "created {}: build it with {}/build.sh, then `polyhost check --manifest {}/polyhost.toml`",
+                made.dir.display(),
+                made.dir.display(),
+                made.dir.display()
+            );
+            print!("{}", made.manifest);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             manifest,
             settings,

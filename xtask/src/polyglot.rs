@@ -229,9 +229,24 @@ pub fn build(plugin: &Plugin, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs each plugin's own unit tests: `pytest` for Python, `node --test` for JavaScript.
+/// Whether `dir` holds a file named like a test of `lang` (`test_*.py`, `*.test.js`).
+fn has_tests(dir: &Path, lang: Lang) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            match lang {
+                Lang::Python => name.starts_with("test_") && name.ends_with(".py"),
+                Lang::JavaScript => name.ends_with(".test.js"),
+            }
+        })
+    })
+}
+
+/// Runs each plugin's own unit tests: `pytest` for Python, `node --test` for JavaScript
+/// (a plugin without tests, like the benchmark's no-op handlers, is skipped).
 pub fn test(plugins: &[Plugin]) -> Result<()> {
-    for p in plugins {
+    for p in plugins.iter().filter(|p| has_tests(&p.dir, p.lang)) {
         match p.lang {
             Lang::Python => {
                 let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
