@@ -551,6 +551,41 @@ wasm = "/abs/event_generator.wasm"
         assert_eq!(g.wasm, PathBuf::from("/abs/event_generator.wasm"));
     }
 
+    #[test]
+    fn the_instance_mode_is_per_batch_unless_reused_is_asked_for() {
+        let entry = |extra: &str| {
+            format!("[[plugin]]\nname = \"p1\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n{extra}")
+        };
+        let m = Manifest::parse(&entry(""), Path::new("/srv")).expect("valid");
+        assert_eq!(m.plugins[0].limits.instance, InstanceMode::PerBatch);
+        assert_eq!(m.plugins[0].limits.reuse_batches, 1_000);
+        let m = Manifest::parse(
+            &entry("[plugin.limits]\ninstance = \"reused\"\nreuse_batches = 50"),
+            Path::new("/srv"),
+        )
+        .expect("valid");
+        assert_eq!(m.plugins[0].limits.instance, InstanceMode::Reused);
+        assert_eq!(m.plugins[0].limits.reuse_batches, 50);
+        let bad = Manifest::parse(
+            &entry("[plugin.limits]\ninstance = \"sometimes\""),
+            Path::new("/srv"),
+        )
+        .expect_err("unknown mode")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+        assert!(bad.contains("limits.instance"), "{bad}");
+        let bad = Manifest::parse(
+            &entry("[plugin.limits]\nreuse_batches = 0"),
+            Path::new("/srv"),
+        )
+        .expect_err("out of range")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+        assert!(bad.contains("limits.reuse_batches"), "{bad}");
+    }
+
     /// Each broken manifest and the message it must give: the plugin, the key, the problem.
     #[test]
     fn broken_manifests_name_the_plugin_and_the_key() {
