@@ -1,5 +1,7 @@
 //! The `polyhost` command line.
 
+mod scaffold;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,6 +108,22 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Create a plugin folder in Rust, Python or JavaScript that builds (`./build.sh`) and
+    /// passes `check` as generated, and print its manifest entry.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`).
+        name: String,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Capabilities the plugin uses: its world imports them and its manifest entry
+        /// grants them (comma-separated: messaging, sql, documents, keyvalue, search).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        grant: Vec<scaffold::Capability>,
+        /// Where to create it (default: `./<name>`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate a manifest and every plugin's imports and exports, connecting to nothing.
     ///
     /// Exits 0 when every plugin would load, or 1 with one line per problem.
@@ -135,6 +153,16 @@ struct RuntimeArgs {
     /// Do not read or write the compiled-component cache.
     #[arg(long)]
     no_cache: bool,
+    /// The most core module instances one component may contain (a Python plugin built
+    /// with `componentize-py --stub-wasi` has about 40).
+    #[arg(long, env = "POLYHOST_MAX_CORE_INSTANCES")]
+    max_core_instances: Option<u32>,
+    /// The most linear memories one component may define.
+    #[arg(long, env = "POLYHOST_MAX_MEMORIES")]
+    max_memories: Option<u32>,
+    /// The most tables one component may define.
+    #[arg(long, env = "POLYHOST_MAX_TABLES")]
+    max_tables: Option<u32>,
 }
 
 impl RuntimeArgs {
@@ -155,6 +183,15 @@ impl RuntimeArgs {
             .map(|p| p.limits.memory_mb)
             .max()
             .unwrap_or(64);
+        if let Some(n) = self.max_core_instances {
+            c.max_core_instances_per_component = n;
+        }
+        if let Some(n) = self.max_memories {
+            c.max_memories_per_component = n;
+        }
+        if let Some(n) = self.max_tables {
+            c.max_tables_per_component = n;
+        }
         if self.no_cache {
             c.cache_dir = None;
         } else if let Some(d) = &self.cache_dir {
@@ -192,6 +229,23 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Check { manifest, runtime } => check(&manifest, &runtime).await,
+        Command::New {
+            name,
+            lang,
+            grant,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let made = scaffold::new(&name, lang, &grant, &dir)?;
+            eprintln!(
+                "created {}: build it with {}/build.sh, then `polyhost check --manifest {}/polyhost.toml`",
+                made.dir.display(),
+                made.dir.display(),
+                made.dir.display()
+            );
+            print!("{}", made.manifest);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             manifest,
             settings,

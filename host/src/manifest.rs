@@ -112,6 +112,25 @@ pub struct Limits {
     /// message, a search document, a blob; past it the call fails with `invalid` naming
     /// this limit, before anything reaches the backend.
     pub max_value_bytes: u64,
+    /// Whether a batch gets a fresh instance (`per-batch`, the default) or an instance kept
+    /// from earlier batches (`reused`): for runtimes whose start-up dominates a batch
+    /// (Python, JavaScript). A reused instance keeps guest state between batches and is
+    /// discarded after a failed batch, on a hot swap, or after `reuse_batches` batches.
+    pub instance: InstanceMode,
+    /// With `instance = "reused"`: how many batches one instance handles before it is
+    /// replaced by a fresh one (bounds what a slow leak in the guest can accumulate).
+    pub reuse_batches: u32,
+}
+
+/// `[plugin.limits] instance`: how instances are given to batches.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance per batch: no state survives a batch.
+    #[default]
+    PerBatch,
+    /// An instance kept across batches, discarded on any failure.
+    Reused,
 }
 
 impl Default for Limits {
@@ -125,6 +144,8 @@ impl Default for Limits {
             batch_wait_ms: 20,
             max_result_bytes: 16 << 20,
             max_value_bytes: 4 << 20,
+            instance: InstanceMode::PerBatch,
+            reuse_batches: 1_000,
         }
     }
 }
@@ -384,7 +405,7 @@ impl PluginSpec {
             }
         }
         let l = &self.limits;
-        let ranges: [(&str, u64, u64, u64); 8] = [
+        let ranges: [(&str, u64, u64, u64); 9] = [
             ("limits.memory_mb", l.memory_mb.into(), 1, 4096),
             ("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000),
             (
@@ -408,6 +429,7 @@ impl PluginSpec {
                 1 << 10,
                 1 << 30,
             ),
+            ("limits.reuse_batches", l.reuse_batches.into(), 1, 1_000_000),
         ];
         for (key, v, lo, hi) in ranges {
             if v < lo || v > hi {
@@ -527,6 +549,41 @@ wasm = "/abs/event_generator.wasm"
         let g = &m.plugins[1];
         assert_eq!(g.kind, Kind::Generator);
         assert_eq!(g.wasm, PathBuf::from("/abs/event_generator.wasm"));
+    }
+
+    #[test]
+    fn the_instance_mode_is_per_batch_unless_reused_is_asked_for() {
+        let entry = |extra: &str| {
+            format!("[[plugin]]\nname = \"p1\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n{extra}")
+        };
+        let m = Manifest::parse(&entry(""), Path::new("/srv")).expect("valid");
+        assert_eq!(m.plugins[0].limits.instance, InstanceMode::PerBatch);
+        assert_eq!(m.plugins[0].limits.reuse_batches, 1_000);
+        let m = Manifest::parse(
+            &entry("[plugin.limits]\ninstance = \"reused\"\nreuse_batches = 50"),
+            Path::new("/srv"),
+        )
+        .expect("valid");
+        assert_eq!(m.plugins[0].limits.instance, InstanceMode::Reused);
+        assert_eq!(m.plugins[0].limits.reuse_batches, 50);
+        let bad = Manifest::parse(
+            &entry("[plugin.limits]\ninstance = \"sometimes\""),
+            Path::new("/srv"),
+        )
+        .expect_err("unknown mode")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+        assert!(bad.contains("limits.instance"), "{bad}");
+        let bad = Manifest::parse(
+            &entry("[plugin.limits]\nreuse_batches = 0"),
+            Path::new("/srv"),
+        )
+        .expect_err("out of range")
+        .iter()
+        .map(ToString::to_string)
+        .collect::<String>();
+        assert!(bad.contains("limits.reuse_batches"), "{bad}");
     }
 
     /// Each broken manifest and the message it must give: the plugin, the key, the problem.

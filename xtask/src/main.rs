@@ -8,6 +8,7 @@
 mod cmd;
 mod demo;
 mod plugins;
+mod polyglot;
 mod services;
 mod test;
 

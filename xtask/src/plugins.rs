@@ -1,5 +1,6 @@
-//! `cargo xtask plugins`: every crate under `plugins/` and `test-plugins/` built to a
-//! WebAssembly component.
+//! `cargo xtask plugins`: every crate under `plugins/` and `test-plugins/`, and every
+//! Python and JavaScript plugin under `examples/` and `plugins/` (see [`polyglot`]), built
+//! to a WebAssembly component.
 //!
 //! Components land at `target/plugins/<crate_name>.wasm` (platform plugins) and
 //! `target/test-plugins/<crate_name>.wasm` (plugins the host's tests load), where
@@ -16,7 +17,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cmd;
+use crate::{cmd, polyglot};
 
 pub const TARGET: &str = "wasm32-wasip2";
 pub const PROFILE: &str = "plugin";
@@ -40,14 +41,33 @@ pub struct Crate {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    ensure_target()?;
     let crates: Vec<Crate> = discover()?
         .into_iter()
         .filter(|c| args.packages.is_empty() || args.packages.contains(&c.name))
         .collect();
-    if crates.is_empty() {
-        bail!("no plugin crate matches {:?}", args.packages);
+    let others: Vec<polyglot::Plugin> = polyglot::discover()?
+        .into_iter()
+        .filter(|p| args.packages.is_empty() || args.packages.contains(&p.name))
+        .collect();
+    if crates.is_empty() && others.is_empty() {
+        bail!("no plugin matches {:?}", args.packages);
     }
+    if !crates.is_empty() {
+        build_rust(args, &crates)?;
+    }
+    // Python and JavaScript plugins, beside the Rust ones in `target/plugins/`.
+    let out_dir = cmd::root().join("target").join("plugins");
+    fs::create_dir_all(&out_dir)?;
+    for p in &others {
+        let out = out_dir.join(format!("{}.wasm", p.name.replace('-', "_")));
+        polyglot::build(p, &out)?;
+        eprintln!("xtask: {} -> {}", p.name, out.display());
+    }
+    Ok(())
+}
+
+fn build_rust(args: &Args, crates: &[Crate]) -> Result<()> {
+    ensure_target()?;
     if args.cargo_component {
         ensure_cargo_component()?;
     }
@@ -58,13 +78,13 @@ pub fn run(args: &Args) -> Result<()> {
         build.arg("build");
     }
     build.args(["--target", TARGET, "--profile", PROFILE]);
-    for c in &crates {
+    for c in crates {
         build.args(["-p", &c.name]);
     }
     cmd::run(&mut build)?;
 
     let target = cmd::root().join("target");
-    for c in &crates {
+    for c in crates {
         let file = format!("{}.wasm", c.name.replace('-', "_"));
         // cargo-component builds `wasm32-wasip2` as a wasip1 module and adapts it into a
         // component, which it writes under the wasip1 folder.

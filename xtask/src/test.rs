@@ -2,14 +2,15 @@
 //!
 //! 1. `cargo fmt --all --check`;
 //! 2. the services up (a test that needs a service fails without it: nothing is skipped);
-//! 3. every plugin and test plugin built to a component;
+//! 3. every plugin and test plugin built to a component, and the Python and JavaScript
+//!    plugins' own unit tests (pytest, `node --test`);
 //! 4. clippy with `-D warnings`, on the host target for the workspace and on `wasm32-wasip2`
 //!    for the plugins;
 //! 5. every test of the workspace.
 
 use anyhow::Result;
 
-use crate::{cmd, plugins, services};
+use crate::{cmd, plugins, polyglot, services};
 
 /// Flags of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
@@ -28,6 +29,8 @@ pub fn run(args: &Args) -> Result<()> {
     }
     services::up()?;
     plugins::run(&plugins::Args::default())?;
+    // The Python and JavaScript plugins' own unit tests, in their languages.
+    polyglot::test(&polyglot::discover()?)?;
     if !args.no_lint {
         cmd::run(cmd::cargo().args([
             "clippy",

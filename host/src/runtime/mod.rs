@@ -15,6 +15,7 @@ mod records;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugin::{BatchFailure, Generator, LoadedPlugin};
+
 pub use records::{RecordMeta, Records};
 
 use std::path::PathBuf;
@@ -44,6 +45,14 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How often the epoch advances: the granularity of call deadlines.
     pub epoch_tick: Duration,
+    /// The most core module instances one component may contain (`--max-core-instances`).
+    /// A Rust plugin has a handful; a Python one built with `componentize-py --stub-wasi`
+    /// has about 40; a JavaScript one a dozen.
+    pub max_core_instances_per_component: u32,
+    /// The most linear memories one component may define (`--max-memories`).
+    pub max_memories_per_component: u32,
+    /// The most tables one component may define (`--max-tables`).
+    pub max_tables_per_component: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +62,9 @@ impl Default for RuntimeConfig {
             max_memory_mb: 512,
             cache_dir: ComponentCache::default_dir(),
             epoch_tick: Duration::from_millis(5),
+            max_core_instances_per_component: 64,
+            max_memories_per_component: 8,
+            max_tables_per_component: 32,
         }
     }
 }
@@ -74,14 +86,29 @@ pub enum LoadError {
         path: String,
         reason: String,
     },
-    /// The component imports an interface its manifest entry does not grant.
+    /// The component needs more of the engine than its settings allow (core instances,
+    /// memories or tables per component): a setting to raise, not an invalid component.
     #[error(
-        "plugin `{plugin}`: imports `{interface}`, which needs `[plugin.grants] {grant}`, not granted in the manifest"
+        "plugin `{plugin}`: {path} needs more than the engine allows: {reason}; raise `{setting}` (runtime setting `{flag}`, env `{env}`)"
     )]
+    EngineLimit {
+        plugin: String,
+        path: String,
+        reason: String,
+        /// The [`RuntimeConfig`] field to raise.
+        setting: &'static str,
+        /// The command-line flag that sets it.
+        flag: &'static str,
+        /// The environment variable that sets it.
+        env: &'static str,
+    },
+    /// The component imports interfaces its manifest entry does not grant: every one of
+    /// them is listed, each with the manifest line that would grant it.
+    #[error("plugin `{plugin}`: {}", not_granted_text(missing))]
     NotGranted {
         plugin: String,
-        interface: String,
-        grant: String,
+        /// Every ungranted import, in import order.
+        missing: Vec<MissingGrant>,
     },
     /// The component was built against another version of the WIT contract.
     #[error(
@@ -101,6 +128,89 @@ pub enum LoadError {
     /// A granted backend could not be reached.
     #[error("plugin `{plugin}`: {reason}")]
     Connect { plugin: String, reason: String },
+}
+
+/// One import a plugin's grants do not cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingGrant {
+    /// The imported interface, e.g. `polyhost:platform/kv@0.2.0`.
+    pub interface: String,
+    /// The grant it needs, e.g. `keyvalue`.
+    pub grant: String,
+    /// A `[plugin.grants]` line that would grant it, with placeholders to fill in.
+    pub manifest_line: String,
+}
+
+/// The `[plugin.grants]` line granting `grant`, with placeholders for its scope.
+pub fn grant_line(grant: &str) -> String {
+    match grant {
+        "messaging" => r#"messaging = { publish = ["<topic>"] }"#.into(),
+        "sql" => r#"sql = { role = "<database role>" }"#.into(),
+        "documents" => {
+            r#"documents = { database = "<database>", collections = ["<collection>"] }"#.into()
+        }
+        "keyvalue" => r#"keyvalue = { prefixes = ["<prefix>:"] }"#.into(),
+        "search" => r#"search = { indices = ["<index>"] }"#.into(),
+        other => format!("{other} = {{ … }}"),
+    }
+}
+
+fn not_granted_text(missing: &[MissingGrant]) -> String {
+    let mut grants: Vec<&str> = Vec::new();
+    let mut s = format!(
+        "{} import{} not granted in the manifest:",
+        missing.len(),
+        if missing.len() == 1 { " is" } else { "s are" }
+    );
+    for m in missing {
+        s.push_str(&format!(
+            "\n  - imports `{}`, which needs `[plugin.grants] {}`",
+            m.interface, m.grant
+        ));
+        if !grants.contains(&m.grant.as_str()) {
+            grants.push(&m.grant);
+        }
+    }
+    s.push_str("\n  grant them by adding under `[plugin.grants]`:");
+    for m in missing {
+        if grants.contains(&m.grant.as_str()) {
+            grants.retain(|g| *g != m.grant);
+            s.push_str(&format!("\n    {}", m.manifest_line));
+        }
+    }
+    s.push_str(
+        "\n  or rebuild the plugin against a world that does not import what it does not use",
+    );
+    s
+}
+
+/// Which engine setting a compile error of the pooling allocator is about, if any:
+/// `(setting, flag, env)`.
+fn engine_limit(reason: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    if !reason.contains("in the pooling allocator") {
+        return None;
+    }
+    if reason.contains("core module instances") {
+        Some((
+            "max_core_instances_per_component",
+            "--max-core-instances",
+            "POLYHOST_MAX_CORE_INSTANCES",
+        ))
+    } else if reason.contains("linear memories") {
+        Some((
+            "max_memories_per_component",
+            "--max-memories",
+            "POLYHOST_MAX_MEMORIES",
+        ))
+    } else if reason.contains("tables") {
+        Some((
+            "max_tables_per_component",
+            "--max-tables",
+            "POLYHOST_MAX_TABLES",
+        ))
+    } else {
+        None
+    }
 }
 
 /// The engine, linker and connections every plugin shares.
@@ -132,14 +242,21 @@ impl Runtime {
     pub fn new(config: RuntimeConfig, connections: Arc<Connections>) -> Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
         let slots = config.max_instances.max(1);
+        let core = config.max_core_instances_per_component.max(1);
+        let memories = config.max_memories_per_component.max(1);
+        let tables = config.max_tables_per_component.max(1);
+        // The totals leave room for every slot to hold a component at the per-component
+        // maximum of core instances and tables (cheap: bookkeeping, reserved lazily), and
+        // for the largest component's memories beside the others' usual two: each memory
+        // slot reserves address space for `max_memory_mb`.
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
+            .total_core_instances(slots.saturating_mul(core.max(8)))
+            .total_memories(slots.saturating_mul(2).max(memories))
+            .total_tables(slots.saturating_mul(tables.max(8)))
             .total_stacks(slots)
-            .max_memories_per_component(4)
-            .max_core_instances_per_component(32)
-            .max_tables_per_component(16)
+            .max_memories_per_component(memories)
+            .max_core_instances_per_component(core)
+            .max_tables_per_component(tables)
             .max_memory_size(config.max_memory_mb as usize * 1024 * 1024);
         // Reset a freed slot's tables by writing their first 16 KiB rather than giving the
         // pages back to the kernel: an instantiation then takes ~13 µs instead of ~23 µs
@@ -248,10 +365,23 @@ impl Runtime {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-        let (component, cache_outcome) = compiled.map_err(|e| LoadError::Compile {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            reason: format!("{e:#}"),
+        let (component, cache_outcome) = compiled.map_err(|e| {
+            let reason = format!("{e:#}");
+            match engine_limit(&reason) {
+                Some((setting, flag, env)) => LoadError::EngineLimit {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    reason: reason.replace(" in the pooling allocator", ""),
+                    setting,
+                    flag,
+                    env,
+                },
+                None => LoadError::Compile {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    reason,
+                },
+            }
         })?;
 
         check_imports(&self.engine, &component, spec)?;
@@ -320,14 +450,16 @@ fn other_contract_version(import: &str) -> bool {
     }
 }
 
-/// Refuses a component built against another contract version, or that imports an
-/// interface its grants do not cover.
+/// Refuses a component built against another contract version, that imports something
+/// the host does not provide, or that imports interfaces its grants do not cover (all of
+/// those listed in one error).
 fn check_imports(
     engine: &Engine,
     component: &Component,
     spec: &PluginSpec,
 ) -> Result<(), LoadError> {
     let ty = component.component_type();
+    let mut missing = Vec::new();
     for (name, _) in ty.imports(engine) {
         if other_contract_version(name) {
             return Err(LoadError::ContractVersion {
@@ -344,16 +476,23 @@ fn check_imports(
                 });
             }
             backends::ImportNeeds::Grant(grant) if !spec.grants.has(grant) => {
-                return Err(LoadError::NotGranted {
-                    plugin: spec.name.clone(),
+                missing.push(MissingGrant {
                     interface: name.to_string(),
                     grant: grant.to_string(),
+                    manifest_line: grant_line(grant),
                 });
             }
             _ => {}
         }
     }
-    Ok(())
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::NotGranted {
+            plugin: spec.name.clone(),
+            missing,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -374,6 +513,45 @@ mod tests {
             }
         }
         assert!(files >= 9, "{files} WIT files in {}", wit.display());
+    }
+
+    #[test]
+    fn every_missing_grant_is_listed_and_each_grant_line_given_once() {
+        let missing: Vec<MissingGrant> = [
+            ("polyhost:platform/messaging@0.2.0", "messaging"),
+            ("polyhost:platform/kv@0.2.0", "keyvalue"),
+            ("wasi:keyvalue/store@0.2.0-draft", "keyvalue"),
+            ("polyhost:platform/search@0.2.0", "search"),
+        ]
+        .into_iter()
+        .map(|(i, g)| MissingGrant {
+            interface: i.into(),
+            grant: g.into(),
+            manifest_line: grant_line(g),
+        })
+        .collect();
+        let text = not_granted_text(&missing);
+        assert!(text.starts_with("4 imports are not granted"), "{text}");
+        for m in &missing {
+            assert!(text.contains(&format!("`{}`", m.interface)), "{text}");
+            assert_eq!(text.matches(&m.manifest_line).count(), 1, "{text}");
+        }
+        assert!(text.contains(r#"messaging = { publish = ["<topic>"] }"#));
+        assert!(text.contains(r#"search = { indices = ["<index>"] }"#));
+    }
+
+    #[test]
+    fn a_pool_limit_is_told_apart_from_an_invalid_component() {
+        let over = "The component transitively contains 40 core module instances, which exceeds the configured maximum of 32 in the pooling allocator";
+        assert_eq!(
+            engine_limit(over).map(|l| l.0),
+            Some("max_core_instances_per_component")
+        );
+        assert_eq!(
+            engine_limit("The component transitively contains 9 Wasm linear memories, which exceeds the configured maximum of 8 in the pooling allocator").map(|l| l.0),
+            Some("max_memories_per_component")
+        );
+        assert_eq!(engine_limit("failed to parse WebAssembly module"), None);
     }
 
     #[test]

@@ -1,4 +1,11 @@
-//! A loaded plugin version, and the calls into it: one fresh `Store` per batch.
+//! A loaded plugin version, and the calls into it: one fresh `Store` per batch, or, with
+//! `[plugin.limits] instance = "reused"`, an instance kept across batches.
+//!
+//! A reused instance is discarded (never handed another batch) after any failed batch —
+//! a trap, a timeout, a wrong number of outcomes — and after `reuse_batches` batches; a
+//! hot swap loads a new [`LoadedPlugin`], and the old version's idle instances are dropped
+//! with it. The batch's Kafka records are set before and cleared after every call, so no
+//! batch sees another's records.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -7,10 +14,11 @@ use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use super::{CacheOutcome, Checked, PreInstance, Records};
+use crate::bindings::PlatformHandler;
 use crate::bindings::generator::EventGenerator;
 use crate::bindings::polyhost::platform::messaging::Message;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
-use crate::manifest::{Kind, Limits, PluginSpec};
+use crate::manifest::{InstanceMode, Kind, Limits, PluginSpec};
 use crate::state::{HostState, PluginEnv};
 
 /// Why a whole batch failed. Every event of the batch shares the failure.
@@ -64,6 +72,17 @@ pub struct LoadedPlugin {
     pub loaded_at: std::time::SystemTime,
     first_batch: OnceLock<Instant>,
     last_batch: Mutex<Option<Instant>>,
+    /// Idle instances kept for the next batches (`instance = "reused"` only); at most
+    /// `max_instances` exist, since each batch holds a permit while it has one out.
+    idle: Mutex<Vec<Kept>>,
+}
+
+/// An instance kept across batches.
+struct Kept {
+    store: Store<HostState>,
+    bindings: PlatformHandler,
+    /// Batches it has handled.
+    batches: u32,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -98,6 +117,7 @@ impl LoadedPlugin {
             loaded_at: std::time::SystemTime::now(),
             first_batch: OnceLock::new(),
             last_batch: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -166,6 +186,9 @@ impl LoadedPlugin {
         let now = Instant::now();
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        if self.limits.instance == InstanceMode::Reused {
+            return self.handle_reused(pre, batch, events, records).await;
+        }
         let mut store = self.new_store();
         store.data_mut().records = records;
         self.arm_deadline(&mut store);
@@ -183,6 +206,14 @@ impl LoadedPlugin {
         let outcomes = tokio::time::timeout(self.wall_limit(), call)
             .await
             .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))??;
+        self.check_length(events, outcomes)
+    }
+
+    fn check_length(
+        &self,
+        events: &[Event],
+        outcomes: Vec<Outcome>,
+    ) -> Result<Vec<Outcome>, BatchFailure> {
         if outcomes.len() != events.len() {
             return Err(BatchFailure::WrongLength {
                 events: events.len(),
@@ -190,6 +221,62 @@ impl LoadedPlugin {
             });
         }
         Ok(outcomes)
+    }
+
+    /// [`LoadedPlugin::handle`] on a kept instance (a new one when none is idle). The
+    /// caller holds a permit, so at most `max_instances` instances exist.
+    async fn handle_reused(
+        &self,
+        pre: &crate::bindings::PlatformHandlerPre<HostState>,
+        batch: &BatchInfo,
+        events: &[Event],
+        records: Records,
+    ) -> Result<Vec<Outcome>, BatchFailure> {
+        let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut kept = match kept {
+            Some(k) => k,
+            None => {
+                let mut store = self.new_store();
+                self.arm_deadline(&mut store);
+                let bindings =
+                    tokio::time::timeout(self.wall_limit(), pre.instantiate_async(&mut store))
+                        .await
+                        .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
+                        .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
+                Kept {
+                    store,
+                    bindings,
+                    batches: 0,
+                }
+            }
+        };
+        kept.store.data_mut().records = records;
+        self.arm_deadline(&mut kept.store);
+        let call =
+            kept.bindings
+                .polyhost_platform_handler()
+                .call_handle(&mut kept.store, batch, events);
+        // Any failure drops `kept`: an instance that trapped, timed out (its call abandoned
+        // midway) or answered wrongly may be in any state, so it handles nothing more.
+        let outcomes = tokio::time::timeout(self.wall_limit(), call)
+            .await
+            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
+            .map_err(|e| self.failure(&e))?;
+        let outcomes = self.check_length(events, outcomes)?;
+        kept.store.data_mut().records = Records::default();
+        kept.batches += 1;
+        if kept.batches < self.limits.reuse_batches {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(kept);
+        }
+        Ok(outcomes)
+    }
+
+    /// Instances kept idle for the next batches (`instance = "reused"`).
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Creates a `Store` and instantiates the plugin, calling nothing: what every batch
