@@ -391,6 +391,15 @@ window.addEventListener("DOMContentLoaded", async () => {
     $("#token-form").classList.add("hidden");
     message("token saved for this tab");
   });
+  $("#reload-manifest").addEventListener("click", async () => {
+    try {
+      const r = await api("/api/manifest/reload", { method: "POST", body: "{}" });
+      message(`manifest reloaded: ${r.changes.join(", ") || "no change"}`);
+      await loadTopology();
+    } catch (e) {
+      message(`manifest reload refused: ${e.message}`, true);
+    }
+  });
   $("#dlq-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadDeadLetters(); });
   $("#dlq-plugin").addEventListener("change", loadDeadLetters);
   $("#dlq-replay-all").addEventListener("click", () => replayLetters($("#dlq-plugin").value, { all: true }));

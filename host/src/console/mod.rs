@@ -224,13 +224,14 @@ async fn sample(sup: &Supervisor, prev: &mut Previous) -> Value {
 pub fn latency_totals(text: &str) -> HashMap<String, (f64, u64)> {
     let mut out: HashMap<String, (f64, u64)> = HashMap::new();
     for line in text.lines() {
-        let (is_sum, rest) = if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_sum{") {
-            (true, r)
-        } else if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_count{") {
-            (false, r)
-        } else {
-            continue;
-        };
+        let (is_sum, rest) =
+            if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_sum{") {
+                (true, r)
+            } else if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_count{") {
+                (false, r)
+            } else {
+                continue;
+            };
         let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
