@@ -32,8 +32,12 @@ fn chromedriver() -> Result<PathBuf> {
         return Ok(p);
     }
     eprintln!("chromedriver is missing: installing chromium and chromium-driver with apt-get");
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+    // A fresh machine's package lists may be missing or stale: update them first.
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && apt-get install -y -qq chromium chromium-driver",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("running apt-get")?;

@@ -291,8 +291,65 @@ pub struct AuditQuery {
     pub to: Option<String>,
 }
 
+/// Seconds before now that `t` names: `now`, `now-<n><s|m|h|d>`, or RFC 3339.
+fn seconds_ago(t: &str) -> Option<f64> {
+    let t = t.trim();
+    if t == "now" {
+        return Some(0.0);
+    }
+    if let Some(rest) = t.strip_prefix("now-") {
+        let unit = rest.chars().last()?;
+        let n: f64 = rest[..rest.len() - unit.len_utf8()].parse().ok()?;
+        let scale = match unit {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86_400.0,
+            'w' => 604_800.0,
+            _ => return None,
+        };
+        return Some(n * scale);
+    }
+    let at = chrono::DateTime::parse_from_rfc3339(t).ok()?;
+    Some((chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0)
+}
+
+/// The timeline's bucket: the smallest of a fixed ladder that gives at most ~30 buckets over
+/// the range asked for (a day when the range is open or unreadable, so that years of
+/// events stay within Elasticsearch's bucket limit). Chosen here because
+/// the integration-test Elasticsearch has no `auto_date_histogram`.
+pub fn timeline_interval(q: &AuditQuery) -> &'static str {
+    const LADDER: [(&str, f64); 13] = [
+        ("1s", 1.0),
+        ("5s", 5.0),
+        ("10s", 10.0),
+        ("30s", 30.0),
+        ("1m", 60.0),
+        ("5m", 300.0),
+        ("10m", 600.0),
+        ("30m", 1800.0),
+        ("1h", 3600.0),
+        ("3h", 10_800.0),
+        ("12h", 43_200.0),
+        ("1d", 86_400.0),
+        ("7d", 604_800.0),
+    ];
+    let from = q.from.as_deref().and_then(seconds_ago);
+    let to =
+        q.to.as_deref()
+            .filter(|t| !t.is_empty())
+            .map_or(Some(0.0), seconds_ago);
+    let Some(span) = from.zip(to).map(|(f, t)| f - t).filter(|s| *s > 0.0) else {
+        return "1d";
+    };
+    LADDER
+        .iter()
+        .find(|(_, secs)| span / secs <= 30.0)
+        .map_or("7d", |(name, _)| name)
+}
+
 /// The Elasticsearch request for `q`: filtered hits (the latest 20), counts per type, and
-/// a timeline whose interval Elasticsearch picks (`auto_date_histogram`, about 30 buckets).
+/// a timeline by [`timeline_interval`].
 pub fn audit_request(q: &AuditQuery) -> Value {
     let mut filter = Vec::new();
     let nonempty = |s: &Option<String>| s.as_deref().filter(|v| !v.is_empty()).map(str::to_string);
@@ -323,7 +380,7 @@ pub fn audit_request(q: &AuditQuery) -> Value {
         "query": { "bool": { "filter": filter } },
         "aggs": {
             "by_type": { "terms": { "field": "type", "size": 30 } },
-            "timeline": { "auto_date_histogram": { "field": "time", "buckets": 30 } },
+            "timeline": { "date_histogram": { "field": "time", "fixed_interval": timeline_interval(q) } },
         },
     })
 }
@@ -367,7 +424,9 @@ pub async fn audit(State(sup): State<Arc<Supervisor>>, Query(q): Query<AuditQuer
         )
             .into_response();
     }
-    Json(audit_summary(&body)).into_response()
+    let mut summary = audit_summary(&body);
+    summary["interval"] = timeline_interval(&q).into();
+    Json(summary).into_response()
 }
 
 /// The console's shape of an Elasticsearch answer to [`audit_request`].
@@ -396,7 +455,6 @@ pub fn audit_summary(body: &Value) -> Value {
         "total": body["hits"]["total"]["value"].as_u64().unwrap_or(0),
         "by_type": by_type,
         "timeline": timeline,
-        "interval": body["aggregations"]["timeline"]["interval"],
         "hits": hits,
     })
 }
@@ -423,8 +481,27 @@ mod tests {
                 { "range": { "time": { "gte": "now-15m" } } },
             ])
         );
+        assert_eq!(
+            r["aggs"]["timeline"]["date_histogram"]["fixed_interval"],
+            "1m"
+        );
         let none = audit_request(&AuditQuery::default());
         assert_eq!(none["query"]["bool"]["filter"], json!([]));
+    }
+
+    #[test]
+    fn the_timeline_has_about_thirty_buckets_over_the_range() {
+        let q = |from: &str, to: Option<&str>| AuditQuery {
+            from: Some(from.into()),
+            to: to.map(str::to_string),
+            ..AuditQuery::default()
+        };
+        assert_eq!(timeline_interval(&q("now-15m", None)), "1m");
+        assert_eq!(timeline_interval(&q("now-1h", Some("now"))), "5m");
+        assert_eq!(timeline_interval(&q("now-2d", None)), "3h");
+        assert_eq!(timeline_interval(&q("now-10s", None)), "1s");
+        assert_eq!(timeline_interval(&q("yesterday", None)), "1d");
+        assert_eq!(timeline_interval(&AuditQuery::default()), "1d");
     }
 
     #[test]
@@ -445,7 +522,7 @@ mod tests {
             "hits": { "total": { "value": 3 }, "hits": [{ "_source": { "id": "e1" } }] },
             "aggregations": {
                 "by_type": { "buckets": [{ "key": "a", "doc_count": 2 }, { "key": "b", "doc_count": 1 }] },
-                "timeline": { "interval": "1m", "buckets": [{ "key_as_string": "2026-01-01T00:00:00.000Z", "doc_count": 3 }] },
+                "timeline": { "buckets": [{ "key_as_string": "2026-01-01T00:00:00.000Z", "doc_count": 3 }] },
             },
         });
         let s = audit_summary(&body);
@@ -453,6 +530,5 @@ mod tests {
         assert_eq!(s["by_type"][0], json!({ "type": "a", "count": 2 }));
         assert_eq!(s["timeline"][0]["count"], 3);
         assert_eq!(s["hits"][0]["id"], "e1");
-        assert_eq!(s["interval"], "1m");
     }
 }
