@@ -483,7 +483,7 @@ mod tests {
         );
         assert_eq!(
             r["aggs"]["timeline"]["date_histogram"]["fixed_interval"],
-            "1m"
+            "30s"
         );
         let none = audit_request(&AuditQuery::default());
         assert_eq!(none["query"]["bool"]["filter"], json!([]));
@@ -496,7 +496,7 @@ mod tests {
             to: to.map(str::to_string),
             ..AuditQuery::default()
         };
-        assert_eq!(timeline_interval(&q("now-15m", None)), "1m");
+        assert_eq!(timeline_interval(&q("now-15m", None)), "30s");
         assert_eq!(timeline_interval(&q("now-1h", Some("now"))), "5m");
         assert_eq!(timeline_interval(&q("now-2d", None)), "3h");
         assert_eq!(timeline_interval(&q("now-10s", None)), "1s");
