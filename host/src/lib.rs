@@ -12,6 +12,8 @@ pub mod admin;
 pub mod backends;
 pub mod bindings;
 pub mod budget;
+pub mod console;
+pub mod dlq;
 pub mod error;
 pub mod generate;
 pub mod manifest;

@@ -134,6 +134,20 @@ enum Command {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+    /// Inspect and replay a plugin's dead letters (its `polyhost.dlq.<plugin>` topic),
+    /// straight from Kafka: the host need not run.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_cli::DlqCommand,
+        /// Kafka bootstrap servers.
+        #[arg(
+            long,
+            env = "KAFKA_BROKERS",
+            default_value = "127.0.0.1:9092",
+            global = true
+        )]
+        kafka_brokers: String,
+    },
 }
 
 /// Where the admin API listens (or, for the client commands, where to find it).
@@ -301,6 +315,10 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 .await
             }
         }
+        Command::Dlq {
+            command,
+            kafka_brokers,
+        } => dlq_cli::run(&kafka_brokers, command).await,
         Command::Rollback { plugin, admin } => {
             client::post(
                 &admin.admin_addr,
@@ -535,6 +553,12 @@ mod client {
     ) -> Result<ExitCode> {
         let client = reqwest::Client::new();
         let mut req = client.post(url(addr, path));
+        if let Some(token) = std::env::var(polyhost::admin::TOKEN_VAR)
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            req = req.bearer_auth(token);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -553,6 +577,186 @@ mod client {
                 v["error"].as_str().unwrap_or("(no reason given)")
             );
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `polyhost dlq`: the dead letters of a plugin, read and replayed through
+/// [`polyhost::dlq`].
+mod dlq_cli {
+    use std::process::ExitCode;
+
+    use anyhow::Result;
+    use polyhost::dlq::{self, ReplayRequest, Selection};
+
+    #[derive(clap::Subcommand)]
+    pub enum DlqCommand {
+        /// List a plugin's dead letters, oldest first: where each is, when, where it came
+        /// from, its event id, whether it was replayed, and why.
+        List {
+            /// The plugin.
+            plugin: String,
+            /// Print JSON instead of a table.
+            #[arg(long)]
+            json: bool,
+        },
+        /// Show one dead letter in full: reason, version, origin, key, headers, value, and
+        /// its last replay.
+        Show {
+            /// The plugin.
+            plugin: String,
+            /// The dead letter's offset in the dead-letter topic (as `list` prints it).
+            offset: i64,
+            /// Its partition (dead-letter topics have one).
+            #[arg(long, default_value_t = 0)]
+            partition: i32,
+        },
+        /// Send dead letters back to their original topic and partition (key and headers
+        /// kept, `polyhost.replay.of` added), recording each in `polyhost.replays`. A dead
+        /// letter already replayed is refused unless `--force`. Exits 1 when a named dead
+        /// letter was refused or not found.
+        Replay {
+            /// The plugin.
+            plugin: String,
+            /// The dead letters' offsets (repeat, or comma-separated).
+            #[arg(
+                long,
+                value_delimiter = ',',
+                required_unless_present = "all",
+                conflicts_with = "all"
+            )]
+            offset: Vec<i64>,
+            /// Their partition in the dead-letter topic.
+            #[arg(long, default_value_t = 0)]
+            partition: i32,
+            /// Every dead letter of the plugin not replayed yet (with `--force`, every one).
+            #[arg(long)]
+            all: bool,
+            /// With `--all`: only those whose reason contains this text.
+            #[arg(long, requires = "all")]
+            reason: Option<String>,
+            /// Say what would be replayed; send and record nothing.
+            #[arg(long)]
+            dry_run: bool,
+            /// Replay even dead letters already replayed.
+            #[arg(long)]
+            force: bool,
+            /// Print JSON instead of lines.
+            #[arg(long)]
+            json: bool,
+        },
+    }
+
+    pub async fn run(brokers: &str, command: DlqCommand) -> Result<ExitCode> {
+        match command {
+            DlqCommand::List { plugin, json } => {
+                let letters = dlq::list(brokers, &plugin).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&letters)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if letters.is_empty() {
+                    println!("no dead letters for `{plugin}`");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                println!(
+                    "{:>8} {:<24} {:<40} {:<24} {:<9} REASON",
+                    "OFFSET", "TIME", "ORIGINAL", "EVENT", "REPLAYED"
+                );
+                for d in &letters {
+                    let offset = if d.at.partition == 0 {
+                        d.at.offset.to_string()
+                    } else {
+                        format!("{}/{}", d.at.partition, d.at.offset)
+                    };
+                    println!(
+                        "{:>8} {:<24} {:<40} {:<24} {:<9} {}",
+                        offset,
+                        d.time.as_deref().unwrap_or("-"),
+                        d.original
+                            .as_ref()
+                            .map(|o| o.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        d.event_id().unwrap_or_else(|| "-".into()),
+                        if d.replayed.is_some() { "yes" } else { "no" },
+                        d.reason
+                    );
+                }
+                println!("{} dead letter(s)", letters.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Show {
+                plugin,
+                offset,
+                partition,
+            } => {
+                let d = dlq::show(brokers, &plugin, partition, offset).await?;
+                println!("{}", serde_json::to_string_pretty(&d)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            DlqCommand::Replay {
+                plugin,
+                offset,
+                partition,
+                all,
+                reason,
+                dry_run,
+                force,
+                json,
+            } => {
+                let selection = if all {
+                    Selection::All {
+                        reason_contains: reason,
+                    }
+                } else {
+                    Selection::Offsets(offset.into_iter().map(|o| (partition, o)).collect())
+                };
+                let by = format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                );
+                let request = ReplayRequest {
+                    plugin,
+                    selection,
+                    dry_run,
+                    force,
+                    by,
+                };
+                let outcomes = dlq::replay(brokers, &request).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+                } else {
+                    for o in &outcomes {
+                        let detail = match (&o.result[..], &o.replay) {
+                            ("replayed", Some(r)) => format!(" -> {}", r.to),
+                            ("already replayed", Some(r)) => format!(
+                                " at {} by {} (to {}); --force replays it again",
+                                r.at, r.by, r.to
+                            ),
+                            _ => o
+                                .original
+                                .as_ref()
+                                .map(|p| format!(" -> {p}"))
+                                .unwrap_or_default(),
+                        };
+                        println!("{}: {}{detail}", o.dead_letter, o.result);
+                    }
+                    if outcomes.is_empty() {
+                        println!("nothing to replay");
+                    }
+                }
+                // Named dead letters that were refused fail the command; `--all` skips the
+                // replayed ones by design.
+                let failed = !all && outcomes.iter().any(|o| o.refused());
+                if failed {
+                    eprintln!("polyhost: some dead letters were not replayed");
+                }
+                Ok(if failed {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
         }
     }
 }

@@ -203,6 +203,21 @@ impl Supervisor {
         &self.runtime
     }
 
+    /// The Kafka bootstrap servers the host consumes from (the console's dead letters).
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// Every plugin's manifest entry as it runs now (the console's graph and limits).
+    pub async fn specs(&self) -> Vec<PluginSpec> {
+        self.plugins
+            .lock()
+            .await
+            .values()
+            .map(|e| e.spec.clone())
+            .collect()
+    }
+
     /// Hot swap: loads `wasm` (default: the manifest's path, re-read) as the new version of
     /// `name` and swaps it in at the next batch boundary. Refused, with nothing changed,
     /// when the new version fails any load check.
