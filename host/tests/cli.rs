@@ -77,14 +77,17 @@ subscribe = ["t"]
     let out = polyhost(&["check", "--no-cache", "--manifest", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("plugin `sneaky`"))
+    // The plugin is named on the first line of its error; every ungranted import follows,
+    // one per line, with the manifest line that would grant it.
+    let block = stderr
+        .split_once("plugin `sneaky`")
+        .map(|(_, rest)| rest)
         .unwrap_or_else(|| panic!("no line names the plugin:\n{stderr}"));
     assert!(
-        line.contains("polyhost:platform/kv") || line.contains("wasi:keyvalue/store"),
-        "{line}"
+        block.contains("polyhost:platform/kv") || block.contains("wasi:keyvalue/store"),
+        "{stderr}"
     );
+    assert!(block.contains("[plugin.grants]"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("fine"));
     std::fs::remove_dir_all(dir).unwrap();
 }
