@@ -6,9 +6,9 @@
 //! is folded into one final row per entity (a user registered and then renamed in the
 //! same batch is inserted once, already renamed; a subscription started, paid and
 //! cancelled is inserted once, in its final state). The store then writes the whole plan
-//! in one statement (`store::write_plan`). What the plan cannot know — a row written
-//! meanwhile by someone else, a constraint it does not model — makes that statement fail
-//! or count differently, and the batch is applied again one event at a time instead.
+//! in one statement (see `store`). What the plan cannot know — a row written meanwhile by
+//! someone else, a constraint it does not model — makes that statement fail or count
+//! differently, and the store splits the batch to find the event at fault.
 //!
 //! Order and retries follow the one-event-at-a-time rules: an event that meets a user or
 //! subscription not stored yet is retried, and so is every later event of its entity in
@@ -194,6 +194,9 @@ pub struct Plan {
     /// First successful payments, with their event time: each publishes
     /// `streaming.subscription.activated`.
     pub activations: Vec<(Payment, i64)>,
+    /// The entities with an event to be retried, those given to [`plan`] included: their
+    /// later events wait too.
+    pub waiting: HashSet<String>,
 }
 
 /// The user ids and subscription ids the batch's commands name: what the load reads.
@@ -252,7 +255,9 @@ struct Walk<'a> {
 }
 
 /// Works out `events` against `loaded`: the outcome of each event and what to write.
-pub fn plan(events: &[Incoming], loaded: &Loaded) -> Plan {
+/// `waiting` are entities whose earlier events (of an earlier part of the batch) are to be
+/// retried: their events here are retried too.
+pub fn plan(events: &[Incoming], loaded: &Loaded, waiting: &HashSet<String>) -> Plan {
     let mut walk = Walk {
         loaded,
         writes: Writes::default(),
@@ -264,7 +269,7 @@ pub fn plan(events: &[Incoming], loaded: &Loaded) -> Plan {
         sub_index: HashMap::new(),
         payments: HashSet::new(),
     };
-    let mut waiting: HashSet<&str> = HashSet::new();
+    let mut waiting = waiting.clone();
     let mut decided: HashMap<(String, String), Decision> = HashMap::new();
     let mut decisions = Vec::with_capacity(events.len());
     for event in events {
@@ -290,15 +295,12 @@ pub fn plan(events: &[Incoming], loaded: &Loaded) -> Plan {
         decisions,
         writes,
         activations: walk.activations,
+        waiting,
     }
 }
 
-fn decide<'e>(
-    walk: &mut Walk<'_>,
-    waiting: &mut HashSet<&'e str>,
-    event: &'e Incoming,
-) -> Decision {
-    if let Some(entity) = event.entity.as_deref().filter(|e| waiting.contains(e)) {
+fn decide(walk: &mut Walk<'_>, waiting: &mut HashSet<String>, event: &Incoming) -> Decision {
+    if let Some(entity) = event.entity.as_deref().filter(|e| waiting.contains(*e)) {
         return Decision::Retry(format!(
             "an earlier event of `{entity}` is waiting for a retry"
         ));
@@ -320,8 +322,8 @@ fn decide<'e>(
             Decision::Ok
         }
         Err(Decision::Retry(reason)) => {
-            if let Some(entity) = event.entity.as_deref() {
-                waiting.insert(entity);
+            if let Some(entity) = &event.entity {
+                waiting.insert(entity.clone());
             }
             Decision::Retry(reason)
         }
@@ -705,7 +707,7 @@ mod tests {
             prefs(4, "u-1", "pt-BR"),
             prefs(5, "u-1", "en"),
         ];
-        let plan = plan(&events, &Loaded::default());
+        let plan = plan(&events, &Loaded::default(), &HashSet::new());
         assert_eq!(plan.decisions, vec![Decision::Ok; 5]);
         let w = &plan.writes;
         assert_eq!(w.ledger.len(), 5);
@@ -733,7 +735,7 @@ mod tests {
             profile(1, "u-1", json!({"display_name": "Bia", "country": "PT"})),
             profile(2, "u-1", json!({"display_name": "Cris"})),
         ];
-        let plan = plan(&events, &loaded(&["u-1"], vec![]));
+        let plan = plan(&events, &loaded(&["u-1"], vec![]), &HashSet::new());
         assert_eq!(
             plan.writes.profiles,
             [ProfileRow {
@@ -754,13 +756,34 @@ mod tests {
             register(3, "u-2"),
             profile(4, "u-2", json!({"country": "AR"})),
         ];
-        let plan = plan(&events, &Loaded::default());
+        let plan = plan(&events, &Loaded::default(), &HashSet::new());
         assert!(matches!(&plan.decisions[0], Decision::Retry(r) if r.contains("u-9")));
         assert!(matches!(&plan.decisions[1], Decision::Retry(r) if r.contains("waiting")));
         assert_eq!(plan.decisions[2..], [Decision::Ok, Decision::Ok]);
         assert_eq!(plan.writes.ledger.len(), 2);
         assert_eq!(plan.writes.new_users.len(), 1);
         assert_eq!(plan.writes.new_users[0].country, "AR");
+    }
+
+    #[test]
+    fn entities_waiting_from_an_earlier_part_of_the_batch_keep_waiting() {
+        let waiting: HashSet<String> = ["u-1".to_string()].into();
+        let events = [
+            profile(1, "u-1", json!({"country": "AR"})),
+            register(2, "u-2"),
+        ];
+        let plan = plan(&events, &loaded(&["u-1"], vec![]), &waiting);
+        assert!(matches!(&plan.decisions[0], Decision::Retry(r) if r.contains("waiting")));
+        assert_eq!(plan.decisions[1], Decision::Ok);
+        assert!(plan.writes.profiles.is_empty());
+        assert_eq!(plan.waiting, waiting);
+        // A retry here is handed on.
+        let plan = super::plan(
+            &[prefs(3, "u-3", "en")],
+            &Loaded::default(),
+            &HashSet::new(),
+        );
+        assert!(plan.waiting.contains("u-3"));
     }
 
     #[test]
@@ -773,7 +796,7 @@ mod tests {
             register(3, "u-1"),
             register(4, "u-3"),
         ];
-        let plan = plan(&events, &Loaded::default());
+        let plan = plan(&events, &Loaded::default(), &HashSet::new());
         assert_eq!(plan.decisions[0], Decision::Ok);
         assert!(matches!(&plan.decisions[1], Decision::Reject(r) if r.contains("country")));
         assert!(matches!(&plan.decisions[2], Decision::Reject(r) if r.contains("already")));
@@ -788,14 +811,18 @@ mod tests {
         stored.processed.insert(("/test".into(), "e1".into()));
         let again = register(1, "u-1");
         let events = [again.clone(), register(2, "u-2"), register(2, "u-2")];
-        let plan = plan(&events, &stored);
+        let plan = plan(&events, &stored, &HashSet::new());
         assert_eq!(plan.decisions, vec![Decision::Ok; 3]);
         assert_eq!(plan.writes.ledger.len(), 1);
         assert_eq!(plan.writes.new_users.len(), 1);
         // A replay of everything writes nothing at all.
         let mut all = stored.clone();
         all.processed.insert(("/test".into(), "e2".into()));
-        assert!(super::plan(&events, &all).writes.is_empty());
+        assert!(
+            super::plan(&events, &all, &HashSet::new())
+                .writes
+                .is_empty()
+        );
     }
 
     #[test]
@@ -808,7 +835,7 @@ mod tests {
             cancel(5, "sub-1", "u-1"),
             pay(6, "sub-1", "u-1", "pay-4", false),
         ];
-        let plan = plan(&events, &loaded(&["u-1"], vec![]));
+        let plan = plan(&events, &loaded(&["u-1"], vec![]), &HashSet::new());
         assert_eq!(plan.decisions, vec![Decision::Ok; 6]);
         let w = &plan.writes;
         assert!(w.subscriptions.is_empty());
@@ -844,7 +871,7 @@ mod tests {
                        "price": "55.90", "currency": "BRL", "period": "monthly"}),
             ),
         ];
-        let plan = plan(&events, &loaded(&["u-1", "u-2"], subs));
+        let plan = plan(&events, &loaded(&["u-1", "u-2"], subs), &HashSet::new());
         assert_eq!(plan.decisions, vec![Decision::Ok; 3]);
         let w = &plan.writes;
         // sub-2 stays pending after a failed first payment: nothing to write back.
@@ -870,7 +897,7 @@ mod tests {
             pay(5, "sub-1", "u-1", "pay-5", true),
             pay(6, "sub-1", "u-1", "pay-5", true),
         ];
-        let plan = plan(&events, &loaded(&["u-1", "u-2"], subs));
+        let plan = plan(&events, &loaded(&["u-1", "u-2"], subs), &HashSet::new());
         assert!(matches!(&plan.decisions[0], Decision::Reject(r) if r.contains("belongs to")));
         assert!(matches!(&plan.decisions[1], Decision::Retry(r) if r.contains("sub-9")));
         assert!(matches!(&plan.decisions[2], Decision::Retry(r) if r.contains("waiting")));
@@ -897,7 +924,7 @@ mod tests {
     #[test]
     fn the_writes_serialise_as_the_statement_reads_them() {
         let events = [register(1, "u-1"), prefs(2, "u-1", "en")];
-        let plan = plan(&events, &Loaded::default());
+        let plan = plan(&events, &Loaded::default(), &HashSet::new());
         let v = serde_json::to_value(&plan.writes).unwrap();
         assert_eq!(v["new_users"][0]["birth_year"], 1990);
         assert_eq!(v["preferences"][0]["favourite_genres"], json!(["drama"]));
