@@ -9,10 +9,10 @@
 //!   event; plain functions, tested natively.
 //! - [`batch`]: the batch worked out in the guest against the rows it touches: each
 //!   event's outcome and one final row per entity; plain functions, tested natively.
-//! - [`store`]: the batch in one transaction with a fixed number of round trips (read,
-//!   write, publish, commit), each applied event's row in the ledger of processed events so
-//!   a replayed event changes nothing; when the batch's write fails, the batch again one
-//!   event at a time under savepoints, so a bad event is rejected alone.
+//! - [`store`]: the batch in one transaction with a fixed number of round trips (begin,
+//!   read, write, publish, commit), each applied event's row in the ledger of processed
+//!   events so a replayed event changes nothing; when the batch's write fails, the batch is
+//!   split in halves down to the event at fault, so a bad event is rejected alone.
 //!
 //! Config (`[plugin.config]`): `derived_topic`, where the derived events go (default
 //! `streaming.derived`).
