@@ -6,12 +6,19 @@
 //! when it exists, else `target/debug/polyhost`). It owns the platform's state, as the
 //! end-to-end test does: never run the two, or the demo, at the same time.
 //!
-//! 1. **Paced**: the host's own generator at `POLYHOST_BENCH_RATE` events/s (default 200,
-//!    the demo's rate) for `POLYHOST_BENCH_EVENTS` events (default 10 000); per plugin,
-//!    the p50/p99 latency from produce (the record's Kafka timestamp) to the event's final
-//!    outcome, from the host's `polyhost_event_latency_seconds` histogram.
+//! 1. **Paced**: the host's own generator at `POLYHOST_BENCH_RATE` events/s (default
+//!    1 000, five times the demo's rate) for `POLYHOST_BENCH_EVENTS` events (default
+//!    20 000); per plugin, the p50/p99 latency from produce (the record's Kafka timestamp)
+//!    to the event's final outcome, from the host's `polyhost_event_latency_seconds`
+//!    histogram.
 //! 2. **Sustained**: the same number of events produced first, then the host started:
 //!    events/s until every group has caught up, overall and per plugin.
+//!
+//! In both, per plugin, the backend round trips per event: the host's
+//! `polyhost_backend_calls_total{plugin}` (every host call into a backend the plugin made)
+//! over the events it settled. Each figure is printed with its ratio to the target of the
+//! platform (see [`Targets`]); a ratio ≥ 1.00 meets it. `POLYHOST_BENCH_ONLY=paced` or
+//! `=sustained` runs one of the two.
 
 #[allow(dead_code)]
 #[path = "../tests/platform/audit.rs"]
@@ -63,8 +70,8 @@ fn main() -> Result<()> {
 }
 
 async fn bench() -> Result<()> {
-    let n = env("POLYHOST_BENCH_EVENTS", 10_000);
-    let rate = env("POLYHOST_BENCH_RATE", 200);
+    let n = env("POLYHOST_BENCH_EVENTS", 20_000);
+    let rate = env("POLYHOST_BENCH_RATE", 1_000);
     let urls = Urls::from_env();
     ensure!(
         harness::polyhost().exists(),
@@ -79,9 +86,21 @@ async fn bench() -> Result<()> {
         harness::polyhost().display()
     );
 
-    // 1. Paced.
-    let (manifest, handlers) = manifest_with(&dir, Some((rate, n)))?;
-    reset_platform(&urls, &handlers).await?;
+    let only = std::env::var("POLYHOST_BENCH_ONLY").unwrap_or_default();
+    if only != "sustained" {
+        paced(&urls, &dir, n, rate).await?;
+    }
+    if only != "paced" {
+        sustained(&urls, &dir, n).await?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The host's own generator at `rate` events/s for `n` events: latency per plugin.
+async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<()> {
+    let (manifest, handlers) = manifest_with(dir, Some((rate, n)))?;
+    reset_platform(urls, &handlers).await?;
     let mut host = Host::start(&manifest, dir.join("paced.log"))?;
     let started = Instant::now();
     loop {
@@ -97,7 +116,7 @@ async fn bench() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let generating = started.elapsed();
-    let (_, drained) = caught_up(&urls, &handlers, &manifest, &mut host).await?;
+    let (_, drained) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
     println!(
@@ -106,25 +125,42 @@ async fn bench() -> Result<()> {
         drained.as_secs_f64()
     );
     println!(
-        "  {:<16} {:>8} {:>12} {:>12}",
-        "plugin", "events", "p50", "p99"
+        "  {:<16} {:>8} {:>10} {:>10} {:>12} {:>10} {:>12}",
+        "plugin", "events", "p50", "p99", "p99 ratio", "calls/ev", "calls ratio"
     );
     for h in &handlers {
         let buckets = histogram(&metrics, "polyhost_event_latency_seconds", &h.name);
         let count = buckets.last().map_or(0.0, |b| b.1);
+        let p99_ms = quantile(&buckets, 0.99) * 1000.0;
+        let calls = calls_per_event(&metrics, &h.name);
         println!(
-            "  {:<16} {:>8.0} {:>9.1} ms {:>9.1} ms",
+            "  {:<16} {:>8.0} {:>7.1} ms {:>7.1} ms {:>11.2}x {:>10.3} {:>12}",
             h.name,
             count,
             quantile(&buckets, 0.50) * 1000.0,
-            quantile(&buckets, 0.99) * 1000.0
+            p99_ms,
+            Targets::P99_MS / p99_ms,
+            calls,
+            Targets::calls_ratio(&h.name, calls),
         );
     }
-    println!("  (latency: from the record's Kafka timestamp to the event's final outcome)\n");
+    println!(
+        "  (latency: from the record's Kafka timestamp to the event's final outcome; target p99 ≤ {} ms;",
+        Targets::P99_MS
+    );
+    println!(
+        "   calls/ev: backend round trips per event settled; target ≤ {} but for the catalog-handler)",
+        Targets::CALLS_PER_EVENT
+    );
+    print_backends(&metrics, &handlers);
+    println!();
+    Ok(())
+}
 
-    // 2. Sustained.
-    let (manifest, handlers) = manifest_with(&dir, None)?;
-    reset_platform(&urls, &handlers).await?;
+/// `n` events produced first, then the host: events/s until every group has caught up.
+async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
+    let (manifest, handlers) = manifest_with(dir, None)?;
+    reset_platform(urls, &handlers).await?;
     run(&[
         "generate",
         "--manifest",
@@ -137,30 +173,44 @@ async fn bench() -> Result<()> {
         "0",
     ])?;
     let mut host = Host::start(&manifest, dir.join("sustained.log"))?;
-    let (per_plugin, all) = caught_up(&urls, &handlers, &manifest, &mut host).await?;
+    let (per_plugin, all) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
+    let end_to_end = n as f64 / all.as_secs_f64();
     println!(
-        "sustained: {n} events produced first, then the host: every group caught up in {:.1} s = {:.0} events/s end to end",
+        "sustained: {n} events produced first, then the host: every group caught up in {:.1} s = {:.0} events/s end to end ({:.2}x the target of {:.0})",
         all.as_secs_f64(),
-        n as f64 / all.as_secs_f64()
+        end_to_end,
+        end_to_end / Targets::END_TO_END,
+        Targets::END_TO_END
     );
     println!(
-        "  {:<16} {:>8} {:>10} {:>12}",
-        "plugin", "events", "caught up", "events/s"
+        "  {:<16} {:>8} {:>10} {:>10} {:>8} {:>10} {:>12}",
+        "plugin", "events", "caught up", "events/s", "ratio", "calls/ev", "calls ratio"
     );
     for h in &handlers {
-        let events = counter(&metrics, "polyhost_events_total", &h.name);
+        let events = settled(&metrics, &h.name);
         let took = per_plugin[&h.name];
+        let per_s = events / took.as_secs_f64();
+        let calls = calls_per_event(&metrics, &h.name);
         println!(
-            "  {:<16} {:>8.0} {:>8.1} s {:>12.0}",
+            "  {:<16} {:>8.0} {:>8.1} s {:>10.0} {:>7.2}x {:>10.3} {:>12}",
             h.name,
             events,
             took.as_secs_f64(),
-            events / took.as_secs_f64()
+            per_s,
+            per_s / Targets::events_per_s(&h.name),
+            calls,
+            Targets::calls_ratio(&h.name, calls),
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "  (targets: ≥ {:.0} events/s per plugin, the catalog-handler ≥ {:.0}; ≤ {} calls/ev but for the catalog-handler)",
+        Targets::PLUGIN_EVENTS_PER_S,
+        Targets::CATALOG_EVENTS_PER_S,
+        Targets::CALLS_PER_EVENT
+    );
+    print_backends(&metrics, &handlers);
     Ok(())
 }
 
@@ -202,6 +252,84 @@ async fn caught_up(
     }
 }
 
+/// The platform's targets, which every figure is printed against.
+struct Targets;
+
+impl Targets {
+    /// Sustained end to end, events/s.
+    const END_TO_END: f64 = 2_000.0;
+    /// Sustained per plugin, events/s.
+    const PLUGIN_EVENTS_PER_S: f64 = 2_000.0;
+    /// Sustained for the catalog-handler (FerretDB), events/s.
+    const CATALOG_EVENTS_PER_S: f64 = 1_000.0;
+    /// Paced: p99 from produce to final outcome, ms.
+    const P99_MS: f64 = 250.0;
+    /// Backend round trips per event, for every plugin but the catalog-handler.
+    const CALLS_PER_EVENT: f64 = 0.25;
+
+    fn events_per_s(plugin: &str) -> f64 {
+        if plugin == "catalog-handler" {
+            Self::CATALOG_EVENTS_PER_S
+        } else {
+            Self::PLUGIN_EVENTS_PER_S
+        }
+    }
+
+    /// The ratio of `calls` per event to its target (higher is better), or `-` where
+    /// there is none.
+    fn calls_ratio(plugin: &str, calls: f64) -> String {
+        if plugin == "catalog-handler" {
+            "-".to_string()
+        } else if calls == 0.0 {
+            "inf".to_string()
+        } else {
+            format!("{:.2}x", Self::CALLS_PER_EVENT / calls)
+        }
+    }
+}
+
+/// The events `plugin` settled (every outcome).
+fn settled(metrics: &str, plugin: &str) -> f64 {
+    sum_of(metrics, "polyhost_events_total", plugin)
+}
+
+/// The backend round trips `plugin` made per event it settled.
+fn calls_per_event(metrics: &str, plugin: &str) -> f64 {
+    let events = settled(metrics, plugin);
+    if events == 0.0 {
+        return f64::NAN;
+    }
+    sum_of(metrics, "polyhost_backend_calls_total", plugin) / events
+}
+
+/// Per plugin, its backend calls per event by backend, on one line.
+fn print_backends(metrics: &str, handlers: &[Handler]) {
+    for h in handlers {
+        let events = settled(metrics, &h.name);
+        let label = format!("plugin=\"{}\"", h.name);
+        let parts: Vec<String> = metrics
+            .lines()
+            .filter(|l| l.starts_with("polyhost_backend_calls_total{") && l.contains(&label))
+            .filter_map(|l| {
+                let backend = l.split("backend=\"").nth(1)?.split('"').next()?;
+                let calls: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                Some(format!("{backend} {calls:.0} ({:.3}/ev)", calls / events))
+            })
+            .collect();
+        println!("  {:<16} backend calls: {}", h.name, parts.join(", "));
+    }
+}
+
+/// The sum of every sample `name{…plugin="<plugin>"…}`, whatever its other labels.
+fn sum_of(metrics: &str, name: &str, plugin: &str) -> f64 {
+    let label = format!("plugin=\"{plugin}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The host's `/metrics` text.
 fn scrape(admin: &str) -> Result<String> {
     let mut stream = std::net::TcpStream::connect(admin)
@@ -218,17 +346,6 @@ fn scrape(admin: &str) -> Result<String> {
         .map(|(_, b)| b.to_string())
         .context("an HTTP response without a body")?;
     Ok(body)
-}
-
-/// The value of the sample `name{plugin="<plugin>"…}` (summed over the other labels).
-fn counter(metrics: &str, name: &str, plugin: &str) -> f64 {
-    let label = format!("plugin=\"{plugin}\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .filter(|l| !l.contains("outcome=") || l.contains("outcome=\"ok\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn generated(metrics: &str) -> f64 {

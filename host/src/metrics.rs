@@ -31,11 +31,20 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
-/// Labels naming a backend.
+/// Labels naming a backend and the plugin that called it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
     /// `sql`, `documents`, `kv`, `keyvalue`, `search`, `messaging`.
     pub backend: String,
+    /// The calling plugin's manifest name (empty for a call outside any plugin's batch).
+    pub plugin: String,
+}
+
+tokio::task_local! {
+    /// The plugin whose call is running in this task: set around each call into a
+    /// plugin, so a host call counts against the plugin that made it (round trips per
+    /// plugin) without every backend passing the name along.
+    pub static CALLING_PLUGIN: std::sync::Arc<str>;
 }
 
 /// Labels of a swap.
@@ -66,7 +75,7 @@ pub struct Metrics {
     pub in_flight: Family<PluginLabel, Gauge>,
     /// Events a generator produced and the broker acknowledged.
     pub generated: Family<PluginLabel, Counter>,
-    /// Host calls into a backend.
+    /// Host calls into a backend, by backend and calling plugin.
     pub backend_calls: Family<BackendLabel, Counter>,
     /// Host calls into a backend that returned an error.
     pub backend_errors: Family<BackendLabel, Counter>,
@@ -195,10 +204,13 @@ impl Metrics {
         out
     }
 
-    /// Records one host call into `backend`.
+    /// Records one host call into `backend`, by the plugin in [`CALLING_PLUGIN`].
     pub fn backend_call(&self, backend: &str, took: Duration, failed: bool) {
         let label = BackendLabel {
             backend: backend.to_string(),
+            plugin: CALLING_PLUGIN
+                .try_with(|p| p.to_string())
+                .unwrap_or_default(),
         };
         self.backend_calls.get_or_create(&label).inc();
         if failed {
@@ -280,4 +292,35 @@ impl Metrics {
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backend_call_counts_against_the_plugin_whose_call_made_it() {
+        let m = Metrics::new();
+        CALLING_PLUGIN
+            .scope(std::sync::Arc::from("p1"), async {
+                m.backend_call("sql", Duration::from_millis(1), false);
+                m.backend_call("sql", Duration::from_millis(1), true);
+            })
+            .await;
+        m.backend_call("kv", Duration::from_millis(1), false);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"polyhost_backend_calls_total{backend="sql",plugin="p1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"polyhost_backend_errors_total{backend="sql",plugin="p1"} 1"#),
+            "{text}"
+        );
+        // Outside any plugin's call: an empty plugin label.
+        assert!(
+            text.contains(r#"polyhost_backend_calls_total{backend="kv",plugin=""} 1"#),
+            "{text}"
+        );
+    }
 }

@@ -34,6 +34,15 @@ pub fn event_count() -> u64 {
         .unwrap_or(20_000)
 }
 pub const SEED: u64 = 7;
+/// The seed of the second run in the two-seed check.
+pub const OTHER_SEED: u64 = 8;
+/// Events per seed in the two-seed check: `POLYHOST_E2E_SEED_EVENTS`, default 5 000.
+pub fn seed_event_count() -> u64 {
+    std::env::var("POLYHOST_E2E_SEED_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -203,6 +203,8 @@ impl LoadedPlugin {
                 .await
                 .map_err(|e| self.failure(&e))
         };
+        // Host calls made during the call count against this plugin in the metrics.
+        let call = crate::metrics::CALLING_PLUGIN.scope(Arc::from(self.name.as_str()), call);
         let outcomes = tokio::time::timeout(self.wall_limit(), call)
             .await
             .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))??;

@@ -167,12 +167,14 @@ const ACTIONS: [Action; 15] = [
     Action::SetVariable,
 ];
 
-/// Everything created so far. Entities are numbered from 1 in creation order (`u-1`, ...);
-/// index `i` of a vector is entity `i + 1`.
+/// Everything created so far. Entities are numbered from 1 in creation order
+/// (`u-<seed>-1`, ...); index `i` of a vector is entity `i + 1`.
 #[derive(Debug)]
 pub struct World {
     /// The run's seed: the images are derived from it.
     seed: u64,
+    /// The run's tag in every entity id (the seed in decimal), see [`entity_id`].
+    tag: String,
     users: Vec<User>,
     /// Users without a live subscription.
     unsubscribed: Vec<usize>,
@@ -198,14 +200,20 @@ pub struct World {
     sessions: u64,
 }
 
-fn user_id(i: usize) -> String {
-    format!("u-{}", i + 1)
+/// The id of entity `i` (0-based) of a kind: `<prefix>-<tag>-<i + 1>`, e.g. `u-7-4`. The
+/// run's tag (its seed) keeps runs with different seeds apart in one set of stores, and
+/// the same seed gives the same ids again, which the handlers recognise and apply once.
+fn entity_id(prefix: &str, tag: &str, i: usize) -> String {
+    format!("{prefix}-{tag}-{}", i + 1)
 }
-fn sub_id(i: usize) -> String {
-    format!("sub-{}", i + 1)
+fn user_id(tag: &str, i: usize) -> String {
+    entity_id("u", tag, i)
 }
-fn title_id(i: usize) -> String {
-    format!("t-{}", i + 1)
+fn sub_id(tag: &str, i: usize) -> String {
+    entity_id("sub", tag, i)
+}
+fn title_id(tag: &str, i: usize) -> String {
+    entity_id("t", tag, i)
 }
 
 /// `s` in lower case with the Portuguese accents dropped, for email addresses.
@@ -254,6 +262,7 @@ impl World {
     pub fn new(seed: u64) -> Self {
         World {
             seed,
+            tag: seed.to_string(),
             users: Vec::new(),
             unsubscribed: Vec::new(),
             subs: Vec::new(),
@@ -345,8 +354,8 @@ impl World {
         let domain = rng.pick(&["example.com", "example.net", "example.org"]);
         let (first, last) = (ascii_lower(user.first), ascii_lower(user.last));
         match user.email_changes {
-            0 => format!("{first}.{last}.{}@{domain}", u + 1),
-            k => format!("{first}.{last}.{}.{k}@{domain}", u + 1),
+            0 => format!("{first}.{last}.{}-{}@{domain}", self.tag, u + 1),
+            k => format!("{first}.{last}.{}-{}.{k}@{domain}", self.tag, u + 1),
         }
     }
 
@@ -365,10 +374,11 @@ impl World {
         let display_name = format!("{} {}", user.first, user.last);
         let email = self.email(u, rng);
         user_event(
+            &self.tag,
             "streaming.user.registered",
             u,
             json!({
-                "user_id": user_id(u),
+                "user_id": user_id(&self.tag, u),
                 "email": email,
                 "display_name": display_name,
                 "country": rng.pick(COUNTRIES),
@@ -396,9 +406,10 @@ impl World {
             changes.insert("country".into(), (rng.pick(COUNTRIES)).into());
         }
         user_event(
+            &self.tag,
             "streaming.user.profile_updated",
             u,
-            json!({ "user_id": user_id(u), "changes": changes }),
+            json!({ "user_id": user_id(&self.tag, u), "changes": changes }),
         )
     }
 
@@ -406,10 +417,11 @@ impl World {
         let u = rng.index(self.users.len());
         let favourites = rng.range(1, 3) as usize;
         user_event(
+            &self.tag,
             "streaming.user.preferences_updated",
             u,
             json!({
-                "user_id": user_id(u),
+                "user_id": user_id(&self.tag, u),
                 "language": rng.pick(LANGUAGES),
                 "subtitles": rng.chance(400),
                 "autoplay": rng.chance(700),
@@ -443,11 +455,12 @@ impl World {
         let sub = &self.subs[s];
         let (plan, price) = PLANS[sub.plan];
         billing_event(
+            &self.tag,
             ty,
             s,
             json!({
-                "subscription_id": sub_id(s),
-                "user_id": user_id(sub.user),
+                "subscription_id": sub_id(&self.tag, s),
+                "user_id": user_id(&self.tag, sub.user),
                 "plan": plan,
                 "price": price,
                 "currency": "BRL",
@@ -469,9 +482,9 @@ impl World {
         let failed = rng.chance(PAYMENT_FAILS);
         let sub = &mut self.subs[s];
         let mut data = json!({
-            "payment_id": format!("pay-{}", self.payments),
-            "subscription_id": sub_id(s),
-            "user_id": user_id(sub.user),
+            "payment_id": entity_id("pay", &self.tag, self.payments as usize - 1),
+            "subscription_id": sub_id(&self.tag, s),
+            "user_id": user_id(&self.tag, sub.user),
             "amount": PLANS[sub.plan].1,
             "currency": "BRL",
             "method": sub.method,
@@ -497,7 +510,7 @@ impl World {
             sub.state = SubState::Active;
             "streaming.payment.succeeded"
         };
-        billing_event(ty, s, data)
+        billing_event(&self.tag, ty, s, data)
     }
 
     fn change_plan(&mut self, rng: &mut Rng) -> Event {
@@ -521,9 +534,10 @@ impl World {
         self.users[user].live_sub = None;
         self.unsubscribed.push(user);
         billing_event(
+            &self.tag,
             "streaming.subscription.cancelled",
             s,
-            json!({ "subscription_id": sub_id(s), "user_id": user_id(user), "reason": reason }),
+            json!({ "subscription_id": sub_id(&self.tag, s), "user_id": user_id(&self.tag, user), "reason": reason }),
         )
     }
 
@@ -534,7 +548,7 @@ impl World {
         let weight = MAX_WEIGHT / rng.range(1, MAX_WEIGHT);
         let quality = 1 + rng.weighted(&[5, 15, 35, 30, 15]) as u64;
         let mut data = json!({
-            "title_id": title_id(t),
+            "title_id": title_id(&self.tag, t),
             "name": title_name(rng),
             "genres": genres(rng),
             "year": rng.range(1975, 2026),
@@ -573,7 +587,7 @@ impl World {
             .push(self.cum_weight.last().copied().unwrap_or(0) + weight);
         self.pending_assets.push((t, Role::Thumbnail));
         self.pending_assets.push((t, Role::Banner));
-        catalog_event("streaming.title.published", t, data)
+        catalog_event(&self.tag, "streaming.title.published", t, data)
     }
 
     fn update_title(&mut self, rng: &mut Rng) -> Event {
@@ -593,9 +607,10 @@ impl World {
             changes.insert("cast".into(), cast(rng).into());
         }
         catalog_event(
+            &self.tag,
             "streaming.title.updated",
             t,
-            json!({ "title_id": title_id(t), "changes": changes }),
+            json!({ "title_id": title_id(&self.tag, t), "changes": changes }),
         )
     }
 
@@ -606,11 +621,12 @@ impl World {
             let b = rng.index(self.titles.len());
             if a != b && self.relations.insert((a, b)) {
                 return Some(catalog_event(
+                    &self.tag,
                     "streaming.title.related",
                     a,
                     json!({
-                        "title_id": title_id(a),
-                        "related_title_id": title_id(b),
+                        "title_id": title_id(&self.tag, a),
+                        "related_title_id": title_id(&self.tag, b),
                         "relation": rng.pick(RELATIONS),
                     }),
                 ));
@@ -631,11 +647,12 @@ impl World {
         let mut key = self.seed ^ ((t as u64) << 1 | (role == Role::Banner) as u64);
         let png = image::render(splitmix64(&mut key), width, height);
         catalog_event(
+            &self.tag,
             "streaming.title.asset_uploaded",
             t,
             json!({
-                "title_id": title_id(t),
-                "asset_id": format!("a-{}", self.assets),
+                "title_id": title_id(&self.tag, t),
+                "asset_id": entity_id("a", &self.tag, self.assets as usize - 1),
                 "role": role_name,
                 "content_type": "image/png",
                 "width": png.width,
@@ -658,8 +675,8 @@ impl World {
                 return Some(Event {
                     ty: "streaming.rating.submitted",
                     topic: topic::RATINGS,
-                    subject: title_id(t),
-                    data: json!({ "user_id": user_id(u), "title_id": title_id(t), "stars": stars }),
+                    subject: title_id(&self.tag, t),
+                    data: json!({ "user_id": user_id(&self.tag, u), "title_id": title_id(&self.tag, t), "stars": stars }),
                 });
             }
         }
@@ -684,6 +701,7 @@ impl World {
             last_ms: now_ms,
         };
         let event = session_event(
+            &self.tag,
             "streaming.session.started",
             &session,
             json!({ "device": rng.pick(DEVICES) }),
@@ -719,6 +737,7 @@ impl World {
             "streaming.session.ended"
         };
         let event = session_event(
+            &self.tag,
             ty,
             s,
             json!({ "position_s": s.position_s, "watched_s": s.watched_s }),
@@ -733,7 +752,10 @@ impl World {
         let (name, value) = match rng.below(3) {
             0 => ("feature.new_player", (rng.pick(&["on", "off"])).to_string()),
             1 => ("banner.campaign", (rng.pick(CAMPAIGNS)).to_string()),
-            _ => ("homepage.featured_title", title_id(self.popular_title(rng))),
+            _ => (
+                "homepage.featured_title",
+                title_id(&self.tag, self.popular_title(rng)),
+            ),
         };
         Event {
             ty: "streaming.variable.set",
@@ -744,39 +766,39 @@ impl World {
     }
 }
 
-fn user_event(ty: &'static str, u: usize, data: Value) -> Event {
+fn user_event(tag: &str, ty: &'static str, u: usize, data: Value) -> Event {
     Event {
         ty,
         topic: topic::USERS,
-        subject: user_id(u),
+        subject: user_id(tag, u),
         data,
     }
 }
 
-fn billing_event(ty: &'static str, s: usize, data: Value) -> Event {
+fn billing_event(tag: &str, ty: &'static str, s: usize, data: Value) -> Event {
     Event {
         ty,
         topic: topic::BILLING,
-        subject: sub_id(s),
+        subject: sub_id(tag, s),
         data,
     }
 }
 
-fn catalog_event(ty: &'static str, t: usize, data: Value) -> Event {
+fn catalog_event(tag: &str, ty: &'static str, t: usize, data: Value) -> Event {
     Event {
         ty,
         topic: topic::CATALOG,
-        subject: title_id(t),
+        subject: title_id(tag, t),
         data,
     }
 }
 
 /// A session event: `extra`'s fields plus the session's ids.
-fn session_event(ty: &'static str, s: &Session, mut extra: Value) -> Event {
-    let id = format!("s-{}", s.n);
+fn session_event(tag: &str, ty: &'static str, s: &Session, mut extra: Value) -> Event {
+    let id = entity_id("s", tag, s.n as usize - 1);
     extra["session_id"] = id.clone().into();
-    extra["user_id"] = user_id(s.user).into();
-    extra["title_id"] = title_id(s.title).into();
+    extra["user_id"] = user_id(tag, s.user).into();
+    extra["title_id"] = title_id(tag, s.title).into();
     Event {
         ty,
         topic: topic::SESSIONS,

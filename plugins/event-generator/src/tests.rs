@@ -85,6 +85,53 @@ fn different_seeds_differ() {
     assert!(differing > 190, "only {differing} of 200 messages differ");
 }
 
+/// Every entity id an event names (subject and `*_id` fields), with the event ids; variable
+/// names are shared by design (`streaming.variable.set` sets a platform-wide value).
+fn ids_of_run(seed: u64, total: u64) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for (_, _, value, _) in run(seed, total, |_| 500) {
+        let ev: Value = serde_json::from_slice(&value).unwrap();
+        ids.insert(s(&ev, "id").to_string());
+        if s(&ev, "type") != "streaming.variable.set" {
+            ids.insert(s(&ev, "subject").to_string());
+        }
+        for (field, v) in ev["data"].as_object().unwrap() {
+            if field.ends_with("_id") {
+                ids.insert(v.as_str().unwrap().to_string());
+            }
+        }
+    }
+    ids
+}
+
+#[test]
+fn entity_ids_carry_the_seed_so_runs_of_two_seeds_share_none() {
+    let a = ids_of_run(7, 3000);
+    let b = ids_of_run(8, 3000);
+    for prefix in ["u-7-", "sub-7-", "pay-7-", "t-7-", "a-7-", "s-7-", "evt-7-"] {
+        assert!(
+            a.iter().any(|id| id.starts_with(prefix)),
+            "no id starts with {prefix}"
+        );
+    }
+    assert!(a.contains("u-7-1") && a.contains("t-7-1") && a.contains("s-7-1"));
+    // Every id is `<kind>-<seed>-<n>`.
+    for id in &a {
+        let mut parts = id.split('-');
+        let (kind, tag, n) = (parts.next(), parts.next(), parts.next());
+        assert!(
+            kind.is_some_and(|k| !k.is_empty()) && tag == Some("7"),
+            "{id}"
+        );
+        assert!(n.is_some_and(|n| n.parse::<u64>().is_ok()), "{id}");
+        assert_eq!(parts.next(), None, "{id}");
+    }
+    let shared: Vec<_> = a.intersection(&b).take(5).collect();
+    assert!(shared.is_empty(), "ids in both runs: {shared:?}");
+    // The same seed names the same entities again.
+    assert_eq!(a, ids_of_run(7, 3000));
+}
+
 #[test]
 fn exactly_total_events_then_empty() {
     let mut stream = Stream::new(Settings {

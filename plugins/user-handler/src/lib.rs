@@ -7,8 +7,12 @@
 //!
 //! - [`domain`]: parsing and validation, the subscription state machine, the derived
 //!   event; plain functions, tested natively.
-//! - [`store`]: one transaction per event, opened by the event's row in the ledger of
-//!   processed events, so a replayed event changes nothing.
+//! - [`batch`]: the batch worked out in the guest against the rows it touches: each
+//!   event's outcome and one final row per entity; plain functions, tested natively.
+//! - [`store`]: the batch in one transaction with a fixed number of round trips (begin,
+//!   read, write, publish, commit), each applied event's row in the ledger of processed
+//!   events so a replayed event changes nothing; when the batch's write fails, the batch is
+//!   split in halves down to the event at fault, so a bad event is rejected alone.
 //!
 //! Config (`[plugin.config]`): `derived_topic`, where the derived events go (default
 //! `streaming.derived`).
@@ -18,6 +22,7 @@
 //! an entity is to be retried, the later events of that entity in the batch are retried
 //! too, unapplied, so each entity's events apply in order.
 
+mod batch;
 mod domain;
 mod store;
 
@@ -27,12 +32,10 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use std::collections::HashSet;
-
+use batch::{Decision, Incoming};
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::records;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
-use store::{Meta, Stop};
 use wasi::logging::logging::{Level, log};
 
 struct UserHandler;
@@ -43,28 +46,46 @@ impl Guest for UserHandler {
             .ok()
             .flatten()
             .unwrap_or_else(|| domain::DERIVED_TOPIC.to_owned());
-        // Entities with an event waiting for a retry in this batch.
-        let mut waiting: HashSet<String> = HashSet::new();
-        events
+        let incoming: Vec<Incoming> = events.iter().map(incoming).collect();
+        let decisions = store::handle(&incoming, &derived_topic);
+        incoming
             .iter()
-            .map(|event| {
-                let entity = entity_of(event);
-                if let Some(entity) = entity.as_ref().filter(|e| waiting.contains(*e)) {
-                    return Outcome::Retry(format!(
-                        "an earlier event of `{entity}` is waiting for a retry"
+            .zip(decisions)
+            .map(|(event, decision)| match decision {
+                Decision::Ok => Outcome::Ok,
+                Decision::Retry(reason) => Outcome::Retry(reason),
+                Decision::Reject(reason) => {
+                    log_warn(&format!(
+                        "event `{}` ({}) rejected: {reason}",
+                        event.id, event.ty
                     ));
+                    Outcome::Reject(reason)
                 }
-                let outcome = handle_one(event, &derived_topic);
-                if let (Outcome::Retry(_), Some(entity)) = (&outcome, entity) {
-                    waiting.insert(entity);
-                }
-                outcome
             })
             .collect()
     }
 }
 
 export!(UserHandler);
+
+/// An event parsed for the batch.
+fn incoming(event: &Event) -> Incoming {
+    let command =
+        domain::parse(&event.type_, event.subject.as_deref(), &event.data).and_then(|command| {
+            match event.time {
+                Some(_) => Ok(command),
+                None => Err("the event has no `time`".to_owned()),
+            }
+        });
+    Incoming {
+        source: event.source.clone(),
+        id: event.id.clone(),
+        ty: event.type_.clone(),
+        time: event.time.unwrap_or_default(),
+        entity: entity_of(event),
+        command,
+    }
+}
 
 /// The entity an event is about: its subject, else its Kafka key.
 fn entity_of(event: &Event) -> Option<String> {
@@ -74,31 +95,7 @@ fn entity_of(event: &Event) -> Option<String> {
         .or_else(|| records::key(event.offset).map(|k| String::from_utf8_lossy(&k).into_owned()))
 }
 
-fn handle_one(event: &Event, derived_topic: &str) -> Outcome {
-    let result = domain::parse(&event.type_, event.subject.as_deref(), &event.data)
-        .map_err(Stop::Reject)
-        .and_then(|command| {
-            let time = event
-                .time
-                .ok_or_else(|| Stop::Reject("the event has no `time`".into()))?;
-            let meta = Meta {
-                source: &event.source,
-                id: &event.id,
-                ty: &event.type_,
-                time,
-            };
-            store::apply(&meta, &command, derived_topic)
-        });
-    match result {
-        Ok(()) => Outcome::Ok,
-        Err(Stop::Retry(reason)) => Outcome::Retry(reason),
-        Err(Stop::Reject(reason)) => {
-            log(
-                Level::Warn,
-                "user-handler",
-                &format!("event `{}` ({}) rejected: {reason}", event.id, event.type_),
-            );
-            Outcome::Reject(reason)
-        }
-    }
+/// Logs a warning, tagged with the plugin.
+fn log_warn(message: &str) {
+    log(Level::Warn, "user-handler", message);
 }
