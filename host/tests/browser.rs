@@ -1,7 +1,8 @@
 //! The console in a real headless browser: Debian's `chromium` driven through
 //! `chromium-driver` (WebDriver) with `fantoccini`, against the host as a separate process
 //! running five test plugins. The page loads with no console errors, the graph shows the
-//! five plugins, live numbers change while events flow, Reload swaps a plugin, a poison
+//! five plugins, live numbers change while events flow, the latency chart beside the
+//! throughput chart draws p50 and p99 lines per plugin, Reload swaps a plugin, a poison
 //! event shows in the dead-letter view, and Replay (after the plugin is fixed by a hot swap)
 //! brings it back with nothing lost or repeated; a second Replay is refused.
 //!
@@ -282,6 +283,68 @@ async fn scenario(
     .await?;
     wait_text(client, &done, "the done count to change", |t| t != before).await?;
     screenshot(client, "2-events-flowing").await?;
+
+    // The latency chart, beside the throughput chart: per plugin a p99 line and a p50 line
+    // (never above it) once events have become final in consecutive seconds.
+    assert!(
+        text_of(client, "#latency-section h2")
+            .await?
+            .starts_with("Latency"),
+        "the latency chart's title"
+    );
+    let lines = wait_for(
+        Duration::from_secs(60),
+        "latency lines with points",
+        || async {
+            let v = client
+                .execute(
+                    r##"
+                const points = (q) => [...document.querySelectorAll(
+                    `#latency-chart polyline[data-series="${CSS.escape(arguments[0])}"][data-quantile="${q}"]`)]
+                  .flatMap((l) => l.getAttribute("points").trim().split(" ").map((p) => p.split(",").map(Number)));
+                const p50 = points("p50"), p99 = points("p99");
+                const y99 = new Map(p99.map(([x, y]) => [x, y]));
+                return {
+                  p50: p50.length,
+                  p99: p99.length,
+                  // SVG y grows downwards: a p50 above its p99 has a smaller y.
+                  p50_above_p99: p50.filter(([x, y]) => y99.has(x) && y < y99.get(x) - 0.5).length,
+                  throughput: document.querySelectorAll("#chart polyline[data-series]").length,
+                  scale: document.querySelector("#latency-chart text").textContent,
+                  legend: document.querySelector("#latency-legend").textContent,
+                };
+            "##,
+                    vec![json!(f.plugin)],
+                )
+                .await?;
+            Ok((v["p99"].as_u64() >= Some(2) && v["p50"].as_u64() >= Some(2)).then_some(v))
+        },
+    )
+    .await?;
+    assert_eq!(lines["p50_above_p99"], 0, "{lines}");
+    assert_eq!(
+        lines["throughput"], 5,
+        "one throughput line per plugin: {lines}"
+    );
+    let scale = lines["scale"].as_str().unwrap_or_default();
+    assert!(
+        scale.ends_with(" ms") || scale.ends_with(" s"),
+        "the latency scale in time: {lines}"
+    );
+    assert!(
+        lines["legend"]
+            .as_str()
+            .is_some_and(|l| l.contains(&f.plugin) && l.contains("p99")),
+        "{lines}"
+    );
+    screenshot(client, "2-charts").await?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    let charts = client
+        .find(Locator::Css(".charts"))
+        .await?
+        .screenshot()
+        .await?;
+    std::fs::write(dir.join("2-charts-detail.png"), charts)?;
     producing.await??;
     let n = 500;
     f.wait_recorded(n, Duration::from_secs(60)).await?;

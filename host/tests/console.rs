@@ -1,7 +1,8 @@
 //! The admin API behind the console, with the host as a separate process: the page and its
-//! assets, the topology, the live SSE samples, the dead-letter routes (list, show, replay
-//! once, refuse a second), and the guard on state-changing calls (same-origin without a
-//! token, the token when `POLYHOST_ADMIN_TOKEN` is set).
+//! assets, the topology, the live SSE samples (rates; latency mean, p50 and p99), the
+//! dead-letter routes (list, show, replay once, refuse a second), and the guard on
+//! state-changing calls (same-origin without a token, the token when
+//! `POLYHOST_ADMIN_TOKEN` is set).
 
 #[allow(dead_code)]
 mod common;
@@ -134,6 +135,25 @@ async fn the_console_serves_its_page_graph_samples_and_dead_letters() -> Result<
             .any(|s| mine(s)["rate"].as_f64().unwrap_or(0.0) > 0.0),
         "a positive rate while events flow: {s:#?}"
     );
+    // The latency of the events final in the last second: mean, p50 and p99, in ms.
+    let latencies: Vec<(f64, f64, f64)> = s
+        .iter()
+        .filter_map(|s| {
+            let p = mine(s);
+            Some((
+                p["latency_ms"].as_f64()?,
+                p["latency_p50_ms"].as_f64()?,
+                p["latency_p99_ms"].as_f64()?,
+            ))
+        })
+        .collect();
+    assert!(!latencies.is_empty(), "latencies while events flow: {s:#?}");
+    for &(mean, p50, p99) in &latencies {
+        assert!(
+            mean > 0.0 && p50 > 0.0 && p50 <= p99,
+            "mean {mean}, p50 {p50}, p99 {p99}"
+        );
+    }
     let last = mine(s.last().unwrap());
     assert_eq!(last["digest"].as_str().map(str::len), Some(64), "{last}");
 

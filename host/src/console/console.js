@@ -3,20 +3,20 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const HISTORY = 300; // samples kept for the chart: 5 minutes at one per second
+const HISTORY = 300; // samples kept for the charts: 5 minutes at one per second
 const COLORS = ["#4fb3ff", "#5cc878", "#e8b04b", "#ef6b6b", "#b48cff", "#4fd1c5", "#f08fc0", "#c0c86b"];
 
 const state = {
   topology: [],          // GET /api/topology plugins
   latest: new Map(),     // plugin -> last SSE sample
-  history: [],           // [{time, rates: {plugin: rate}}]
+  history: [],           // [{time, rates, p50, p99: {plugin: value or null}}], one per sample
   token: sessionStorage.getItem("polyhost-admin-token") || "",
 };
 
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs = {}, text) {
-  const ns = ["svg", "g", "rect", "text", "path", "line", "polyline", "title"].includes(tag) ? SVG : null;
+  const ns = ["svg", "g", "rect", "text", "path", "line", "polyline", "circle", "title"].includes(tag) ? SVG : null;
   const e = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v !== undefined && v !== null) e.setAttribute(k, v);
@@ -214,31 +214,77 @@ async function swap(name, what) {
   }
 }
 
-// ---- the chart -------------------------------------------------------------------------
+// ---- the charts ------------------------------------------------------------------------
 
-function drawChart() {
-  const svg = $("#chart");
+// A plugin's color: its place in the topology, the same in every chart.
+const colorOf = (name) => COLORS[Math.max(0, state.topology.findIndex((p) => p.name === name)) % COLORS.length];
+
+// Lines over the last HISTORY samples, the newest at the right. `series`: [{name, color,
+// values (one per sample in state.history, null where there is none), dash, attrs}]; a null
+// breaks a line, and a value with none beside it is drawn as a dot. `label` formats the
+// scale. The legend gets one entry per name (in its first series' color), then `keys`.
+function drawLines(svg, legend, series, label, keys = []) {
   svg.replaceChildren();
-  const width = svg.clientWidth || 1100, height = 180, pad = 30;
+  const width = svg.clientWidth || 700, height = 180, left = 52, bottom = 18, top = 10;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  const names = state.topology.map((p) => p.name);
-  let max = 1;
-  for (const s of state.history) for (const n of names) max = Math.max(max, s.rates[n] || 0);
-  svg.append(el("line", { class: "axis", x1: pad, y1: height - pad, x2: width, y2: height - pad }));
-  svg.append(el("text", { class: "edge-label", x: 2, y: 12 }, fmt(max, 0)));
-  svg.append(el("text", { class: "edge-label", x: 2, y: height - pad }, "0"));
-  const x = (i) => pad + ((width - pad) * (HISTORY - state.history.length + i)) / HISTORY;
-  const y = (v) => height - pad - ((height - pad - 10) * v) / max;
-  const legend = $("#legend");
+  let max = 0;
+  for (const s of series) for (const v of s.values) if (v !== null && v !== undefined) max = Math.max(max, v);
+  max = max > 0 ? max * 1.1 : 1;
+  const x = (i) => left + ((width - left - 4) * (HISTORY - state.history.length + i)) / (HISTORY - 1);
+  const y = (v) => height - bottom - ((height - bottom - top) * v) / max;
+  svg.append(el("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }));
+  svg.append(el("line", { class: "axis grid", x1: left, y1: y(max / 2), x2: width, y2: y(max / 2) }));
+  svg.append(el("text", { class: "edge-label", x: 2, y: top + 4 }, label(max)));
+  svg.append(el("text", { class: "edge-label", x: 2, y: y(max / 2) + 4 }, label(max / 2)));
+  svg.append(el("text", { class: "edge-label", x: 2, y: height - bottom + 4 }, label(0)));
+  svg.append(el("text", { class: "edge-label", x: left, y: height - 3 }, `${HISTORY / 60} min ago`));
+  svg.append(el("text", { class: "edge-label", x: width - 4, y: height - 3, "text-anchor": "end" }, "now"));
+  const named = new Map();
+  for (const s of series) {
+    if (!named.has(s.name)) named.set(s.name, s.color);
+    const common = { stroke: s.color, "data-series": s.name, ...(s.attrs || {}) };
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) {
+        svg.append(el("polyline", { ...common, points: run.join(" "), fill: "none", "stroke-width": 1.5, "stroke-dasharray": s.dash }));
+      } else if (run.length === 1) {
+        const [cx, cy] = run[0].split(",");
+        svg.append(el("circle", { ...common, cx, cy, r: 2, fill: s.color }));
+      }
+      run = [];
+    };
+    s.values.forEach((v, i) => {
+      if (v === null || v === undefined) flush();
+      else run.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`);
+    });
+    flush();
+  }
   legend.replaceChildren();
-  names.forEach((n, k) => {
-    const color = COLORS[k % COLORS.length];
-    const points = state.history.map((s, i) => `${x(i).toFixed(1)},${y(s.rates[n] || 0).toFixed(1)}`).join(" ");
-    svg.append(el("polyline", { points, fill: "none", stroke: color, "stroke-width": 1.5, "data-series": n }));
-    const item = el("span", {}, "■ " + n);
+  for (const [name, color] of named) {
+    const item = el("span", {}, "■ " + name);
     item.style.color = color;
     legend.append(item);
-  });
+  }
+  for (const k of keys) legend.append(el("span", { class: "key" }, k));
+}
+
+const perSecond = (v) => (v === 0 ? "0" : fmt(v, v < 10 ? 1 : 0) + "/s");
+const millis = (v) => (v === 0 ? "0" : v >= 1000 ? fmt(v / 1000, 1) + " s" : fmt(v, v < 10 ? 1 : 0) + " ms");
+
+function drawCharts() {
+  const at = (key, name) => state.history.map((s) => s[key][name] ?? null);
+  const names = state.topology.map((p) => p.name);
+  drawLines($("#chart"), $("#legend"),
+    names.map((n) => ({ name: n, color: colorOf(n), values: at("rates", n).map((v) => v ?? 0) })),
+    perSecond);
+  // Generators have no latency: they produce, nothing becomes final in them.
+  const handlers = state.topology.filter((p) => p.kind !== "generator").map((p) => p.name);
+  drawLines($("#latency-chart"), $("#latency-legend"),
+    handlers.flatMap((n) => [
+      { name: n, color: colorOf(n), values: at("p99", n), attrs: { "data-quantile": "p99" } },
+      { name: n, color: colorOf(n), values: at("p50", n), dash: "4 3", attrs: { "data-quantile": "p50" } },
+    ]),
+    millis, ["── p99", "╌╌ p50"]);
 }
 
 // ---- live samples ----------------------------------------------------------------------
@@ -260,12 +306,18 @@ function connect() {
     const known = new Set(state.topology.map((p) => p.name));
     const changed = names.size !== known.size || [...names].some((n) => !known.has(n));
     state.latest = new Map(s.plugins.map((p) => [p.name, p]));
-    state.history.push({ time: s.time, rates: Object.fromEntries(s.plugins.map((p) => [p.name, p.rate])) });
+    const per = (f) => Object.fromEntries(s.plugins.map((p) => [p.name, f(p)]));
+    state.history.push({
+      time: s.time,
+      rates: per((p) => p.rate),
+      p50: per((p) => p.latency_p50_ms ?? null),
+      p99: per((p) => p.latency_p99_ms ?? null),
+    });
     if (state.history.length > HISTORY) state.history.shift();
     if (changed) await loadTopology();
     updateGraph();
     updatePlugins();
-    drawChart();
+    drawCharts();
   });
 }
 
@@ -412,5 +464,5 @@ window.addEventListener("DOMContentLoaded", async () => {
   connect();
   loadDeadLetters();
   searchAudit();
-  window.addEventListener("resize", () => { drawGraph(); drawChart(); });
+  window.addEventListener("resize", () => { drawGraph(); drawCharts(); });
 });

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /` | the page (`index.html`, `console.js`, `console.css` embedded) |
 //! | `GET /api/topology` | plugins with topics, grants, limits, publish topics, stores: the graph |
-//! | `GET /api/events` | SSE: a `sample` event every second with per-plugin counters and rates |
+//! | `GET /api/events` | SSE: a `sample` event every second with per-plugin counters, rates and the latency (mean, p50, p99) of the events final since the last sample |
 //! | `GET /api/audit` | the auditor's trail in Elasticsearch: counts by type and a timeline |
 //!
 //! Dead-letter routes are in [`crate::admin`], over [`crate::dlq`].
@@ -166,6 +166,11 @@ pub struct PluginSample {
     /// Mean end-to-end latency (produce to final outcome) of the events that became final
     /// since the last sample, in milliseconds; `None` when none did.
     pub latency_ms: Option<f64>,
+    /// The median of the same latencies, estimated from the histogram's buckets (within a
+    /// bucket's width, ~19 %), in milliseconds; `None` when no event became final.
+    pub latency_p50_ms: Option<f64>,
+    /// The 99th percentile of the same latencies, estimated likewise.
+    pub latency_p99_ms: Option<f64>,
 }
 
 fn throughput(p: &PluginStatus) -> u64 {
@@ -180,7 +185,7 @@ fn throughput(p: &PluginStatus) -> u64 {
 #[derive(Default)]
 struct Previous {
     at: Option<Instant>,
-    counts: HashMap<String, (u64, f64, u64)>,
+    counts: HashMap<String, (u64, Latencies)>,
 }
 
 async fn sample(sup: &Supervisor, prev: &mut Previous) -> Value {
@@ -190,27 +195,34 @@ async fn sample(sup: &Supervisor, prev: &mut Previous) -> Value {
         .map(|t| now.duration_since(t).as_secs_f64())
         .unwrap_or(0.0);
     let statuses = sup.status().await;
-    // The histogram's sum and count are read from its exposition: the client library
-    // exposes them to nothing else.
-    let latency = latency_totals(&metrics::global().encode());
+    // The histogram's sum, count and buckets are read from its exposition: the client
+    // library exposes the buckets to nothing else.
+    let mut latency = latency_totals(&metrics::global().encode());
     let mut plugins = Vec::new();
     for status in statuses {
-        let (sum, finals) = latency.get(&status.name).copied().unwrap_or_default();
+        let totals = latency.remove(&status.name).unwrap_or_default();
         let count = throughput(&status);
-        let (rate, latency_ms) = match prev.counts.get(&status.name) {
-            Some(&(c0, s0, f0)) if dt > 0.0 => (
-                count.saturating_sub(c0) as f64 / dt,
-                (finals > f0).then(|| (sum - s0) / (finals - f0) as f64 * 1000.0),
-            ),
-            _ => (0.0, None),
-        };
-        prev.counts
-            .insert(status.name.clone(), (count, sum, finals));
-        plugins.push(PluginSample {
+        let mut sample = PluginSample {
+            rate: 0.0,
+            latency_ms: None,
+            latency_p50_ms: None,
+            latency_p99_ms: None,
             status,
-            rate,
-            latency_ms,
-        });
+        };
+        if let Some((c0, t0)) = prev.counts.get(&sample.status.name).filter(|_| dt > 0.0) {
+            sample.rate = count.saturating_sub(*c0) as f64 / dt;
+            if totals.count > t0.count {
+                sample.latency_ms =
+                    Some((totals.sum - t0.sum) / (totals.count - t0.count) as f64 * 1000.0);
+                sample.latency_p50_ms =
+                    quantile(0.5, &t0.buckets, &totals.buckets).map(|s| s * 1000.0);
+                sample.latency_p99_ms =
+                    quantile(0.99, &t0.buckets, &totals.buckets).map(|s| s * 1000.0);
+            }
+        }
+        prev.counts
+            .insert(sample.status.name.clone(), (count, totals));
+        plugins.push(sample);
     }
     prev.at = Some(now);
     json!({
@@ -219,34 +231,95 @@ async fn sample(sup: &Supervisor, prev: &mut Previous) -> Value {
     })
 }
 
-/// Per plugin, the sum (seconds) and count of `polyhost_event_latency_seconds`, from the
+/// One plugin's `polyhost_event_latency_seconds` as exposed: totals since start.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Latencies {
+    /// The sum of the latencies, in seconds.
+    pub sum: f64,
+    /// How many were observed.
+    pub count: u64,
+    /// `(le, cumulative count)` by increasing bound, `+Inf` last.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// The `q` quantile (0 < q ≤ 1) of the observations made between two readings of the same
+/// histogram's cumulative buckets, interpolated linearly within the bucket it falls in (as
+/// Prometheus' `histogram_quantile` does); in the `+Inf` bucket, the highest finite bound.
+/// `None` when nothing was observed in between or the buckets do not match.
+pub fn quantile(q: f64, before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<f64> {
+    let delta: Vec<(f64, u64)> = if before.is_empty() {
+        after.to_vec()
+    } else {
+        if before.len() != after.len() {
+            return None;
+        }
+        before
+            .iter()
+            .zip(after)
+            .map(|(&(_, b), &(le, a))| (le, a.saturating_sub(b)))
+            .collect()
+    };
+    let total = delta.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let i = delta.iter().position(|&(_, c)| c as f64 >= rank)?;
+    let (lower, below) = if i == 0 { (0.0, 0) } else { delta[i - 1] };
+    let (upper, at) = delta[i];
+    if upper.is_infinite() {
+        return Some(lower);
+    }
+    let inside = at - below;
+    if inside == 0 {
+        return Some(upper);
+    }
+    Some(lower + (upper - lower) * (rank - below as f64) / inside as f64)
+}
+
+/// Per plugin, `polyhost_event_latency_seconds`' sum, count and buckets, from the
 /// OpenMetrics text.
-pub fn latency_totals(text: &str) -> HashMap<String, (f64, u64)> {
-    let mut out: HashMap<String, (f64, u64)> = HashMap::new();
+pub fn latency_totals(text: &str) -> HashMap<String, Latencies> {
+    const NAME: &str = "polyhost_event_latency_seconds_";
+    let mut out: HashMap<String, Latencies> = HashMap::new();
     for line in text.lines() {
-        let (is_sum, rest) =
-            if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_sum{") {
-                (true, r)
-            } else if let Some(r) = line.strip_prefix("polyhost_event_latency_seconds_count{") {
-                (false, r)
-            } else {
-                continue;
-            };
+        let Some((series, rest)) = line.strip_prefix(NAME).and_then(|r| r.split_once('{')) else {
+            continue;
+        };
         let Some((labels, value)) = rest.split_once("} ") else {
             continue;
         };
-        let Some(plugin) = labels
-            .strip_prefix("plugin=\"")
-            .and_then(|l| l.strip_suffix('"'))
-        else {
+        let label = |name: &str| {
+            labels.split(',').find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix("=\""))
+                    .and_then(|v| v.strip_suffix('"'))
+            })
+        };
+        let Some(plugin) = label("plugin") else {
             continue;
         };
+        let value = value.split_whitespace().next().unwrap_or_default();
         let entry = out.entry(plugin.to_string()).or_default();
-        if is_sum {
-            entry.0 = value.trim().parse().unwrap_or(0.0);
-        } else {
-            entry.1 = value.trim().parse().unwrap_or(0);
+        match series {
+            "sum" => entry.sum = value.parse().unwrap_or(0.0),
+            "count" => entry.count = value.parse().unwrap_or(0),
+            "bucket" => {
+                let le = match label("le") {
+                    Some("+Inf") => f64::INFINITY,
+                    Some(le) => match le.parse() {
+                        Ok(le) => le,
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                };
+                entry.buckets.push((le, value.parse().unwrap_or(0)));
+            }
+            _ => {}
         }
+    }
+    for l in out.values_mut() {
+        l.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     out
 }
@@ -510,10 +583,56 @@ mod tests {
             polyhost_event_latency_seconds_sum{plugin=\"a\"} 1.5\n\
             polyhost_event_latency_seconds_count{plugin=\"a\"} 3\n\
             polyhost_event_latency_seconds_bucket{le=\"0.1\",plugin=\"a\"} 1\n\
+            polyhost_event_latency_seconds_bucket{le=\"+Inf\",plugin=\"a\"} 3\n\
             polyhost_events_total{plugin=\"a\",outcome=\"ok\"} 3\n";
         let t = latency_totals(text);
         assert_eq!(t.len(), 1);
-        assert_eq!(t["a"], (1.5, 3));
+        assert_eq!(
+            t["a"],
+            Latencies {
+                sum: 1.5,
+                count: 3,
+                buckets: vec![(0.1, 1), (f64::INFINITY, 3)],
+            }
+        );
+    }
+
+    #[test]
+    fn latency_totals_read_what_the_client_library_writes() {
+        let m = metrics::global().series("console-unit-test");
+        for ms in [2.0, 3.0, 40.0] {
+            m.event_latency_seconds.observe(ms / 1000.0);
+        }
+        let t = latency_totals(&metrics::global().encode());
+        let l = &t["console-unit-test"];
+        assert_eq!(l.count, 3);
+        assert!((l.sum - 0.045).abs() < 1e-9, "{l:?}");
+        assert_eq!(l.buckets.len(), 78, "77 bounds and +Inf");
+        assert_eq!(l.buckets.last(), Some(&(f64::INFINITY, 3)));
+        let p50 = quantile(0.5, &[], &l.buckets).unwrap();
+        assert!((0.0025..=0.0036).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn quantiles_are_of_the_interval_only() {
+        let le = [0.001, 0.002, 0.004, 0.008, f64::INFINITY];
+        let at = |counts: [u64; 5]| le.iter().copied().zip(counts).collect::<Vec<_>>();
+        // Since start: 100 fast events (≤ 1 ms); in the last interval, 10 more between 2
+        // and 4 ms, and one between 4 and 8 ms.
+        let before = at([100, 100, 100, 100, 100]);
+        let after = at([100, 100, 110, 111, 111]);
+        let p50 = quantile(0.5, &before, &after).unwrap();
+        assert!((p50 - (0.002 + 0.002 * 5.5 / 10.0)).abs() < 1e-12, "{p50}");
+        let p99 = quantile(0.99, &before, &after).unwrap();
+        assert!((0.004..=0.008).contains(&p99), "{p99}");
+        // Since start the median would be under 1 ms.
+        assert!(quantile(0.5, &[], &after).unwrap() <= 0.001);
+        // Nothing in the interval: no quantile.
+        assert_eq!(quantile(0.5, &after, &after), None);
+        // Everything past the last bound: the last finite bound.
+        let late = at([100, 100, 110, 111, 121]);
+        assert_eq!(quantile(0.99, &after, &late), Some(0.008));
+        assert_eq!(quantile(0.5, &[], &[]), None);
     }
 
     #[test]
