@@ -525,7 +525,7 @@ mod client {
                 p.processed
             };
             println!(
-                "{:<18} {:<9} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8} {:>6}  {} ({})",
+                "{:<18} {:<9} {:<12} {:<12} {:>9} {:>7} {:>7} {:>8} {:>6}  {} ({}{})",
                 p.name,
                 p.kind,
                 short(&p.digest),
@@ -540,6 +540,10 @@ mod client {
                 p.swaps,
                 p.loaded_at,
                 p.state,
+                p.last_change
+                    .as_deref()
+                    .map(|c| format!("; last swap: {c}"))
+                    .unwrap_or_default(),
             );
         }
         Ok(ExitCode::SUCCESS)

@@ -2,8 +2,8 @@
 //!
 //! One process-wide registry ([`global`]) built on `prometheus-client` (the Prometheus
 //! project's own Rust client, OpenMetrics text format). Per plugin: events by final outcome,
-//! retries, batch latency, consumer lag, instances in flight, generated events, swaps and
-//! the swap pause; per backend: calls, errors, latency.
+//! retries, batch latency, consumer lag, instances in flight, generated events, swaps (and
+//! what they changed) and the swap pause; per backend: calls, errors, latency.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -56,6 +56,15 @@ pub struct SwapLabels {
     pub result: String,
 }
 
+/// Labels of one thing a swap changed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwapChangeLabels {
+    /// The plugin's manifest name.
+    pub plugin: String,
+    /// `component`, `kind`, `config`, `grants` or `limits`.
+    pub change: String,
+}
+
 /// Every metric the host exports.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +92,8 @@ pub struct Metrics {
     pub backend_seconds: Family<BackendLabel, Histogram>,
     /// Hot swaps, by result.
     pub swaps: Family<SwapLabels, Counter>,
+    /// Swaps and rollbacks, by what they changed (one swap may count under several).
+    pub swap_changes: Family<SwapChangeLabels, Counter>,
     /// Time between the last batch started on the old version and the first on the new.
     pub swap_pause_seconds: Family<PluginLabel, Histogram>,
     /// Dead letters written reduced (value cut, or only headers) to fit the broker's limit.
@@ -122,6 +133,7 @@ impl Metrics {
             backend_errors: Family::default(),
             backend_seconds: Family::new_with_constructor(latency),
             swaps: Family::default(),
+            swap_changes: Family::default(),
             swap_pause_seconds: Family::new_with_constructor(latency),
             dead_letters_reduced: Family::default(),
             worker_restarts: Family::default(),
@@ -178,6 +190,11 @@ impl Metrics {
             m.backend_seconds.clone(),
         );
         registry.register("swaps", "Hot swaps, by result", m.swaps.clone());
+        registry.register(
+            "swap_changes",
+            "Hot swaps and rollbacks, by what they changed: component, kind, config, grants, limits",
+            m.swap_changes.clone(),
+        );
         registry.register(
             "swap_pause_seconds",
             "Time between the last batch started on the old version and the first on the new",

@@ -6,6 +6,10 @@
 //! against the world) before touching anything; only then does it replace the version the
 //! trigger hands the next batch to ([`Trigger::replace`]). Batches in flight finish on the
 //! old version. The previous version stays in memory for a rollback.
+//!
+//! A version is its component and its environment: a reload swaps when either differs
+//! (another digest, or another `[plugin.config]`, grants or limits), and answers
+//! `unchanged` only when both are the same.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::generate::{self, Pace};
 use crate::manifest::{Kind, Manifest, PluginSpec};
-use crate::metrics::{self, Metrics, SwapLabels};
+use crate::metrics::{self, Metrics, SwapChangeLabels, SwapLabels};
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::trigger::{Trigger, TriggerConfig};
 
@@ -28,6 +32,8 @@ struct Entry {
     current: Arc<LoadedPlugin>,
     previous: Option<Arc<LoadedPlugin>>,
     swaps: u64,
+    /// What the last swap or rollback changed, for the status.
+    last_change: Option<String>,
     generator: Option<GeneratorRun>,
 }
 
@@ -46,8 +52,12 @@ pub struct SwapReport {
     pub digest: String,
     /// The digest it replaced.
     pub previous: String,
-    /// `swapped`, `unchanged` (same digest: nothing to do) or `rolled back`.
+    /// `swapped`, `unchanged` (same component and same config, grants and limits: nothing
+    /// to do) or `rolled back`.
     pub result: String,
+    /// What differs between the version now running and the one it replaced: `component`,
+    /// `kind`, `config`, `grants`, `limits` (empty when `unchanged`).
+    pub changed: Vec<String>,
 }
 
 /// Why a swap or a manifest reload was refused. The running versions are untouched.
@@ -80,6 +90,10 @@ pub struct PluginStatus {
     pub topics: Vec<String>,
     pub group: Option<String>,
     pub swaps: u64,
+    /// What the last swap or rollback changed, e.g. `config changed` or
+    /// `rolled back: component, limits changed`.
+    #[serde(default)]
+    pub last_change: Option<String>,
     /// Final outcomes: `ok`.
     pub processed: u64,
     /// Final outcomes: dead-lettered.
@@ -146,6 +160,7 @@ impl Supervisor {
                         current,
                         previous: None,
                         swaps: 0,
+                        last_change: None,
                         generator,
                     },
                 );
@@ -271,29 +286,48 @@ impl Supervisor {
             .get_mut(name)
             .ok_or_else(|| SwapError::NoSuchPlugin(name.to_string()))?;
         let old = entry.current.clone();
-        if old.digest == new.digest && !rollback {
+        let changes = new.changes_from(&old);
+        if changes.is_empty() && !rollback {
+            tracing::info!(plugin = %name, digest = old.short_digest(), "same component, config, grants and limits: nothing to swap");
             return Ok(SwapReport {
                 plugin: name.to_string(),
                 digest: new.digest.clone(),
                 previous: old.digest.clone(),
                 result: "unchanged".into(),
+                changed: Vec::new(),
             });
         }
         if let Some(trigger) = self.trigger.lock().await.as_ref() {
             trigger.replace(new.clone());
         }
+        let changed = describe(&changes);
         entry.previous = Some(old.clone());
         entry.current = new.clone();
         entry.swaps += 1;
+        entry.last_change = Some(if rollback {
+            format!("rolled back: {changed}")
+        } else {
+            changed.clone()
+        });
         let result = if rollback { "rollback" } else { "ok" };
         self.count_swap(name, result);
-        tracing::info!(plugin = %name, digest = new.short_digest(), previous = old.short_digest(), result, "plugin swapped");
+        for what in &changes {
+            metrics::global()
+                .swap_changes
+                .get_or_create(&SwapChangeLabels {
+                    plugin: name.to_string(),
+                    change: (*what).to_string(),
+                })
+                .inc();
+        }
+        tracing::info!(plugin = %name, digest = new.short_digest(), previous = old.short_digest(), result, %changed, "plugin swapped");
         measure_pause(name.to_string(), old.clone(), new.clone());
         Ok(SwapReport {
             plugin: name.to_string(),
             digest: new.digest.clone(),
             previous: old.digest.clone(),
             result: if rollback { "rolled back" } else { "swapped" }.into(),
+            changed: changes.iter().map(|c| (*c).to_string()).collect(),
         })
     }
 
@@ -308,9 +342,14 @@ impl Supervisor {
     }
 
     /// Re-reads the manifest: plugins added are loaded and started, plugins removed are
-    /// drained and stopped, plugins whose entry changed are reloaded (a new consumer when
-    /// their topics or group changed; a swap otherwise). Every new version is loaded before
-    /// anything changes; a manifest with errors changes nothing.
+    /// drained and stopped, plugins whose entry changed are reloaded: a new consumer (or a
+    /// new generator run) when their topics, group or kind changed or they are generators;
+    /// otherwise a swap when their component, config, grants or limits changed, and nothing
+    /// when they did not (e.g. only the file's path changed, to the same bytes). Every new
+    /// version is loaded before anything changes; a manifest with errors changes nothing.
+    ///
+    /// Answers one line per change: `added <name>`, `removed <name>`, `restarted <name>`,
+    /// `swapped <name> (config changed)`, `unchanged <name> (same component and settings)`.
     pub async fn reload_manifest(&self) -> Result<Vec<String>, SwapError> {
         let path = self
             .manifest_path
@@ -362,11 +401,15 @@ impl Supervisor {
                         && old.kind == spec.kind
                         && spec.kind == Kind::Handler =>
                 {
-                    self.install(&spec.name, plugin, false).await?;
+                    let report = self.install(&spec.name, plugin, false).await?;
                     if let Some(e) = self.plugins.lock().await.get_mut(&spec.name) {
                         e.spec = spec.clone();
                     }
-                    changes.push(format!("swapped {}", spec.name));
+                    changes.push(if report.changed.is_empty() {
+                        format!("unchanged {} (same component and settings)", spec.name)
+                    } else {
+                        format!("swapped {} ({})", spec.name, describe(&report.changed))
+                    });
                 }
                 Some(_) => {
                     self.remove(&spec.name).await?;
@@ -396,6 +439,7 @@ impl Supervisor {
                 current: plugin,
                 previous: None,
                 swaps: 0,
+                last_change: None,
                 generator,
             },
         );
@@ -458,6 +502,7 @@ impl Supervisor {
                 topics: e.spec.subscribe.clone(),
                 group: (e.spec.kind == Kind::Handler).then(|| e.spec.group_id()),
                 swaps: e.swaps,
+                last_change: e.last_change.clone(),
                 processed: m.events_of(name, "ok"),
                 dead_lettered: m.events_of(name, "dead_lettered"),
                 retried: m.retries.get_or_create(&label).get(),
@@ -468,6 +513,15 @@ impl Supervisor {
         }
         out
     }
+}
+
+/// What a swap changed, for people: `config changed`, `component, limits changed`.
+fn describe<S: AsRef<str>>(changes: &[S]) -> String {
+    if changes.is_empty() {
+        return "nothing changed".into();
+    }
+    let list: Vec<&str> = changes.iter().map(AsRef::as_ref).collect();
+    format!("{} changed", list.join(", "))
 }
 
 /// Observes the swap pause once the new version has started its first batch: the time

@@ -48,7 +48,7 @@ pub fn spawn(supervisor: Arc<Supervisor>, interval: Duration) -> tokio::task::Jo
                 tracing::info!(plugin = %name, path = %path.display(), "component file changed: reloading");
                 match supervisor.reload(&name, None).await {
                     Ok(r) => {
-                        tracing::info!(plugin = %name, result = %r.result, digest = %&r.digest[..12], "watch reload")
+                        tracing::info!(plugin = %name, result = %r.result, digest = %&r.digest[..12], changed = ?r.changed, "watch reload")
                     }
                     Err(e) => {
                         tracing::warn!(plugin = %name, reason = %e, "watch reload refused; the running version stays")

@@ -376,3 +376,127 @@ async fn a_manifest_reload_adds_and_removes_plugins_while_the_rest_flow() -> Res
     added.assert_exactly_once(30).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_reload_that_changes_only_the_config_swaps_it_in_at_a_batch_boundary()
+-> Result<()> {
+    let f = Fixture::new(2).await?;
+    let a = test_plugin("recorder");
+    let (half, n) = (1500, 3000);
+    let manifest = f.manifest("m.toml", &f.recorder(&a, 20, 20))?;
+    let mut host = Host::start(&manifest, &[]).await?;
+    let producing = {
+        let kafka = f.kafka.clone();
+        let (topic, prefix) = (f.topic.clone(), f.plugin.clone());
+        tokio::spawn(async move {
+            for i in 0..5 {
+                process::produce(&kafka, &topic, &prefix, i * 300, 300, 40).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    f.wait_recorded(200, Duration::from_secs(60)).await?;
+
+    // The same component, one more `[plugin.config]` value (the recorder's config table
+    // closes the entry): the recorder tags what it records with it.
+    std::fs::write(
+        &manifest,
+        format!("{}tag = \"two\"\n", f.recorder(&a, 20, 20)),
+    )?;
+    let out = host.cli(&["reload", "--manifest"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let changes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        changes.contains(&format!("swapped {} (config changed)", f.plugin)),
+        "{changes}"
+    );
+    let status = host.plugin(&f.plugin).await?;
+    assert_eq!(status["digest"], digest(&a).as_str(), "{status}");
+    assert_eq!(status["previous_digest"], digest(&a).as_str(), "{status}");
+    assert_eq!(status["swaps"], 1, "{status}");
+    assert_eq!(status["last_change"], "config changed", "{status}");
+
+    // The same file and the same entry again: nothing to swap.
+    let out = reload(&host, &f.plugin, &a)?.map_err(anyhow::Error::msg)?;
+    assert!(out.contains(r#""result": "unchanged""#), "{out}");
+    assert_eq!(host.plugin(&f.plugin).await?["swaps"], 1);
+
+    producing.await??;
+    // Everything produced after the reload answered runs under the new config.
+    f.produce(half, n - half, 40).await?;
+    f.wait_recorded(n, Duration::from_secs(120)).await?;
+    let (_, metrics) = host.get("/metrics").await?;
+    for line in [
+        format!(
+            "polyhost_swaps_total{{plugin=\"{}\",result=\"ok\"}} 1",
+            f.plugin
+        ),
+        format!(
+            "polyhost_swap_changes_total{{plugin=\"{}\",change=\"config\"}} 1",
+            f.plugin
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(&format!(
+            "polyhost_swap_changes_total{{plugin=\"{}\",change=\"component\"}}",
+            f.plugin
+        )),
+        "{metrics}"
+    );
+    let table = host.cli(&["status"])?;
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("last swap: config changed"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    assert!(
+        host.logs().contains("config changed"),
+        "the swap is logged with what changed"
+    );
+    assert!(
+        !host.logs().contains("partitions revoked"),
+        "a config swap must not rebalance the group"
+    );
+    assert!(host.terminate(Duration::from_secs(30))?.success());
+
+    // Nothing lost, nothing repeated, nothing handed over twice.
+    f.assert_exactly_once(n).await?;
+    assert_eq!(
+        f.handled().await?,
+        n as i64,
+        "an event was handed over twice"
+    );
+    // Per partition: the old config, then the new one from a batch boundary on, never back.
+    for (p, records) in &versions_by_partition(&f).await? {
+        let mut runs: Vec<&str> = Vec::new();
+        for (_, v) in records {
+            if runs.last() != Some(&v.as_str()) {
+                runs.push(v);
+            }
+        }
+        assert!(
+            runs == ["a", "a+two"] || runs == ["a+two"],
+            "partition {p}: {runs:?}"
+        );
+    }
+    let recorded = f.recorded().await?;
+    assert!(
+        recorded.values().any(|r| r.starts_with("a@")),
+        "the old config ran before the reload"
+    );
+    for id in &f.ids(n)[half..] {
+        assert!(
+            recorded[id].starts_with("a+two@"),
+            "{id} was produced after the reload: {}",
+            recorded[id]
+        );
+    }
+    Ok(())
+}

@@ -63,6 +63,9 @@ pub struct LoadedPlugin {
     pub cache: CacheOutcome,
     /// The limits this version runs under.
     pub limits: Limits,
+    /// The manifest entry this version was loaded from: with the digest, what makes it
+    /// this version (config, grants, limits).
+    spec: PluginSpec,
     engine: Engine,
     env: Arc<PluginEnv>,
     instance: PreInstance,
@@ -109,6 +112,7 @@ impl LoadedPlugin {
             kind: spec.kind,
             cache: checked.cache,
             limits: spec.limits,
+            spec: spec.clone(),
             engine,
             env,
             instance: checked.instance,
@@ -124,6 +128,24 @@ impl LoadedPlugin {
     /// The first 12 hex digits of the digest, for people.
     pub fn short_digest(&self) -> &str {
         &self.digest[..12]
+    }
+
+    /// What makes this version differ from `old`, in a fixed order: `component` (another
+    /// digest), `kind`, `config`, `grants`, `limits`. Empty when the two would behave
+    /// alike: same component, same environment (the component's file path aside).
+    pub fn changes_from(&self, old: &LoadedPlugin) -> Vec<&'static str> {
+        let (new, was) = (&self.spec, &old.spec);
+        [
+            ("component", self.digest != old.digest),
+            ("kind", self.kind != old.kind),
+            // As the plugin reads it: `1` and `"1"` are the same value to the plugin.
+            ("config", new.config_strings() != was.config_strings()),
+            ("grants", new.grants != was.grants),
+            ("limits", self.limits != old.limits),
+        ]
+        .into_iter()
+        .filter_map(|(what, differs)| differs.then_some(what))
+        .collect()
     }
 
     /// Instances of this plugin running now.

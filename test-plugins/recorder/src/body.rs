@@ -23,10 +23,15 @@ impl Guest for Recorder {
     /// `HSET <prefix>keys <id> <key>|<header>=<value>,…` (the Kafka key and headers, as the
     /// `records` interface serves them) and `INCRBY <prefix>count 1`; then, not deduplicated, `INCRBY <prefix>handled 1`
     /// (how often events were handed over and succeeded). Config `prefix` (granted), optional `slow_ms` (a
-    /// busy wait per batch, to keep batches in flight) and `fail_type` (events of that type
-    /// are rejected).
+    /// busy wait per batch, to keep batches in flight), `fail_type` (events of that type
+    /// are rejected) and `tag` (recorded after the version tag, `<version>+<tag>@…`, to tell
+    /// which config a batch ran under).
     fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
         let prefix = config::get("prefix").ok().flatten().unwrap_or_default();
+        let version = match config::get("tag").ok().flatten() {
+            Some(tag) => format!("{VERSION}+{tag}"),
+            None => VERSION.to_string(),
+        };
         let fail_type = config::get("fail_type").ok().flatten();
         if let Some(ms) = config::get("slow_ms")
             .ok()
@@ -43,7 +48,7 @@ impl Guest for Recorder {
                     return Outcome::Reject(format!("events of type {} are refused", e.type_));
                 }
                 let record = format!(
-                    "{VERSION}@{}/{}/{}",
+                    "{version}@{}/{}/{}",
                     batch.topic, batch.partition, e.offset
                 );
                 let key = records::key(e.offset).unwrap_or_default();
