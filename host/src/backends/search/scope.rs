@@ -516,6 +516,20 @@ fn refused(path: &str, why: &str) -> HostError {
 }
 
 /// A malformed element at `path`.
+/// Refuses a body nested deeper than [`MAX_DEPTH`] levels; `what` names what nests
+/// (`queries`, `aggregations`; empty: the part at `path` itself).
+fn within_depth(path: &str, depth: usize, what: &str) -> Result<(), HostError> {
+    if depth <= MAX_DEPTH {
+        return Ok(());
+    }
+    let message = if what.is_empty() {
+        format!("nests deeper than {MAX_DEPTH} levels")
+    } else {
+        format!("{what} nest deeper than {MAX_DEPTH} levels")
+    };
+    Err(malformed(path, &message))
+}
+
 fn malformed(path: &str, why: &str) -> HostError {
     HostError::Invalid(format!("`{path}`: {why}"))
 }
@@ -596,12 +610,7 @@ impl Dsl<'_> {
 
     /// One query clause: `{kind: parameters}` with `kind` on the allowlist.
     fn query(&self, v: &mut Value, path: &str, depth: usize) -> Result<(), HostError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed(
-                path,
-                &format!("queries nest deeper than {MAX_DEPTH} levels"),
-            ));
-        }
+        within_depth(path, depth, "queries")?;
         let kind = match v.as_object() {
             Some(map) if map.len() == 1 => map.keys().next().cloned().unwrap_or_default(),
             _ => {
@@ -805,12 +814,7 @@ impl Dsl<'_> {
     }
 
     fn aggs(&self, v: &mut Value, path: &str, depth: usize) -> Result<(), HostError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed(
-                path,
-                &format!("aggregations nest deeper than {MAX_DEPTH} levels"),
-            ));
-        }
+        within_depth(path, depth, "aggregations")?;
         for (name, spec) in object(v, path, "aggregations")?.iter_mut() {
             self.agg(spec, &at(path, name), depth)?;
         }
@@ -897,12 +901,7 @@ impl Dsl<'_> {
 
     /// `inner_hits` (one or a list) and `top_hits`.
     fn hits_options(&self, v: &mut Value, path: &str, depth: usize) -> Result<(), HostError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed(
-                path,
-                &format!("nests deeper than {MAX_DEPTH} levels"),
-            ));
-        }
+        within_depth(path, depth, "")?;
         for (p, options) in each(v, path) {
             for (key, v) in object(options, &p, "hit options")?.iter_mut() {
                 let here = at(&p, key);
@@ -944,12 +943,7 @@ impl Dsl<'_> {
     }
 
     fn nested_sort(&self, v: &mut Value, path: &str, depth: usize) -> Result<(), HostError> {
-        if depth > MAX_DEPTH {
-            return Err(malformed(
-                path,
-                &format!("nests deeper than {MAX_DEPTH} levels"),
-            ));
-        }
+        within_depth(path, depth, "")?;
         for (key, v) in object(v, path, "a nested sort")?.iter_mut() {
             let here = at(path, key);
             match key.as_str() {
