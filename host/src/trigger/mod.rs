@@ -36,7 +36,11 @@
 //!   is sought back to the offset after the last one stored, so nothing is lost or
 //!   skipped, and the restart is logged and counted (`polyhost_partition_worker_restarts`).
 //! - The plugin version is read at each batch ([`Trigger::replace`] swaps it at a batch
-//!   boundary without touching the consumer).
+//!   boundary without touching the consumer). Its batch limits (`batch_size`,
+//!   `batch_wait_ms`) are not: a partition's worker reads them once, when it starts, so a
+//!   swap that changes them reaches a partition when its worker next starts (a rebalance,
+//!   a worker restart, the host's restart). The dispatcher's queue bound follows the
+//!   version in place.
 //!
 //! This module holds the trigger's API; the private `consumer` module, a plugin's consumer
 //! and dispatcher; `rebalance`, the consumer's callbacks; `topics`, topic creation;
@@ -66,7 +70,7 @@ use self::consumer::PluginConsumer;
 use self::dlq::DeadLetters;
 use self::partition::WorkerHandle;
 pub use self::rebalance::RebalanceContext;
-pub use self::signal::{run_until_signalled, wait_for_signal};
+pub use self::signal::wait_for_signal;
 pub use self::topics::ensure_topics;
 use crate::manifest::{Kind, PluginSpec};
 use crate::runtime::LoadedPlugin;
@@ -294,11 +298,6 @@ impl Trigger {
                 Ok(true)
             }
         }
-    }
-
-    /// Whether the trigger runs a consumer for `name`.
-    pub fn runs(&self, name: &str) -> bool {
-        self.plugins.contains_key(name)
     }
 
     /// Hot swap: the next batch of `plugin.name`'s partitions runs on `plugin`; batches in
