@@ -36,6 +36,23 @@ fn failure_messages_mask_passwords() {
     }
 }
 
+/// The address checked before a test uses a service: `host:port` out of each URL form.
+#[test]
+fn service_addresses_come_out_of_their_urls() {
+    for (url, address) in [
+        (
+            "postgres://postgres:secret@127.0.0.1:5432/polyhost",
+            "127.0.0.1:5432",
+        ),
+        ("mongodb://127.0.0.1:27017", "127.0.0.1:27017"),
+        ("redis://user@127.0.0.1:6379/0", "127.0.0.1:6379"),
+        ("http://127.0.0.1:9200", "127.0.0.1:9200"),
+        ("127.0.0.1:9092,127.0.0.1:9093", "127.0.0.1:9092"),
+    ] {
+        assert_eq!(common::address(url), address);
+    }
+}
+
 #[tokio::test]
 async fn kafka_round_trips_a_keyed_message_with_a_header() -> Result<()> {
     use rdkafka::{

@@ -20,18 +20,6 @@ fn digest(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("component file")))
 }
 
-fn platform_plugin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask plugins`",
-        p.display()
-    );
-    p
-}
-
 /// `polyhost reload <plugin> --wasm <file>`: `Ok(stdout)` or `Err(stderr)`.
 fn reload(host: &Host, plugin: &str, wasm: &Path) -> Result<Result<String, String>> {
     let out = host.cli(&["reload", plugin, "--wasm", &wasm.display().to_string()])?;
@@ -159,7 +147,7 @@ async fn bad_versions_are_refused_with_the_reason_and_processing_goes_on() -> Re
         ("a broken file", broken, "not a valid WebAssembly component"),
         (
             "a component of the wrong world",
-            platform_plugin("event-generator"),
+            harness::platform_plugin("event-generator"),
             "does not export `polyhost:platform/handler",
         ),
         (

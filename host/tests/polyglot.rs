@@ -26,19 +26,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-/// A platform plugin built by `cargo xtask plugins`.
-fn example(file: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(file);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first with `cargo xtask plugins`",
-        path.display()
-    );
-    path
-}
-
 fn cache_dir() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/polyglot-test-cache")
@@ -169,7 +156,7 @@ memory_mb = 128
 key_prefix = "{prefix}"
 "#,
             name = f.plugin,
-            wasm = example("leaderboard_py.wasm").display(),
+            wasm = harness::platform_plugin("leaderboard-py").display(),
             topic = f.topic,
         ),
     )?;
@@ -261,7 +248,7 @@ memory_mb = 128
 collection = "{collection}"
 "#,
             name = f.plugin,
-            wasm = example("watch_history_js.wasm").display(),
+            wasm = harness::platform_plugin("watch-history-js").display(),
             topic = f.topic,
         ),
     )?;

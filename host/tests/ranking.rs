@@ -44,14 +44,7 @@ const PREFIXES: &[&str] = &[
 ];
 
 fn plugin_path() -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/ranking_handler.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: `cargo xtask plugins -p ranking-handler`",
-        path.display()
-    );
-    path
+    harness::platform_plugin("ranking-handler")
 }
 
 /// The Redis URL with database `db`.

@@ -8,6 +8,7 @@ mod harness;
 use std::sync::Arc;
 
 use harness::{batch, event, events, runtime, runtime_with_cache, test_plugin};
+use polyhost::backends::{ImportNeeds, import_needs};
 use polyhost::bindings::polyhost::platform::types::Outcome;
 use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{BatchFailure, CacheOutcome, LoadError, RecordMeta, Records};
@@ -180,6 +181,61 @@ async fn an_ungranted_import_is_refused_at_load_naming_plugin_and_interface() {
         "{msg}"
     );
     assert!(msg.contains("keyvalue"), "{msg}");
+}
+
+/// The guest helper crate (`guest/`) is grant-free: a plugin built on the minimal world and
+/// that crate alone imports only interfaces that need no grant, loads with none, and its
+/// helpers work inside the component (per-entity order, retry or reject after a host error,
+/// RFC 3339 times).
+#[tokio::test]
+async fn a_plugin_on_the_guest_helper_crate_alone_needs_no_grant() {
+    let wasm = test_plugin("guest-only");
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::from_file(&engine, &wasm).expect("compile");
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    assert!(!imports.is_empty(), "a component imports at least WASI");
+    for name in &imports {
+        assert!(
+            matches!(import_needs(name), ImportNeeds::Nothing),
+            "{name} needs a grant (or is unknown): imports {imports:?}"
+        );
+    }
+
+    let rt = runtime();
+    let s = spec("guest-only", "guest-only");
+    assert!(s.grants == Default::default(), "the plugin has no grant");
+    let p = rt.load(&s).await.expect("loads with no grant");
+    let mut batch_events = [
+        event("a", "t", &json!({"fail": "transient"})),
+        event("b", "t", &json!({})),
+        event("c", "t", &json!({"fail": "permanent"})),
+        event("d", "t", &json!({})),
+    ];
+    for (e, subject) in batch_events.iter_mut().zip(["s1", "s1", "s2", "s3"]) {
+        e.subject = Some(subject.into());
+    }
+    let out = p
+        .handle(&batch("t"), &batch_events, Records::default())
+        .await
+        .expect("handle");
+    let at = "2023-11-14T22:13:20.000Z";
+    assert!(
+        matches!(&out[0], Outcome::Retry(r) if r == &format!("\"transient\" failure at {at}")),
+        "{out:?}"
+    );
+    assert!(
+        matches!(&out[1], Outcome::Retry(r) if r.contains("`s1`")),
+        "a later event of a retried subject waits: {out:?}"
+    );
+    assert!(
+        matches!(&out[2], Outcome::Reject(r) if r == &format!("\"permanent\" failure at {at}")),
+        "{out:?}"
+    );
+    assert!(matches!(&out[3], Outcome::Ok), "{out:?}");
 }
 
 #[tokio::test]

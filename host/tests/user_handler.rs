@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, ensure};
+use anyhow::{Context as _, Result, anyhow};
 use common::{Service, unique_name, within};
 use harness::{batch, runtime};
 use polyhost::backends::{Settings, messaging, sql};
@@ -98,12 +98,7 @@ async fn load(
     name: &str,
     derived: &str,
 ) -> Result<(polyhost::runtime::Runtime, Arc<LoadedPlugin>)> {
-    let wasm = root().join("target/plugins/user_handler.wasm");
-    ensure!(
-        wasm.is_file(),
-        "{} is missing: `cargo xtask plugins -p user-handler`",
-        wasm.display()
-    );
+    let wasm = harness::platform_plugin("user-handler");
     let rt = runtime();
     let mut spec = PluginSpec::new(name, wasm);
     spec.subscribe = vec!["streaming.users".into()];

@@ -302,11 +302,6 @@ impl Runtime {
         })
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The shared connections.
     pub fn connections(&self) -> &Arc<Connections> {
         &self.connections

@@ -146,6 +146,8 @@ enum Abandon {
 impl Worker {
     pub(crate) async fn run(mut self) {
         let _done = DoneGuard(self.done.clone());
+        // Read once: a swap's new batch limits reach this partition when its worker next
+        // starts (the trigger's module comment says when).
         let limits = self.shared.plugin().limits;
         let size = limits.batch_size.max(1) as usize;
         let wait = Duration::from_millis(limits.batch_wait_ms);

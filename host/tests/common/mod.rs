@@ -1,11 +1,16 @@
 //! Shared by the integration tests: where each backing service lives, how long a test may wait
-//! for it, and how to name and remove what a test creates.
+//! for it, and how to name and remove what a test creates. A service that does not accept
+//! connections fails the test at once, naming the step that starts it
+//! (`cargo xtask services up`).
 
 use std::{
     borrow::Cow,
+    collections::BTreeMap,
     fmt,
     future::IntoFuture,
+    net::{TcpStream, ToSocketAddrs},
     panic::{AssertUnwindSafe, resume_unwind},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -67,8 +72,54 @@ impl Service {
             .ok()
             .filter(|url| !url.is_empty())
             .unwrap_or_else(|| default.to_owned());
-        Self { name, url }
+        let service = Self { name, url };
+        service.require(var);
+        service
     }
+
+    /// Panics, naming the step to run, when nothing accepts connections at the service's
+    /// address: a test run without `cargo xtask services up` then fails each test at once
+    /// with that step, rather than with a client's timeout or connection error. Checked once
+    /// per service and test binary; later calls repeat the first answer (a test that stops
+    /// a service on purpose does so after its first use).
+    fn require(&self, var: &str) {
+        static CHECKED: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
+        let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+        let answer = checked
+            .entry(self.url.clone())
+            .or_insert_with(|| accepts_connections(address(&self.url)));
+        if let Err(why) = answer {
+            panic!(
+                "{self} does not accept connections ({why}): start the test services with \
+                 `cargo xtask services up`, or set {var} to where {} runs",
+                self.name
+            );
+        }
+    }
+}
+
+/// The `host:port` of a service URL (the first, for a list of Kafka brokers).
+pub fn address(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, at)| at);
+    host_port.split(',').next().unwrap_or(host_port)
+}
+
+/// Whether something accepts a TCP connection at `address`, within [`CLIENT_TIMEOUT`]. An
+/// address this cannot resolve (no port, say) is left to the client to report.
+fn accepts_connections(address: &str) -> Result<(), String> {
+    let Ok(addrs) = address.to_socket_addrs() else {
+        return Ok(());
+    };
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    last.map_or(Ok(()), |e| Err(e.to_string()))
 }
 
 /// "Kafka at 127.0.0.1:9092": the prefix of every failure message, so an absent service is

@@ -12,12 +12,25 @@ use polyhost::runtime::{Records, Runtime, RuntimeConfig};
 /// The component of a test plugin built by `cargo xtask plugins`
 /// (`test-plugins/<name>` → `target/test-plugins/<name_with_underscores>.wasm`).
 pub fn test_plugin(name: &str) -> PathBuf {
+    built("test-plugins", &format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The component of a platform plugin or an example built by `cargo xtask plugins`
+/// (`plugins/<name>` → `target/plugins/<name_with_underscores>.wasm`).
+pub fn platform_plugin(name: &str) -> PathBuf {
+    built("plugins", &format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// `target/<dir>/<file>`, a component `cargo xtask plugins` builds; panics naming that
+/// step when it is missing, so a test run before it fails at once saying what to do.
+fn built(dir: &str, file: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/test-plugins")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+        .join("../target")
+        .join(dir)
+        .join(file);
     assert!(
         path.is_file(),
-        "{} is missing: build the test plugins first with `cargo xtask plugins`",
+        "{} is missing: build the plugins first with `cargo xtask plugins`",
         path.display()
     );
     path

@@ -45,15 +45,7 @@ pub fn index_for(time: Option<i64>) -> String {
 
 /// `time` as RFC 3339 UTC: milliseconds when the time has no finer part (the platform's
 /// case), else microseconds, so that no precision is lost either way.
-pub fn rfc3339(micros: i64) -> Option<String> {
-    let t = DateTime::from_timestamp_micros(micros)?;
-    let format = if micros.rem_euclid(1000) == 0 {
-        "%Y-%m-%dT%H:%M:%S%.3fZ"
-    } else {
-        "%Y-%m-%dT%H:%M:%S%.6fZ"
-    };
-    Some(t.format(format).to_string())
-}
+pub use polyhost_guest::time::rfc3339;
 
 /// The audit document of `event`, read from `partition` of `topic`, whose Kafka record had
 /// the key `key`.

@@ -1,15 +1,16 @@
 //! Host-call results as event outcomes: transient failures are retried, the rest rejected.
 
+use polyhost_guest::Verdict;
+
 use crate::polyhost::platform::types::{Error, Outcome};
 
 /// The outcome for an event whose host call failed with `error` (whose message names the
 /// call already).
 pub fn from_error(error: &Error) -> Outcome {
-    let reason = error.message.clone();
-    if error.transient {
-        Outcome::Retry(reason)
-    } else {
-        Outcome::Reject(reason)
+    match Verdict::after_host_error(error.transient, error.message.clone()) {
+        Verdict::Retry(reason) => Outcome::Retry(reason),
+        Verdict::Reject(reason) => Outcome::Reject(reason),
+        Verdict::Ok => Outcome::Ok,
     }
 }
 

@@ -28,8 +28,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 
 use crate::event::{Asset, CatalogEvent};
-use crate::order::{self, Verdict};
 use crate::update;
+use polyhost_guest::{Verdict, in_key_order};
 
 /// One event of the batch, as the fold sees it.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ pub fn fold(
     let counted_by_summary = counted_by_summary(items, &titles);
     let mut ratings = Vec::new();
 
-    let verdicts = order::in_key_order(
+    let verdicts = in_key_order(
         items,
         |item| item.key,
         |item| {

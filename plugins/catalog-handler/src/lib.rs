@@ -4,8 +4,8 @@
 //! (topic `streaming.ratings`): one document per title in the collection `titles`, the
 //! assets' bytes in the GridFS bucket `title_assets`. [`event`] parses, [`update`] builds
 //! the documents and explains the idempotency scheme, [`fold`] applies a batch in memory
-//! into one write per title, [`store`] makes the calls (a fixed number per batch), [`order`]
-//! keeps each title's events in order within a batch.
+//! into one write per title, [`store`] makes the calls (a fixed number per batch);
+//! [`polyhost_guest::in_key_order`] keeps each title's events in order within a batch.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -15,7 +15,6 @@ wit_bindgen::generate!({
 
 mod event;
 mod fold;
-mod order;
 mod store;
 mod update;
 
@@ -23,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use event::CatalogEvent;
 use exports::polyhost::platform::handler::Guest;
-use order::Verdict;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
+use polyhost_guest::Verdict;
 use wasi::logging::logging::{Level, log};
 
 /// How long a batch may spend applying events before the rest are handed back (`retry`),

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use crate::event::{Asset, CatalogEvent};
 use crate::fold::{self, Item, Loaded, Plan};
-use crate::order::Verdict;
 use crate::polyhost::platform::documents::{self as docs, FindOptions, UpdateOp, WriteOp};
 use crate::polyhost::platform::types::{Error, ErrorKind};
 use crate::update::{ASSETS_BUCKET, RATINGS, TITLES};
+use polyhost_guest::Verdict;
 
 /// Applies the batch `items`; one verdict per item, in order.
 pub fn apply_batch(items: &[Item<'_>], out_of_time: impl Fn() -> bool) -> Vec<Verdict> {
@@ -191,9 +191,5 @@ fn write_failure(e: Error) -> Verdict {
 /// A host error: `retry` when trying again may succeed, else `reject`.
 fn host(e: Error) -> Verdict {
     let reason = format!("documents: {:?}: {}", e.kind, e.message);
-    if e.transient {
-        Verdict::Retry(reason)
-    } else {
-        Verdict::Reject(reason)
-    }
+    Verdict::after_host_error(e.transient, reason)
 }

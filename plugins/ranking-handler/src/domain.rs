@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use polyhost_guest::time;
 use serde_json::{Value, json};
 
 /// The board of every view, all time.
@@ -612,38 +613,14 @@ pub fn top_rated_cmd(
     })
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// `YYYY-MM-DD` (UTC) of a time in Unix µs.
 pub fn day(micros: i64) -> String {
-    let (y, m, d) = civil_from_days(micros.div_euclid(86_400_000_000));
-    format!("{y:04}-{m:02}-{d:02}")
+    time::day(micros).unwrap_or_default()
 }
 
 /// RFC 3339 UTC with milliseconds of a time in Unix µs.
 pub fn rfc3339(micros: i64) -> String {
-    let in_day = micros.rem_euclid(86_400_000_000);
-    let secs = in_day / 1_000_000;
-    let ms = (in_day % 1_000_000) / 1000;
-    format!(
-        "{}T{:02}:{:02}:{:02}.{ms:03}Z",
-        day(micros),
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    time::rfc3339_millis(micros).unwrap_or_default()
 }
 
 #[cfg(test)]

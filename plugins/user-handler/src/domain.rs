@@ -494,16 +494,10 @@ pub fn activation_event(payment: &Payment, time_micros: i64) -> Vec<u8> {
             "first_payment_id": payment.payment_id,
         },
     });
-    if let Some(time) = rfc3339_millis(time_micros) {
+    if let Some(time) = polyhost_guest::time::rfc3339_millis(time_micros) {
         event["time"] = Value::String(time);
     }
     serde_json::to_vec(&event).expect("a JSON value serialises")
-}
-
-/// RFC 3339 UTC with milliseconds, as the platform writes times.
-fn rfc3339_millis(micros: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 #[cfg(test)]

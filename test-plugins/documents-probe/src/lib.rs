@@ -24,6 +24,7 @@ wit_bindgen::generate!({
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::documents as docs;
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::probe::{self, Actual, doc_text, matches, parse};
 use serde_json::{Value, json};
 
 struct Probe;
@@ -44,56 +45,13 @@ export!(Probe);
 
 /// Runs every step of the script, and lists every step whose result did not match.
 fn run_script(data: &[u8]) -> Result<(), String> {
-    let script: Value =
-        serde_json::from_slice(data).map_err(|e| format!("the script is not JSON: {e}"))?;
-    let steps = script["steps"]
-        .as_array()
-        .ok_or("the script has no `steps` array")?;
-    let mut mismatches = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let call = step["call"].as_str().unwrap_or("?");
-        let actual = match run_step(step) {
-            Ok(actual) => actual,
-            Err(bad_step) => {
-                mismatches.push(format!("step {i} ({call}): {bad_step}"));
-                continue;
-            }
-        };
-        let expected = step.get("expect").cloned().unwrap_or(json!({"ok": "*"}));
-        if !matches(&expected, &actual.value) {
-            let message = actual
-                .message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            mismatches.push(format!(
-                "step {i} ({call}): expected {expected}, got {}{message}",
-                actual.value
-            ));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(mismatches.join("; "))
-    }
-}
-
-/// What a call returned: `{"ok": …}` or `{"err": kind}`, and the error's message.
-struct Actual {
-    value: Value,
-    message: Option<String>,
+    probe::run_script(data, &json!({"ok": "*"}), run_step, matches)
 }
 
 fn outcome<T>(result: Result<T, Error>, render: impl FnOnce(T) -> Value) -> Actual {
     match result {
-        Ok(v) => Actual {
-            value: json!({ "ok": render(v) }),
-            message: None,
-        },
-        Err(e) => Actual {
-            value: json!({ "err": kind_name(e.kind), "transient": e.transient }),
-            message: Some(e.message),
-        },
+        Ok(v) => Actual::ok(render(v)),
+        Err(e) => Actual::err(kind_name(e.kind), e.transient, e.message),
     }
 }
 
@@ -245,39 +203,6 @@ fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Unavailable => "unavailable",
         ErrorKind::Timeout => "timeout",
         ErrorKind::Other => "other",
-    }
-}
-
-/// The text sent for a document argument: a JSON string as is, anything else as JSON.
-fn doc_text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "{}".to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// A returned document as JSON; text that is not JSON (a host bug) as a marked string.
-fn parse(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| json!({ "not JSON": text }))
-}
-
-/// Whether `actual` matches `expected`: equal, with `"*"` in `expected` matching anything.
-/// An expected error (`{"err": kind}`) need not say whether it is transient.
-fn matches(expected: &Value, actual: &Value) -> bool {
-    match (expected, actual) {
-        (Value::String(s), _) if s == "*" => true,
-        (Value::Object(e), Value::Object(a)) => {
-            let optional = |k: &str| k == "transient" && e.contains_key("err");
-            a.keys().all(|k| e.contains_key(k) || optional(k))
-                && e.iter()
-                    .all(|(k, v)| a.get(k).is_some_and(|actual| matches(v, actual)))
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| matches(e, a))
-        }
-        (Value::Number(e), Value::Number(a)) => e.as_f64() == a.as_f64(),
-        _ => expected == actual,
     }
 }
 

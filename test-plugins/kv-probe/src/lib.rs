@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::kv;
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::probe::{self, Actual};
 use serde_json::{Value, json};
 use wasi::keyvalue::{atomics, batch, store};
 
@@ -49,39 +50,13 @@ export!(Probe);
 
 /// Runs every step of the script, and lists every step whose result did not match.
 fn run_script(data: &[u8]) -> Result<(), String> {
-    let script: Value =
-        serde_json::from_slice(data).map_err(|e| format!("the script is not JSON: {e}"))?;
-    let steps = script["steps"]
-        .as_array()
-        .ok_or("the script has no `steps` array")?;
     let mut buckets = Buckets::default();
-    let mut mismatches = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let call = step["call"].as_str().unwrap_or("?");
-        let actual = match run_step(&mut buckets, step) {
-            Ok(actual) => actual,
-            Err(bad_step) => {
-                mismatches.push(format!("step {i} ({call}): {bad_step}"));
-                continue;
-            }
-        };
-        let expected = step.get("expect").cloned().unwrap_or(json!({"ok": "*"}));
-        if !matches(&expected, &actual.value) {
-            let message = actual
-                .message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            mismatches.push(format!(
-                "step {i} ({call}): expected {expected}, got {}{message}",
-                actual.value
-            ));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(mismatches.join("; "))
-    }
+    probe::run_script(
+        data,
+        &json!({"ok": "*"}),
+        |step| run_step(&mut buckets, step),
+        matches,
+    )
 }
 
 /// The buckets a script opened, by identifier.
@@ -98,22 +73,10 @@ impl Buckets {
     }
 }
 
-/// What a call returned: `{"ok": …}` or `{"err": kind}`, and the error's message.
-struct Actual {
-    value: Value,
-    message: Option<String>,
-}
-
 fn outcome<T>(result: Result<T, Error>, render: impl FnOnce(T) -> Value) -> Actual {
     match result {
-        Ok(v) => Actual {
-            value: json!({ "ok": render(v) }),
-            message: None,
-        },
-        Err(e) => Actual {
-            value: json!({ "err": kind_name(e.kind), "transient": e.transient }),
-            message: Some(e.message),
-        },
+        Ok(v) => Actual::ok(render(v)),
+        Err(e) => Actual::err(kind_name(e.kind), e.transient, e.message),
     }
 }
 
@@ -623,27 +586,16 @@ fn kind_name(kind: ErrorKind) -> &'static str {
 /// and `{"between": [lo, hi]}` any number in that range. An expected error (`{"err": kind}`)
 /// need not say whether it is transient.
 fn matches(expected: &Value, actual: &Value) -> bool {
-    match (expected, actual) {
-        (Value::String(s), _) if s == "*" => true,
+    probe::matches_with(expected, actual, &|e, a| match (e, a) {
         (Value::Object(e), Value::Number(a)) if e.contains_key("between") => {
             let range = &e["between"];
-            match (range[0].as_f64(), range[1].as_f64(), a.as_f64()) {
+            Some(match (range[0].as_f64(), range[1].as_f64(), a.as_f64()) {
                 (Some(lo), Some(hi), Some(a)) => lo <= a && a <= hi,
                 _ => false,
-            }
+            })
         }
-        (Value::Object(e), Value::Object(a)) => {
-            let optional = |k: &str| k == "transient" && e.contains_key("err");
-            a.keys().all(|k| e.contains_key(k) || optional(k))
-                && e.iter()
-                    .all(|(k, v)| a.get(k).is_some_and(|actual| matches(v, actual)))
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| matches(e, a))
-        }
-        (Value::Number(e), Value::Number(a)) => e.as_f64() == a.as_f64(),
-        _ => expected == actual,
-    }
+        _ => None,
+    })
 }
 
 #[cfg(test)]

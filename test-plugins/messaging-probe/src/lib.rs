@@ -25,6 +25,7 @@ wit_bindgen::generate!({
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::messaging::{self, Message};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::probe::{self, Actual};
 use serde_json::{Value, json};
 
 struct Probe;
@@ -45,40 +46,13 @@ export!(Probe);
 
 /// Runs every step of the script, and lists every step whose result did not match.
 fn run_script(data: &[u8]) -> Result<(), String> {
-    let script: Value =
-        serde_json::from_slice(data).map_err(|e| format!("the script is not JSON: {e}"))?;
-    let steps = script["steps"]
-        .as_array()
-        .ok_or("the script has no `steps` array")?;
-    let mut mismatches = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let call = step["call"].as_str().unwrap_or("?");
-        let result = match run_step(step) {
-            Ok(result) => result,
-            Err(bad_step) => {
-                mismatches.push(format!("step {i} ({call}): {bad_step}"));
-                continue;
-            }
-        };
-        let (actual, message) = match result {
-            Ok(()) => (json!({"ok": null}), String::new()),
-            Err(e) => (
-                json!({"err": kind_name(e.kind), "transient": e.transient}),
-                format!(" ({})", e.message),
-            ),
-        };
-        let expected = step.get("expect").cloned().unwrap_or(json!({"ok": null}));
-        if !matches(&expected, &actual) {
-            mismatches.push(format!(
-                "step {i} ({call}): expected {expected}, got {actual}{message}"
-            ));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(mismatches.join("; "))
-    }
+    let run = |step: &Value| {
+        Ok(match run_step(step)? {
+            Ok(()) => Actual::ok(Value::Null),
+            Err(e) => Actual::err(kind_name(e.kind), e.transient, e.message),
+        })
+    };
+    probe::run_script(data, &json!({"ok": null}), run, matches)
 }
 
 /// Runs one step; the outer `Err` when the step itself is malformed.

@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use exports::polyhost::platform::handler::Guest;
 use polyhost::platform::sql;
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::probe::{self, Actual};
 use serde_json::{Map, Value, json};
 
 struct Probe;
@@ -54,57 +55,19 @@ export!(Probe);
 
 /// Runs every step of the script, and lists every step whose result did not match.
 fn run_script(data: &[u8]) -> Result<(), String> {
-    let script: Value =
-        serde_json::from_slice(data).map_err(|e| format!("the script is not JSON: {e}"))?;
-    let steps = script["steps"]
-        .as_array()
-        .ok_or("the script has no `steps` array")?;
     let mut txs = HashMap::new();
-    let mut mismatches = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let call = step["call"].as_str().unwrap_or("?");
-        let actual = match run_step(step, &mut txs) {
-            Ok(actual) => actual,
-            Err(bad_step) => {
-                mismatches.push(format!("step {i} ({call}): {bad_step}"));
-                continue;
-            }
-        };
-        let expected = step.get("expect").cloned().unwrap_or(json!({"ok": "*"}));
-        if !matches(&expected, &actual.value) {
-            let message = actual
-                .message
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            mismatches.push(format!(
-                "step {i} ({call}): expected {expected}, got {}{message}",
-                actual.value
-            ));
-        }
-    }
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(mismatches.join("; "))
-    }
-}
-
-/// A call's result as JSON, with the error message (if any) for the mismatch report.
-struct Actual {
-    value: Value,
-    message: Option<String>,
+    probe::run_script(
+        data,
+        &json!({"ok": "*"}),
+        |step| run_step(step, &mut txs),
+        matches,
+    )
 }
 
 fn outcome<T>(result: Result<T, Error>, render: impl FnOnce(T) -> Value) -> Actual {
     match result {
-        Ok(v) => Actual {
-            value: json!({"ok": render(v)}),
-            message: None,
-        },
-        Err(e) => Actual {
-            value: json!({"err": kind_name(e.kind), "transient": e.transient}),
-            message: Some(e.message),
-        },
+        Ok(v) => Actual::ok(render(v)),
+        Err(e) => Actual::err(kind_name(e.kind), e.transient, e.message),
     }
 }
 
@@ -301,26 +264,16 @@ fn kind_name(kind: ErrorKind) -> &'static str {
 /// Whether `actual` is what `expected` describes: `"*"` matches anything, an error's
 /// `transient` may be left out, and numbers compare by value (exactly, for integers).
 fn matches(expected: &Value, actual: &Value) -> bool {
-    match (expected, actual) {
-        (Value::String(s), _) if s == "*" => true,
-        (Value::Object(e), Value::Object(a)) => {
-            let optional = |k: &str| k == "transient" && e.contains_key("err");
-            a.keys().all(|k| e.contains_key(k) || optional(k))
-                && e.iter()
-                    .all(|(k, v)| a.get(k).is_some_and(|actual| matches(v, actual)))
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| matches(e, a))
-        }
-        (Value::Number(e), Value::Number(a)) => match (e.as_i64(), a.as_i64()) {
+    probe::matches_with(expected, actual, &|e, a| match (e, a) {
+        (Value::Number(e), Value::Number(a)) => Some(match (e.as_i64(), a.as_i64()) {
             (Some(e), Some(a)) => e == a,
             _ => e
                 .as_u64()
                 .zip(a.as_u64())
                 .map_or(e.as_f64() == a.as_f64(), |(e, a)| e == a),
-        },
-        _ => expected == actual,
-    }
+        }),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,20 @@
-//! Verdicts, and the order a batch's events are applied in.
+//! Helpers shared by polyhost's Rust plugins, limited to grant-free code: plain Rust with
+//! no WIT bindings of its own, so depending on it never adds an import to a component, and
+//! so never a capability that needs a grant. What a plugin calls on the host stays in the
+//! plugin, behind its own `wit_bindgen::generate!`.
 //!
-//! The host settles each event of a batch on its own and hands over again only those to be
-//! retried; if a title's event were retried while a later one of the same title succeeded,
-//! the two would be applied out of order (an older `title.updated` over a newer one). So
-//! once an event of a key is to be retried, the later events of that key in the batch are
-//! retried too, unapplied.
+//! - [`Verdict`]: a handler's verdict on an event, and what a failed host call makes of it
+//!   ([`Verdict::after_host_error`]).
+//! - [`in_key_order`]: a batch applied event by event, each entity's events kept in order.
+//! - [`time`]: RFC 3339 and calendar-day formats of the platform's timestamps.
+//! - [`probe`]: the script runner of the test plugins that probe a capability.
+
+pub mod probe;
+pub mod time;
 
 use std::collections::HashSet;
 
-/// What the handler decides for one event.
+/// What a handler decides for one event; each plugin turns it into its WIT `outcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Applied (now or by an earlier delivery).
@@ -19,8 +25,26 @@ pub enum Verdict {
     Reject(String),
 }
 
-/// Applies `apply` to `events` in order, keeping each key's events in order (see the module
-/// docs). An event without a key is never held back.
+impl Verdict {
+    /// The verdict on an event whose host call failed: `retry` when the host said the
+    /// failure is transient (the backend down, a timeout), else `reject` with `reason`.
+    pub fn after_host_error(transient: bool, reason: String) -> Verdict {
+        if transient {
+            Verdict::Retry(reason)
+        } else {
+            Verdict::Reject(reason)
+        }
+    }
+}
+
+/// Applies `apply` to `events` in order, keeping each key's events in order, and returns
+/// each event's verdict.
+///
+/// The host settles each event of a batch on its own and hands over again only those to be
+/// retried; if an entity's event were retried while a later one of the same entity
+/// succeeded, the two would be applied out of order (an older update over a newer one). So
+/// once an event of a key is to be retried, the later events of that key in the batch are
+/// retried too, unapplied. An event without a key is never held back.
 pub fn in_key_order<E>(
     events: &[E],
     key: impl Fn(&E) -> Option<&str>,
@@ -81,5 +105,17 @@ mod tests {
             "a reject holds nothing back"
         );
         assert_eq!(verdicts[4], Verdict::Ok);
+    }
+
+    #[test]
+    fn a_transient_host_error_is_retried_and_any_other_rejected() {
+        assert_eq!(
+            Verdict::after_host_error(true, "down".into()),
+            Verdict::Retry("down".into())
+        );
+        assert_eq!(
+            Verdict::after_host_error(false, "denied".into()),
+            Verdict::Reject("denied".into())
+        );
     }
 }
