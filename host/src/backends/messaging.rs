@@ -17,8 +17,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::Settings;
-use crate::bindings::polyhost::platform::messaging::{Host, Message};
+use super::{Backend, Data, GrantProblem, Settings, View, view};
+use crate::bindings::polyhost::platform::messaging::{self as wit, Host, Message};
 use crate::budget;
 use crate::error::{HostError, with_timeout};
 use crate::state::HostState;
@@ -38,6 +38,55 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
 pub struct Grant {
     /// Topic names, exactly.
     pub publish: Vec<String>,
+}
+
+/// The messaging backend: Kafka publish, one idempotent producer per host.
+pub struct Messaging;
+
+impl Backend for Messaging {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Kafka";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/messaging"];
+    const GRANT_LINE: &'static str = r#"messaging = { publish = ["<topic>"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        grant
+            .publish
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !crate::manifest::valid_topic(t))
+            .map(|(i, t)| {
+                GrantProblem::new(
+                    format!("publish[{i}]"),
+                    format!("`{t}` is not a valid Kafka topic name"),
+                )
+            })
+            .collect()
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 /// The host's one Kafka producer.
@@ -296,40 +345,33 @@ fn check_sizes(messages: &[Message], cap: usize) -> Result<(), HostError> {
     Ok(())
 }
 
-impl HostState {
-    fn messaging_client(&self) -> Result<(Client, Duration), HostError> {
-        let client = self
-            .env
-            .backends
-            .messaging
-            .clone()
-            .ok_or_else(|| super::not_granted("messaging"))?;
-        Ok((client, self.env.host_call_timeout))
-    }
-}
-
-impl Host for HostState {
+impl Host for View<'_, Messaging> {
     async fn publish(&mut self, message: Message) -> Result<(), HostError> {
-        let (client, timeout) = self.messaging_client()?;
+        let (client, env) = self.granted()?;
         check_topics(&client.plugin, &client.topics, [message.topic.as_str()])?;
         let messages = [message];
-        check_sizes(&messages, self.env.max_value_bytes)?;
-        with_timeout(timeout, "messaging.publish", client.send_all(&messages)).await
+        check_sizes(&messages, env.max_value_bytes)?;
+        with_timeout(
+            env.host_call_timeout,
+            "messaging.publish",
+            client.send_all(&messages),
+        )
+        .await
     }
 
     async fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), HostError> {
-        let (client, timeout) = self.messaging_client()?;
+        let (client, env) = self.granted()?;
         check_topics(
             &client.plugin,
             &client.topics,
             messages.iter().map(|m| m.topic.as_str()),
         )?;
-        check_sizes(&messages, self.env.max_value_bytes)?;
+        check_sizes(&messages, env.max_value_bytes)?;
         if messages.is_empty() {
             return Ok(());
         }
         with_timeout(
-            timeout,
+            env.host_call_timeout,
             "messaging.publish-batch",
             client.send_all(&messages),
         )

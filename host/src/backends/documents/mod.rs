@@ -42,9 +42,9 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use self::scope::Scope;
-use super::Settings;
+use super::{Backend, Data, GrantProblem, Settings, View, view};
 use crate::bindings::polyhost::platform::documents::{
-    Blob, BlobInfo, BulkResult, FindOptions, Host, UpdateResult, WriteOp,
+    self as wit, Blob, BlobInfo, BulkResult, FindOptions, Host, UpdateResult, WriteOp,
 };
 use crate::budget::ResultBudget;
 use crate::error::{HostError, with_timeout};
@@ -77,6 +77,46 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Calls one plugin may have in flight on the shared connection pool, so that one busy
 /// plugin cannot take every pooled connection from the others.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// The documents backend: MongoDB documents and GridFS blobs, one client per host.
+pub struct Documents;
+
+impl Backend for Documents {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "MongoDB";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/documents"];
+    const GRANT_LINE: &'static str =
+        r#"documents = { database = "<database>", collections = ["<collection>"] }"#;
+
+    fn check_grant(_grant: &Grant) -> Vec<GrantProblem> {
+        // Names are matched exactly, so no name can widen the grant.
+        Vec::new()
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
+}
 
 /// The host's one MongoDB client (the driver pools connections inside it).
 #[derive(Debug)]
@@ -640,18 +680,9 @@ fn update_result(r: mongodb::results::UpdateResult) -> UpdateResult {
     }
 }
 
-/// The plugin's documents client, or the not-granted error.
-fn client(env: &PluginEnv) -> Result<&Client, HostError> {
-    env.backends
-        .documents
-        .as_ref()
-        .ok_or_else(|| super::not_granted("documents"))
-}
-
-impl Host for HostState {
+impl Host for View<'_, Documents> {
     async fn insert(&mut self, collection: String, doc: String) -> Result<String, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.insert",
@@ -666,8 +697,7 @@ impl Host for HostState {
         filter: String,
         replacement: String,
     ) -> Result<UpdateResult, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.upsert",
@@ -684,8 +714,7 @@ impl Host for HostState {
         upsert: bool,
         many: bool,
     ) -> Result<UpdateResult, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.update",
@@ -706,8 +735,7 @@ impl Host for HostState {
         filter: String,
         many: bool,
     ) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.delete",
@@ -722,8 +750,7 @@ impl Host for HostState {
         filter: String,
         options: FindOptions,
     ) -> Result<Vec<String>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.find",
@@ -737,8 +764,7 @@ impl Host for HostState {
         collection: String,
         filter: String,
     ) -> Result<Option<String>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.find-one",
@@ -748,8 +774,7 @@ impl Host for HostState {
     }
 
     async fn count(&mut self, collection: String, filter: String) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.count",
@@ -764,8 +789,7 @@ impl Host for HostState {
         ops: Vec<WriteOp>,
         ordered: bool,
     ) -> Result<BulkResult, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.bulk-write",
@@ -782,8 +806,7 @@ impl Host for HostState {
         data: Vec<u8>,
         metadata: String,
     ) -> Result<BlobInfo, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.put-blob",
@@ -800,8 +823,7 @@ impl Host for HostState {
     }
 
     async fn get_blob(&mut self, bucket: String, id: String) -> Result<Option<Blob>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.get-blob",
@@ -815,8 +837,7 @@ impl Host for HostState {
         bucket: String,
         id: String,
     ) -> Result<Option<BlobInfo>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.stat-blob",
@@ -826,8 +847,7 @@ impl Host for HostState {
     }
 
     async fn delete_blob(&mut self, bucket: String, id: String) -> Result<bool, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "documents.delete-blob",

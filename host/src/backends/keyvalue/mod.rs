@@ -35,9 +35,9 @@ use redis::{ErrorKind as RedisErrorKind, FromRedisValue, RedisError, ServerError
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::Settings;
+use super::{Backend, Data, GrantProblem, Settings, View, view};
 use crate::error::HostError;
-use crate::state::PluginEnv;
+use crate::state::HostState;
 
 pub use wasi::Bucket;
 
@@ -74,6 +74,61 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// expiry whose deadline overflows its clock; checking here keeps such a value out of
 /// `apply-once`, where a refusal half-way would be too late.
 pub(crate) const MAX_TTL_MS: u64 = (i64::MAX / 1000) as u64;
+
+/// The keyvalue backend: Redis, for `wasi:keyvalue` and `polyhost:platform/kv`, one
+/// multiplexed connection per host.
+pub struct Keyvalue;
+
+impl Backend for Keyvalue {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Redis";
+    const IMPORTS: &'static [&'static str] = &[
+        "polyhost:platform/kv",
+        "wasi:keyvalue/store",
+        "wasi:keyvalue/atomics",
+        "wasi:keyvalue/batch",
+    ];
+    const GRANT_LINE: &'static str = r#"keyvalue = { prefixes = ["<prefix>:"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        if grant.prefixes.iter().any(|p| p.is_empty()) {
+            vec![GrantProblem::new(
+                "prefixes",
+                "an empty prefix would grant every key: name the prefixes",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        use crate::bindings::{polyhost::platform::kv, wasi::keyvalue};
+        kv::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::store::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::atomics::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::batch::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
+}
 
 /// The host's one Redis connection.
 #[derive(Debug)]
@@ -153,14 +208,6 @@ impl Client {
             .await
             .map_err(|e| map_error(what, e))
     }
-}
-
-/// The plugin's Redis client, or the error for a plugin without a `keyvalue` grant.
-fn client(env: &PluginEnv) -> Result<&Client, HostError> {
-    env.backends
-        .keyvalue
-        .as_ref()
-        .ok_or_else(|| super::not_granted("keyvalue"))
 }
 
 /// Whether `prefixes` grant `key`: it starts with one of them and lies outside the host's

@@ -42,11 +42,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::Settings;
-use crate::bindings::polyhost::platform::search::{BulkItem, Hit, Host, SearchResult};
+use super::{Backend, Data, GrantProblem, Settings, View, view};
+use crate::bindings::polyhost::platform::search::{
+    self as wit, BulkItem, Hit, Host, SearchResult,
+};
 use crate::budget::{ResultBudget, check_value};
 use crate::error::{HostError, with_timeout};
-use crate::state::{HostState, PluginEnv};
+use crate::state::HostState;
 
 /// `grants.search`: the index patterns a plugin may touch.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,6 +95,51 @@ async fn health(client: &Elasticsearch) -> anyhow::Result<String> {
     );
     let health: Value = serde_json::from_str(&body).unwrap_or_default();
     Ok(health["status"].as_str().unwrap_or("unknown").to_string())
+}
+
+/// The search backend: Elasticsearch, one client per host.
+pub struct Search;
+
+impl Backend for Search {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Elasticsearch";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/search"];
+    const GRANT_LINE: &'static str = r#"search = { indices = ["<index>"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        if grant.indices.iter().any(|p| p.is_empty() || p == "*") {
+            vec![GrantProblem::new(
+                "indices",
+                "`*` or an empty pattern would grant every index: name the patterns",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 impl Shared {
@@ -613,23 +660,14 @@ struct Limits {
     max_result_bytes: usize,
 }
 
-/// The plugin's Elasticsearch client, or the error for a plugin without a `search` grant.
-fn client(env: &PluginEnv) -> Result<&Client, HostError> {
-    env.backends
-        .search
-        .as_ref()
-        .ok_or_else(|| super::not_granted("search"))
-}
-
-impl Host for HostState {
+impl Host for View<'_, Search> {
     async fn index(
         &mut self,
         index: String,
         id: String,
         document: String,
     ) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.index",
@@ -639,8 +677,7 @@ impl Host for HostState {
     }
 
     async fn bulk_index(&mut self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.bulk-index",
@@ -650,8 +687,7 @@ impl Host for HostState {
     }
 
     async fn get(&mut self, index: String, id: String) -> Result<Option<String>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.get",
@@ -661,8 +697,7 @@ impl Host for HostState {
     }
 
     async fn delete(&mut self, index: String, id: String) -> Result<bool, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.delete",
@@ -676,8 +711,7 @@ impl Host for HostState {
         index_pattern: String,
         body: String,
     ) -> Result<SearchResult, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         let limits = Limits {
             timeout: env.host_call_timeout,
             max_result_bytes: env.max_result_bytes,
@@ -693,8 +727,7 @@ impl Host for HostState {
     }
 
     async fn count(&mut self, index_pattern: String, body: String) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.count",
@@ -704,8 +737,7 @@ impl Host for HostState {
     }
 
     async fn refresh(&mut self, index_pattern: String) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.refresh",
@@ -715,8 +747,7 @@ impl Host for HostState {
     }
 
     async fn put_index_template(&mut self, name: String, body: String) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         with_timeout(
             env.host_call_timeout,
             "search.put-index-template",

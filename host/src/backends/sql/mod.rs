@@ -26,8 +26,10 @@ use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _,
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::Resource;
 
-use super::Settings;
-use crate::bindings::polyhost::platform::sql::{Host, HostTransaction, Rows, Statement, Value};
+use super::{Backend, Data, GrantProblem, Settings, View, view};
+use crate::bindings::polyhost::platform::sql::{
+    self as wit, Host, HostTransaction, Rows, Statement, Value,
+};
 use crate::budget::{self, ResultBudget};
 use crate::error::{HostError, with_timeout};
 use crate::state::HostState;
@@ -53,6 +55,56 @@ pub struct Grant {
     /// `DATABASE_URL` is used.
     #[serde(default)]
     pub password_env: Option<String>,
+}
+
+/// The sql backend: PostgreSQL, each plugin logging in as its own role.
+pub struct Sql;
+
+impl Backend for Sql {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "PostgreSQL";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/sql"];
+    const GRANT_LINE: &'static str = r#"sql = { role = "<database role>" }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        let ok = !grant.role.is_empty()
+            && grant
+                .role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Vec::new()
+        } else {
+            vec![GrantProblem::new(
+                "role",
+                "must be a PostgreSQL role name of a-z, 0-9 and `_`",
+            )]
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Client::new(shared, plugin, grant, limits)
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 /// The PostgreSQL server the plugins' pools connect to, and those pools.
@@ -680,14 +732,9 @@ struct Call {
     caps: Caps,
 }
 
-impl HostState {
+impl View<'_, Sql> {
     fn sql_call(&self) -> Result<Call, HostError> {
-        let client = self
-            .env
-            .backends
-            .sql
-            .clone()
-            .ok_or_else(|| super::not_granted("sql"))?;
+        let client = self.client()?.clone();
         Ok(Call {
             client,
             timeout: self.env.host_call_timeout,
@@ -706,7 +753,7 @@ impl HostState {
     }
 }
 
-impl Host for HostState {
+impl Host for View<'_, Sql> {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, HostError> {
         let Call {
             client,
@@ -799,7 +846,7 @@ impl Host for HostState {
     }
 }
 
-impl HostTransaction for HostState {
+impl HostTransaction for View<'_, Sql> {
     async fn query(
         &mut self,
         t: Resource<Transaction>,
