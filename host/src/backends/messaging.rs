@@ -171,7 +171,7 @@ impl Client {
             .permits
             .acquire()
             .await
-            .map_err(|_| HostError::Unavailable("the messaging client is shut down".into()))?;
+            .map_err(|_| HostError::unavailable("the messaging client is shut down"))?;
         let total = messages.len();
         let which = |i: usize, m: &Message| {
             if total == 1 {
@@ -207,7 +207,7 @@ impl Client {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
                 Ok(Err((e, _))) => map_error(&which(i, &messages[i]), &e),
-                Err(_canceled) => HostError::Unavailable(format!(
+                Err(_canceled) => HostError::unavailable(format!(
                     "{}: the producer shut down before the broker answered",
                     which(i, &messages[i])
                 )),
@@ -218,7 +218,7 @@ impl Client {
         match first_failure {
             None => Ok(()),
             Some(e) if failures == 1 => Err(e),
-            Some(e) => Err(with_suffix(e, &format!(" ({} more failed)", failures - 1))),
+            Some(e) => Err(e.map_message(|m| format!("{m} ({} more failed)", failures - 1))),
         }
     }
 }
@@ -245,7 +245,7 @@ fn check_topics<'a>(
     for topic in topics {
         if !granted.contains(topic) {
             let list: Vec<&str> = granted.iter().map(String::as_str).collect();
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "plugin `{plugin}` may not publish to topic `{topic}`: grants.messaging.publish \
                  is {list:?}"
             )));
@@ -261,8 +261,8 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
     let message = format!("{what}: {e}");
     let Some(code) = e.rdkafka_error_code() else {
         return match e {
-            KafkaError::Canceled => HostError::Unavailable(message),
-            _ => HostError::Other(message),
+            KafkaError::Canceled => HostError::unavailable(message),
+            _ => HostError::other(message),
         };
     };
     match code {
@@ -288,9 +288,9 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
         | C::UnknownLeaderEpoch
         | C::PurgeQueue
         | C::PurgeInflight
-        | C::Retry => HostError::Unavailable(message),
+        | C::Retry => HostError::unavailable(message),
         C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => {
-            HostError::NotFound(message)
+            HostError::not_found(message)
         }
         C::MessageSizeTooLarge
         | C::InvalidMessageSize
@@ -302,24 +302,10 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
         | C::InvalidArgument
         | C::BadMessage
         | C::UnsupportedForMessageFormat
-        | C::PolicyViolation => HostError::Invalid(message),
+        | C::PolicyViolation => HostError::invalid(message),
         // The broker's own ACLs refused it, beyond what the manifest grants.
-        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => HostError::Denied(message),
-        _ => HostError::Other(message),
-    }
-}
-
-/// The same error kind with `suffix` after its message (a trap is left as it is).
-fn with_suffix(e: HostError, suffix: &str) -> HostError {
-    match e {
-        HostError::Denied(m) => HostError::Denied(m + suffix),
-        HostError::Invalid(m) => HostError::Invalid(m + suffix),
-        HostError::NotFound(m) => HostError::NotFound(m + suffix),
-        HostError::Conflict(m) => HostError::Conflict(m + suffix),
-        HostError::Unavailable(m) => HostError::Unavailable(m + suffix),
-        HostError::Timeout(m) => HostError::Timeout(m + suffix),
-        HostError::Other(m) => HostError::Other(m + suffix),
-        HostError::Trap(t) => HostError::Trap(t),
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => HostError::denied(message),
+        _ => HostError::other(message),
     }
 }
 
@@ -382,6 +368,7 @@ impl Host for View<'_, Messaging> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn granted(topics: &[&str]) -> BTreeSet<String> {
         topics.iter().map(|t| t.to_string()).collect()
@@ -395,7 +382,11 @@ mod tests {
         assert!(check_topics("p", &g, []).is_ok());
         let err = check_topics("p", &g, ["streaming.derived", "streaming.billing"]).unwrap_err();
         match err {
-            HostError::Denied(m) => {
+            HostError {
+                kind: Kind::Denied,
+                message: m,
+                ..
+            } => {
                 assert!(m.contains("`streaming.billing`"), "{m}");
                 assert!(m.contains("grants.messaging.publish"), "{m}");
                 assert!(m.contains("`p`"), "{m}");
@@ -415,26 +406,28 @@ mod tests {
             "Streaming.Derived",
         ] {
             assert!(
-                matches!(check_topics("p", &g, [topic]), Err(HostError::Denied(_))),
+                matches!(
+                    check_topics("p", &g, [topic]),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
                 "{topic}"
             );
         }
         assert!(matches!(
             check_topics("p", &granted(&[]), ["streaming.derived"]),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
     }
 
     #[test]
     fn kafka_errors_map_to_kinds() {
-        let kind = |e: KafkaError| {
-            let e = map_error("x", &e);
-            format!("{e:?}")
-                .split('(')
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let kind = |e: KafkaError| format!("{:?}", map_error("x", &e).kind);
         let produce = KafkaError::MessageProduction;
         assert_eq!(kind(produce(RDKafkaErrorCode::QueueFull)), "Unavailable");
         assert_eq!(
@@ -485,7 +478,7 @@ mod tests {
         for too_big in [m(9, 1, 0), m(1, 9, 0), m(1, 1, 8)] {
             let e = check_sizes(&[m(1, 1, 1), too_big], 10).unwrap_err();
             assert!(
-                matches!(e, HostError::Invalid(ref s) if s.contains("message 2")
+                matches!(e, HostError { kind: Kind::Invalid, message: ref s, .. } if s.contains("message 2")
                     && s.contains("limits.max_value_bytes (10 bytes)")),
                 "{e:?}"
             );

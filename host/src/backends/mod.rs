@@ -175,14 +175,23 @@ mod tests {
             import_needs("wasi:keyvalue/atomics@0.2.0-draft"),
             ImportNeeds::Grant(GrantId::Keyvalue)
         );
-        assert_eq!(import_needs("wasi:http/outgoing-handler"), ImportNeeds::Unknown);
-        assert_eq!(import_needs("wasi:config/store@0.2.0-draft"), ImportNeeds::Nothing);
+        assert_eq!(
+            import_needs("wasi:http/outgoing-handler"),
+            ImportNeeds::Unknown
+        );
+        assert_eq!(
+            import_needs("wasi:config/store@0.2.0-draft"),
+            ImportNeeds::Nothing
+        );
     }
 
     #[test]
     fn grant_ids_are_named_as_their_manifest_keys() {
         let names: Vec<&str> = GrantId::ALL.iter().map(|id| id.name()).collect();
-        assert_eq!(names, ["messaging", "sql", "documents", "keyvalue", "search"]);
+        assert_eq!(
+            names,
+            ["messaging", "sql", "documents", "keyvalue", "search"]
+        );
         for &id in GrantId::ALL {
             assert!(id.grant_line().starts_with(&format!("{id} = {{")), "{id}");
             assert_eq!(GrantId::from_name(id.name()), Some(id));

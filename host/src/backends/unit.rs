@@ -111,7 +111,7 @@ impl<'a, B: Registered> View<'a, B> {
     /// imported the interface, so the error is a host bug made visible, not a trap.
     pub fn client(&self) -> Result<&'a B::Client, HostError> {
         B::client(&self.env.backends).ok_or_else(|| {
-            HostError::Denied(format!("this plugin has no `{}` grant", B::ID.name()))
+            HostError::denied(format!("this plugin has no `{}` grant", B::ID.name()))
         })
     }
 

@@ -47,7 +47,7 @@ use crate::bindings::polyhost::platform::documents::{
     self as wit, Blob, BlobInfo, BulkResult, FindOptions, Host, UpdateResult, WriteOp,
 };
 use crate::budget::ResultBudget;
-use crate::error::{HostError, with_timeout};
+use crate::error::{HostError, Kind, with_timeout};
 use crate::state::{HostState, PluginEnv};
 
 /// `grants.documents`: the database and the collections and blob buckets a plugin may use.
@@ -204,7 +204,7 @@ impl Client {
         self.in_flight
             .acquire()
             .await
-            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("documents: {e}"))))
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("documents: {e}"))))
     }
 
     async fn insert(
@@ -383,7 +383,7 @@ impl Client {
         let ops = ops
             .into_iter()
             .enumerate()
-            .map(|(i, op)| Op::parse(op, &scope).map_err(|e| reword(e, |m| format!("op {i}: {m}"))))
+            .map(|(i, op)| Op::parse(op, &scope).map_err(|e| e.context(format_args!("op {i}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let _permit = self.permit().await?;
         let mut bulk = Bulk {
@@ -618,7 +618,7 @@ impl Bulk<'_> {
                 );
                 self.failures.push((
                     first + index.min(count - 1),
-                    classify_code(code).into_error(message),
+                    HostError::new(classify_code(code), message),
                 ));
                 ok = false;
             }
@@ -631,7 +631,7 @@ impl Bulk<'_> {
                 wc.get_str("errmsg").unwrap_or_default()
             );
             self.failures
-                .push((first, classify_code(code).into_error(message)));
+                .push((first, HostError::new(classify_code(code), message)));
             ok = false;
         }
         ok
@@ -656,7 +656,7 @@ impl Bulk<'_> {
             (false, 0) => format!("the other ops ran: {done}"),
             (false, n) => format!("{n} later op(s) failed too; the others ran: {done}"),
         };
-        Err(reword(first, |m| {
+        Err(first.map_message(|m| {
             format!("bulk-write on `{collection}`: op {index} failed: {m}; {tail}")
         }))
     }
@@ -686,7 +686,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.insert",
-            c.insert(&collection, &doc, &Limits::of(&env)),
+            c.insert(&collection, &doc, &Limits::of(env)),
         )
         .await
     }
@@ -701,7 +701,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.upsert",
-            c.upsert(&collection, &filter, &replacement, &Limits::of(&env)),
+            c.upsert(&collection, &filter, &replacement, &Limits::of(env)),
         )
         .await
     }
@@ -723,7 +723,7 @@ impl Host for View<'_, Documents> {
                 &filter,
                 &update,
                 (upsert, many),
-                &Limits::of(&env),
+                &Limits::of(env),
             ),
         )
         .await
@@ -739,7 +739,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.delete",
-            c.delete(&collection, &filter, many, &Limits::of(&env)),
+            c.delete(&collection, &filter, many, &Limits::of(env)),
         )
         .await
     }
@@ -754,7 +754,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.find",
-            c.find(&collection, &filter, options, &Limits::of(&env)),
+            c.find(&collection, &filter, options, &Limits::of(env)),
         )
         .await
     }
@@ -768,7 +768,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.find-one",
-            c.find_one(&collection, &filter, &Limits::of(&env)),
+            c.find_one(&collection, &filter, &Limits::of(env)),
         )
         .await
     }
@@ -778,7 +778,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.count",
-            c.count(&collection, &filter, &Limits::of(&env)),
+            c.count(&collection, &filter, &Limits::of(env)),
         )
         .await
     }
@@ -793,7 +793,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.bulk-write",
-            c.bulk_write(&collection, ops, ordered, &Limits::of(&env)),
+            c.bulk_write(&collection, ops, ordered, &Limits::of(env)),
         )
         .await
     }
@@ -810,14 +810,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.put-blob",
-            c.put_blob(
-                &bucket,
-                id,
-                content_type,
-                data,
-                &metadata,
-                &Limits::of(&env),
-            ),
+            c.put_blob(&bucket, id, content_type, data, &metadata, &Limits::of(env)),
         )
         .await
     }
@@ -827,7 +820,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.get-blob",
-            c.get_blob(&bucket, &id, &Limits::of(&env)),
+            c.get_blob(&bucket, &id, &Limits::of(env)),
         )
         .await
     }
@@ -841,7 +834,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.stat-blob",
-            c.stat_blob(&bucket, &id, &Limits::of(&env)),
+            c.stat_blob(&bucket, &id, &Limits::of(env)),
         )
         .await
     }
@@ -851,7 +844,7 @@ impl Host for View<'_, Documents> {
         with_timeout(
             env.host_call_timeout,
             "documents.delete-blob",
-            c.delete_blob(&bucket, &id, &Limits::of(&env)),
+            c.delete_blob(&bucket, &id, &Limits::of(env)),
         )
         .await
     }
@@ -864,7 +857,7 @@ fn check_collection(grant: &Grant, plugin: &str, collection: &str) -> Result<(),
     if grant.collections.iter().any(|c| c == collection) {
         Ok(())
     } else {
-        Err(HostError::Denied(format!(
+        Err(HostError::denied(format!(
             "plugin `{plugin}` may not use collection `{collection}`: \
              grants.documents.collections is {:?}",
             grant.collections
@@ -877,7 +870,7 @@ fn check_bucket(grant: &Grant, plugin: &str, bucket: &str) -> Result<(), HostErr
     if grant.buckets.iter().any(|b| b == bucket) {
         Ok(())
     } else {
-        Err(HostError::Denied(format!(
+        Err(HostError::denied(format!(
             "plugin `{plugin}` may not use blob bucket `{bucket}`: \
              grants.documents.buckets is {:?}",
             grant.buckets
@@ -896,7 +889,7 @@ fn render(value: Bson) -> String {
 fn render_raw(raw: &RawDocumentBuf) -> Result<String, HostError> {
     let doc = raw
         .to_document()
-        .map_err(|e| HostError::Other(format!("documents: the server sent malformed BSON: {e}")))?;
+        .map_err(|e| HostError::other(format!("documents: the server sent malformed BSON: {e}")))?;
     Ok(render(Bson::Document(doc)))
 }
 
@@ -908,30 +901,6 @@ fn truncate(text: &str) -> &str {
 }
 
 // --- Errors ------------------------------------------------------------------------------
-
-/// The HostError kinds a server error code maps to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Denied,
-    Invalid,
-    Conflict,
-    Unavailable,
-    Timeout,
-    Other,
-}
-
-impl Kind {
-    fn into_error(self, message: String) -> HostError {
-        match self {
-            Kind::Denied => HostError::Denied(message),
-            Kind::Invalid => HostError::Invalid(message),
-            Kind::Conflict => HostError::Conflict(message),
-            Kind::Unavailable => HostError::Unavailable(message),
-            Kind::Timeout => HostError::Timeout(message),
-            Kind::Other => HostError::Other(message),
-        }
-    }
-}
 
 /// What a MongoDB server error code means to a plugin. Codes from the server's
 /// `error_codes.yml`, which FerretDB reuses.
@@ -1037,7 +1006,7 @@ fn map_error(what: impl fmt::Display, error: MongoError) -> HostError {
         {
             kind = Kind::Unavailable;
         }
-        return kind.into_error(format!("{what}: {detail}"));
+        return HostError::new(kind, format!("{what}: {detail}")).with_source(error);
     }
     let kind = match &*error.kind {
         MongoErrorKind::ServerSelection { .. }
@@ -1056,21 +1025,7 @@ fn map_error(what: impl fmt::Display, error: MongoError) -> HostError {
         }
         _ => Kind::Other,
     };
-    kind.into_error(format!("{what}: {}", error.kind))
-}
-
-/// `error` with its message rewritten by `f`, keeping its kind.
-fn reword(error: HostError, f: impl FnOnce(String) -> String) -> HostError {
-    match error {
-        HostError::Denied(m) => HostError::Denied(f(m)),
-        HostError::Invalid(m) => HostError::Invalid(f(m)),
-        HostError::NotFound(m) => HostError::NotFound(f(m)),
-        HostError::Conflict(m) => HostError::Conflict(f(m)),
-        HostError::Unavailable(m) => HostError::Unavailable(f(m)),
-        HostError::Timeout(m) => HostError::Timeout(f(m)),
-        HostError::Other(m) => HostError::Other(f(m)),
-        HostError::Trap(t) => HostError::Trap(t),
-    }
+    HostError::new(kind, format!("{what}: {}", error.kind)).with_source(error)
 }
 
 #[cfg(test)]
@@ -1160,7 +1115,7 @@ mod tests {
         ] {
             let err = check_collection(&grant(), "p", name).unwrap_err();
             assert!(
-                matches!(err, HostError::Denied(ref m) if m.contains("`p`")),
+                matches!(err, HostError { kind: Kind::Denied, message: ref m, .. } if m.contains("`p`")),
                 "{name}"
             );
         }
@@ -1172,7 +1127,10 @@ mod tests {
         for name in ["videos", "thumbnails.files", "banners", ""] {
             assert!(matches!(
                 check_bucket(&grant(), "p", name),
-                Err(HostError::Denied(_))
+                Err(HostError {
+                    kind: Kind::Denied,
+                    ..
+                })
             ));
         }
     }
@@ -1189,7 +1147,16 @@ mod tests {
         ];
         for case in cases {
             let err = parse_document("the filter", case).unwrap_err();
-            assert!(matches!(err, HostError::Denied(_)), "{case}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    HostError {
+                        kind: Kind::Denied,
+                        ..
+                    }
+                ),
+                "{case}: {err}"
+            );
         }
     }
 
@@ -1236,7 +1203,13 @@ mod tests {
             r#"{"a": {"$date": "not a date"}}"#,
         ] {
             assert!(
-                matches!(parse_document("d", case), Err(HostError::Invalid(_))),
+                matches!(
+                    parse_document("d", case),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{case}"
             );
         }
@@ -1247,7 +1220,13 @@ mod tests {
         assert!(parse_update(r#"{"$set": {"a": 1}, "$inc": {"n": 1}}"#).is_ok());
         for bad in ["{}", r#"{"a": 1}"#, r#"{"$set": {"a": 1}, "b": 2}"#] {
             assert!(
-                matches!(parse_update(bad), Err(HostError::Invalid(_))),
+                matches!(
+                    parse_update(bad),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{bad}"
             );
         }
@@ -1255,11 +1234,17 @@ mod tests {
         assert!(parse_replacement("{}").is_ok());
         assert!(matches!(
             parse_replacement(r#"{"a": 1, "$set": {"b": 1}}"#),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             parse_update(r#"{"$set": {"$where": 1}}"#),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
     }
 
@@ -1279,38 +1264,60 @@ mod tests {
     fn errors_map_to_kinds() {
         assert!(matches!(
             map_error("w", write_error(11000)),
-            HostError::Conflict(ref m) if m.starts_with("w: ") && m.contains("duplicate key")
+            HostError { kind: Kind::Conflict, message: ref m, .. } if m.starts_with("w: ") && m.contains("duplicate key")
         ));
         assert!(matches!(
             map_error("c", command_error(13, "Unauthorized")),
-            HostError::Denied(_)
+            HostError {
+                kind: Kind::Denied,
+                ..
+            }
         ));
         assert!(matches!(
             map_error("c", command_error(2, "BadValue")),
-            HostError::Invalid(ref m) if m.contains("BadValue (2): boom")
+            HostError { kind: Kind::Invalid, message: ref m, .. } if m.contains("BadValue (2): boom")
         ));
         assert!(matches!(
             map_error("c", command_error(238, "NotImplemented")),
-            HostError::Invalid(_)
+            HostError {
+                kind: Kind::Invalid,
+                ..
+            }
         ));
         let stepped_down = command_error(189, "PrimarySteppedDown");
         assert!(map_error("c", stepped_down).is_transient());
         assert!(matches!(
             map_error("c", command_error(50, "MaxTimeMSExpired")),
-            HostError::Timeout(_)
+            HostError {
+                kind: Kind::Timeout,
+                ..
+            }
         ));
         assert!(matches!(
             map_error("c", command_error(99999, "Whatever")),
-            HostError::Other(_)
+            HostError {
+                kind: Kind::Other,
+                ..
+            }
         ));
         let io = MongoError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let io = map_error("io", io);
-        assert!(matches!(io, HostError::Unavailable(_)) && io.is_transient());
+        assert!(
+            matches!(
+                io,
+                HostError {
+                    kind: Kind::Unavailable,
+                    ..
+                }
+            ) && io.is_transient()
+        );
     }
 
     #[test]
     fn reword_keeps_the_kind() {
-        let e = reword(HostError::Conflict("dup".into()), |m| format!("op 3: {m}"));
-        assert!(matches!(e, HostError::Conflict(ref m) if m == "op 3: dup"));
+        let e = HostError::conflict("dup").context("op 3");
+        assert!(
+            matches!(e, HostError { kind: Kind::Conflict, message: ref m, .. } if m == "op 3: dup")
+        );
     }
 }

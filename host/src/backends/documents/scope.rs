@@ -111,9 +111,9 @@ impl Scope<'_> {
             &format!("documents: {what}"),
         )?;
         let json: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| HostError::Invalid(format!("{what} is not valid JSON: {e}")))?;
+            .map_err(|e| HostError::invalid(format!("{what} is not valid JSON: {e}")))?;
         if !json.is_object() {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what} must be a JSON object, not `{}`",
                 super::truncate(text)
             )));
@@ -122,13 +122,13 @@ impl Scope<'_> {
             Ok(Bson::Document(doc)) => doc,
             // An object that is itself one Extended JSON value, e.g. `{"$oid": "…"}`.
             Ok(other) => {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{what} must be a document, not a single {:?} value",
                     other.element_type()
                 )));
             }
             Err(e) => {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{what} is not valid Extended JSON: {e}"
                 )));
             }
@@ -146,10 +146,10 @@ impl Scope<'_> {
     pub fn update(&self, text: &str) -> Result<Document, HostError> {
         let update = self.document("the update", text)?;
         if update.is_empty() {
-            return Err(HostError::Invalid("the update is empty".to_string()));
+            return Err(HostError::invalid("the update is empty".to_string()));
         }
         if let Some(key) = update.keys().find(|k| !k.starts_with('$')) {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the update may hold only update operators (`$set`, `$inc`, …), not the field \
                  `{key}`; to replace a whole document use `upsert` or a `replace` op"
             )));
@@ -161,7 +161,7 @@ impl Scope<'_> {
     pub fn replacement(&self, text: &str) -> Result<Document, HostError> {
         let replacement = self.document("the replacement", text)?;
         if let Some(key) = replacement.keys().find(|k| k.starts_with('$')) {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the replacement is a whole document and may not hold the operator `{key}`; \
                  to apply operators use `update`"
             )));
@@ -177,13 +177,13 @@ impl Scope<'_> {
         for (key, value) in doc {
             if key.starts_with('$') && !DBREF.contains(&key.as_str()) {
                 if REFUSED.contains(&key.as_str()) {
-                    return Err(HostError::Denied(format!(
+                    return Err(HostError::denied(format!(
                         "{what} contains `{key}`: filters, updates and documents are values \
                          over the named collection, never code or another collection"
                     )));
                 }
                 if !ALLOWED.contains(&key.as_str()) {
-                    return Err(HostError::Invalid(format!(
+                    return Err(HostError::invalid(format!(
                         "{what} contains `{key}`, which is not a query, update, projection or \
                          expression operator this host passes on"
                     )));
@@ -199,12 +199,12 @@ impl Scope<'_> {
             Bson::Document(d) => self.check(what, d),
             Bson::Array(items) => items.iter().try_for_each(|v| self.check_value(what, v)),
             Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
-                Err(HostError::Denied(format!(
+                Err(HostError::denied(format!(
                     "{what} contains a JavaScript value: filters, updates and documents are \
                      values, never code"
                 )))
             }
-            Bson::DbPointer(_) => Err(HostError::Denied(format!(
+            Bson::DbPointer(_) => Err(HostError::denied(format!(
                 "{what} contains a DBPointer, which names a namespace; use the granted \
                  collections' ids instead"
             ))),
@@ -215,26 +215,27 @@ impl Scope<'_> {
     /// A `DBRef` must name a granted collection, in the granted database.
     fn check_dbref(&self, what: &str, doc: &Document) -> Result<(), HostError> {
         let Some(Bson::String(collection)) = doc.get("$ref") else {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what} holds a `$ref` that is not a collection name"
             )));
         };
         if let Some(db) = doc.get("$db")
             && db.as_str() != Some(self.grant.database.as_str())
         {
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "{what} holds a reference into the database {db}: plugin `{}` has only `{}`",
                 self.plugin, self.grant.database
             )));
         }
         super::check_collection(self.grant, self.plugin, collection)
-            .map_err(|e| super::reword(e, |m| format!("{what} holds a reference: {m}")))
+            .map_err(|e| e.context(format_args!("{what} holds a reference")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn grant() -> Grant {
         Grant {
@@ -273,7 +274,16 @@ mod tests {
             r#"{"$expr": {"$cond": [{"$function": {"body": "f", "args": [], "lang": "js"}}, 1, 0]}}"#,
             r#"{"a": {"$code": "function() {}"}}"#,
         ] {
-            assert!(matches!(check(case), Err(HostError::Denied(_))), "{case}");
+            assert!(
+                matches!(
+                    check(case),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
         }
     }
 
@@ -281,7 +291,10 @@ mod tests {
     fn unknown_operators_are_invalid_and_known_ones_pass() {
         assert!(matches!(
             check(r#"{"a": {"$nosuchop": 1}}"#),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         for case in [
             r#"{"a": {"$gt": 1, "$lt": 5}, "$or": [{"b": {"$in": [1]}}, {"c": {"$exists": true}}]}"#,
@@ -303,7 +316,16 @@ mod tests {
             r#"{"a": [{"b": {"$ref": "system.js", "$id": 1}}]}"#,
             r#"{"p": {"$dbPointer": {"$ref": "other.coll", "$id": {"$oid": "65f000000000000000000001"}}}}"#,
         ] {
-            assert!(matches!(check(case), Err(HostError::Denied(_))), "{case}");
+            assert!(
+                matches!(
+                    check(case),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
         }
     }
 
@@ -318,7 +340,7 @@ mod tests {
         assert!(scope.document("d", r#"{"a": 1}"#).is_ok());
         let e = scope.document("d", r#"{"a": "0123456789"}"#).unwrap_err();
         assert!(
-            matches!(e, HostError::Invalid(ref m) if m.contains("limits.max_value_bytes")),
+            matches!(e, HostError { kind: Kind::Invalid, message: ref m, .. } if m.contains("limits.max_value_bytes")),
             "{e}"
         );
     }

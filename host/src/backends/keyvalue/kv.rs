@@ -8,15 +8,15 @@
 
 use super::ops::{self, ScriptOp, check_number, shown};
 use super::{HostError, check_ttl};
+use super::{Keyvalue, View};
 use crate::bindings::polyhost::platform::kv::{ApplyEntry, Command, Host, Op, Reply, Scored};
 use crate::bindings::polyhost::platform::types::Error as WitError;
 use crate::budget::check_value;
 use crate::error::with_timeout;
-use super::{Keyvalue, View};
 
 /// A reply of the shape `shape` promised, or the host bug it is not.
 fn unexpected(what: &str, reply: &Reply) -> HostError {
-    HostError::Other(format!("{what}: unexpected reply {reply:?}"))
+    HostError::other(format!("{what}: unexpected reply {reply:?}"))
 }
 
 /// `get`/`hget`: bytes or nothing.
@@ -366,7 +366,7 @@ impl Host for View<'_, Keyvalue> {
             .into_iter()
             .map(|r| match r {
                 Ok(applied) => Ok(Ok(applied)),
-                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::trap),
             })
             .collect()
     }
@@ -387,7 +387,7 @@ impl Host for View<'_, Keyvalue> {
             .into_iter()
             .map(|r| match r {
                 Ok(reply) => Ok(Ok(reply)),
-                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::trap),
             })
             .collect()
     }
@@ -396,12 +396,16 @@ impl Host for View<'_, Keyvalue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     #[test]
     fn nan_is_refused() {
         assert!(matches!(
             check_number("zadd", f64::NAN),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(check_number("zadd", f64::INFINITY).is_ok());
         assert!(check_number("zadd", -0.5).is_ok());
@@ -412,7 +416,10 @@ mod tests {
         assert!(matches!(opt_bytes("get", Reply::Absent), Ok(None)));
         assert!(matches!(
             opt_bytes("get", Reply::Integer(1)),
-            Err(HostError::Other(_))
+            Err(HostError {
+                kind: Kind::Other,
+                ..
+            })
         ));
         assert!(members("z", Reply::Members(vec![])).unwrap().is_empty());
     }

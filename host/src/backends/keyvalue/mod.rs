@@ -36,7 +36,7 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Backend, Data, GrantProblem, Settings, View, view};
-use crate::error::HostError;
+use crate::error::{HostError, Kind};
 use crate::state::HostState;
 
 pub use wasi::Bucket;
@@ -197,7 +197,7 @@ impl Client {
         self.in_flight
             .acquire()
             .await
-            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("keyvalue: {e}"))))
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("keyvalue: {e}"))))
     }
 
     /// Sends `cmd` (whose keys were checked) within the in-flight bound.
@@ -227,7 +227,7 @@ pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
     let shown = ops::shown(key);
     if key_granted(prefixes, key) {
         if key.len() > MAX_KEY_BYTES {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "key `{}…` is {} bytes, above the host bound of {MAX_KEY_BYTES}",
                 ops::shown(&key[..key.floor_char_boundary(64)]),
                 key.len()
@@ -236,11 +236,11 @@ pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
         return Ok(());
     }
     if key.starts_with(HOST_NAMESPACE) {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "key `{shown}` lies in the host's namespace `{HOST_NAMESPACE}`"
         )));
     }
-    Err(HostError::Denied(format!(
+    Err(HostError::denied(format!(
         "key `{shown}` is outside the keyvalue grant (prefixes: {})",
         Listed(prefixes)
     )))
@@ -251,7 +251,7 @@ fn check_ttl(what: &str, ttl_ms: u64, min: u64) -> Result<(), HostError> {
     if (min..=MAX_TTL_MS).contains(&ttl_ms) {
         Ok(())
     } else {
-        Err(HostError::Invalid(format!(
+        Err(HostError::invalid(format!(
             "{what}: a TTL of {ttl_ms} ms is out of range ({min}..={MAX_TTL_MS})"
         )))
     }
@@ -270,17 +270,6 @@ impl fmt::Display for Listed<'_> {
         }
         Ok(())
     }
-}
-
-/// How a Redis failure reads to a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unavailable,
-    Timeout,
-    Invalid,
-    Denied,
-    Conflict,
-    Other,
 }
 
 /// The kind of an error reply, by its code (the reply's first word).
@@ -330,15 +319,7 @@ fn classify(error: &RedisError) -> Kind {
 
 /// A Redis failure of `what` as the host error the plugin sees.
 fn map_error(what: &str, error: RedisError) -> HostError {
-    let message = format!("{what}: {error}");
-    match classify(&error) {
-        Kind::Unavailable => HostError::Unavailable(message),
-        Kind::Timeout => HostError::Timeout(message),
-        Kind::Invalid => HostError::Invalid(message),
-        Kind::Denied => HostError::Denied(message),
-        Kind::Conflict => HostError::Conflict(message),
-        Kind::Other => HostError::Other(message),
-    }
+    HostError::new(classify(&error), format!("{what}: {error}")).with_source(error)
 }
 
 #[cfg(test)]
@@ -374,7 +355,9 @@ mod tests {
         assert!(key_granted(&g, "polyhost:flags"));
         assert!(!key_granted(&g, "polyhost:applied:p:e1"));
         let denied = check_key(&g, "polyhost:applied:p:e1").unwrap_err();
-        assert!(matches!(denied, HostError::Denied(m) if m.contains("host's namespace")));
+        assert!(
+            matches!(denied, HostError { kind: Kind::Denied, message: m, .. } if m.contains("host's namespace"))
+        );
     }
 
     #[test]
@@ -382,7 +365,7 @@ mod tests {
         let g = prefixes(&["a:"]);
         let long = format!("a:{}", "x".repeat(MAX_KEY_BYTES));
         assert!(
-            matches!(check_key(&g, &long), Err(HostError::Invalid(m)) if m.contains("host bound"))
+            matches!(check_key(&g, &long), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("host bound"))
         );
         assert!(check_key(&g, &format!("a:{}", "x".repeat(MAX_KEY_BYTES - 2))).is_ok());
         let forged = check_key(&g, "b:\nINFO forged").unwrap_err().to_string();
@@ -393,7 +376,11 @@ mod tests {
     fn a_denial_names_the_key_and_the_grant() {
         let err = check_key(&prefixes(&["a:", "b:"]), "c:1").unwrap_err();
         match err {
-            HostError::Denied(m) => {
+            HostError {
+                kind: Kind::Denied,
+                message: m,
+                ..
+            } => {
                 assert!(m.contains("`c:1`"), "{m}");
                 assert!(m.contains("`a:`, `b:`"), "{m}");
             }
@@ -428,12 +415,24 @@ mod tests {
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let e = map_error("get", refused);
         assert!(
-            matches!(e, HostError::Unavailable(_)) && e.is_transient(),
+            matches!(
+                e,
+                HostError {
+                    kind: Kind::Unavailable,
+                    ..
+                }
+            ) && e.is_transient(),
             "{e:?}"
         );
 
         let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(matches!(map_error("get", timed_out), HostError::Timeout(_)));
+        assert!(matches!(
+            map_error("get", timed_out),
+            HostError {
+                kind: Kind::Timeout,
+                ..
+            }
+        ));
 
         let wrongtype = redis::make_extension_error(
             "WRONGTYPE".into(),
@@ -441,12 +440,18 @@ mod tests {
         );
         let e = map_error("incr-by `k`", wrongtype);
         assert!(
-            matches!(&e, HostError::Invalid(m) if m.starts_with("incr-by `k`")),
+            matches!(&e, HostError { kind: Kind::Invalid, message: m, .. } if m.starts_with("incr-by `k`")),
             "{e:?}"
         );
         assert!(!e.is_transient());
 
         let parse = RedisError::from((RedisErrorKind::UnexpectedReturnType, "not a number"));
-        assert!(matches!(map_error("get", parse), HostError::Other(_)));
+        assert!(matches!(
+            map_error("get", parse),
+            HostError {
+                kind: Kind::Other,
+                ..
+            }
+        ));
     }
 }

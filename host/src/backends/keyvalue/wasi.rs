@@ -25,11 +25,11 @@ use wasmtime::component::Resource;
 
 use super::ops::ScriptOp;
 use super::{Client, MAX_KEY_BYTES};
+use super::{Keyvalue, View};
 use crate::bindings::polyhost::platform::kv::Reply;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::budget::{ResultBudget, check_value};
 use crate::error::{HostError, KvError, with_timeout};
-use super::{Keyvalue, View};
 
 /// One `SCAN` round that drops, in Redis, keys longer than `ARGV[4]` bytes: no call can name
 /// them, and a planted key of megabytes must not reach the host.
@@ -130,7 +130,7 @@ impl Client {
         match self.run_one(op, cap).await? {
             Reply::Bytes(b) => Ok(Some(b)),
             Reply::Absent => Ok(None),
-            other => Err(HostError::Other(format!(
+            other => Err(HostError::other(format!(
                 "{what}: unexpected reply {other:?}"
             ))),
         }
@@ -156,7 +156,7 @@ impl Client {
 
     async fn kv_increment(&self, key: &str, delta: u64) -> Result<u64, HostError> {
         let delta = i64::try_from(delta).map_err(|_| {
-            HostError::Invalid(format!(
+            HostError::invalid(format!(
                 "increment `{key}`: a delta of {delta} is above 2^63-1"
             ))
         })?;
@@ -164,7 +164,7 @@ impl Client {
             .query("increment", redis::cmd("INCRBY").arg(key).arg(delta))
             .await?;
         u64::try_from(value).map_err(|_| {
-            HostError::Other(format!("increment `{key}`: the value {value} is negative"))
+            HostError::other(format!("increment `{key}`: the value {value} is negative"))
         })
     }
 
@@ -182,7 +182,7 @@ impl Client {
             .map(|r| match r? {
                 Reply::Bytes(b) => Ok(Some(b)),
                 Reply::Absent => Ok(None),
-                other => Err(HostError::Other(format!(
+                other => Err(HostError::other(format!(
                     "get-many: unexpected reply {other:?}"
                 ))),
             })
@@ -289,7 +289,7 @@ impl store::Host for View<'_, Keyvalue> {
         let c = self.client()?;
         let namespace = bucket_namespace(&identifier);
         if reachable_prefixes(&c.prefixes, &namespace).is_empty() {
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "bucket `{identifier}` (keys `{namespace}…`) holds no key of the keyvalue grant (prefixes: {})",
                 super::Listed(&c.prefixes)
             ))
@@ -302,7 +302,6 @@ impl store::Host for View<'_, Keyvalue> {
 
     fn convert_error(&mut self, err: KvError) -> wasmtime::Result<store::Error> {
         Ok(match err {
-            KvError::NoSuchStore => store::Error::NoSuchStore,
             KvError::AccessDenied(why) => {
                 // The WIT variant carries no message; the log keeps the reason.
                 tracing::info!(plugin = %self.env.name, "wasi:keyvalue access denied: {why}");

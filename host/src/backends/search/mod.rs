@@ -43,11 +43,9 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Backend, Data, GrantProblem, Settings, View, view};
-use crate::bindings::polyhost::platform::search::{
-    self as wit, BulkItem, Hit, Host, SearchResult,
-};
+use crate::bindings::polyhost::platform::search::{self as wit, BulkItem, Hit, Host, SearchResult};
 use crate::budget::{ResultBudget, check_value};
-use crate::error::{HostError, with_timeout};
+use crate::error::{HostError, Kind, with_timeout};
 use crate::state::HostState;
 
 /// `grants.search`: the index patterns a plugin may touch.
@@ -266,7 +264,7 @@ impl Client {
         self.in_flight
             .acquire()
             .await
-            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("search: {e}"))))
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("search: {e}"))))
     }
 
     async fn index(
@@ -304,8 +302,8 @@ impl Client {
         let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(items.len() * 2);
         for (i, item) in items.iter().enumerate() {
             let what = format!("bulk-index item {i} (`{}`/`{}`)", item.index, item.id);
-            scope::check_index(&self.grants, &item.index).map_err(|e| scope::prefixed(&what, e))?;
-            check_id(&item.id).map_err(|e| scope::prefixed(&what, e))?;
+            scope::check_index(&self.grants, &item.index).map_err(|e| e.context(&what))?;
+            check_id(&item.id).map_err(|e| e.context(&what))?;
             check_value(
                 item.document.len(),
                 max_value_bytes,
@@ -387,19 +385,19 @@ impl Client {
             )
             .await?;
         if reply.get("timed_out") == Some(&Value::Bool(true)) {
-            return Err(HostError::Timeout(format!(
+            return Err(HostError::timeout(format!(
                 "{what}: Elasticsearch stopped the search at the host-call timeout ({} ms)",
                 limits.timeout.as_millis()
             )));
         }
         let hits = reply.pointer("/hits/hits").and_then(Value::as_array);
         if hits.is_none() || reply.pointer("/hits/total/value").is_none() {
-            return Err(HostError::Other(format!(
+            return Err(HostError::other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
             )));
         }
         search_result(reply).ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "{what}: Elasticsearch answered a hit without its index or id"
             ))
         })
@@ -424,7 +422,7 @@ impl Client {
             )
             .await?;
         reply.get("count").and_then(Value::as_u64).ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
             ))
         })
@@ -460,7 +458,7 @@ impl Client {
             for t in existing["index_templates"].as_array().into_iter().flatten() {
                 for pattern in scope::template_patterns(&t["index_template"])? {
                     scope::check_target(&self.grants, &pattern).map_err(|_| {
-                        HostError::Denied(format!(
+                        HostError::denied(format!(
                             "{what}: it would replace a template for `{pattern}`, outside the search grant"
                         ))
                     })?;
@@ -492,7 +490,7 @@ fn url_for(base: &Url, segments: &[&str]) -> Url {
 fn check_id(id: &str) -> Result<(), HostError> {
     // `.` and `..` would be resolved as path segments: `DELETE /i/_doc/..` is `DELETE /i`.
     if id.is_empty() || id == "." || id == ".." {
-        Err(HostError::Invalid(format!(
+        Err(HostError::invalid(format!(
             "`{id}` is not a usable document id"
         )))
     } else {
@@ -503,9 +501,9 @@ fn check_id(id: &str) -> Result<(), HostError> {
 /// A document: a JSON object.
 fn parse_document(what: &str, document: &str) -> Result<Value, HostError> {
     let doc: Value = serde_json::from_str(document)
-        .map_err(|e| HostError::Invalid(format!("{what}: the document is not JSON: {e}")))?;
+        .map_err(|e| HostError::invalid(format!("{what}: the document is not JSON: {e}")))?;
     if !doc.is_object() {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "{what}: a document must be a JSON object"
         )));
     }
@@ -532,7 +530,10 @@ async fn expect_success(
 fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostError> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(HostError::NotFound(_)) => Ok(None),
+        Err(HostError {
+            kind: Kind::NotFound,
+            ..
+        }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -558,12 +559,12 @@ fn reason(body: &Value) -> String {
 pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
     let message = format!("{what}: HTTP {status}: {}", reason(body));
     match status {
-        400 | 405 | 413 | 422 => HostError::Invalid(message),
-        401 | 403 => HostError::Denied(message),
-        404 => HostError::NotFound(message),
-        409 => HostError::Conflict(message),
-        408 | 429 | 500..=599 => HostError::Unavailable(message),
-        _ => HostError::Other(message),
+        400 | 405 | 413 | 422 => HostError::invalid(message),
+        401 | 403 => HostError::denied(message),
+        404 => HostError::not_found(message),
+        409 => HostError::conflict(message),
+        408 | 429 | 500..=599 => HostError::unavailable(message),
+        _ => HostError::other(message),
     }
 }
 
@@ -571,11 +572,11 @@ pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
 fn map_http(what: &str, error: &reqwest::Error) -> HostError {
     let message = format!("{what}: {error}");
     if error.is_timeout() {
-        HostError::Timeout(message)
+        HostError::timeout(message)
     } else if error.is_decode() {
-        HostError::Other(message)
+        HostError::other(message)
     } else {
-        HostError::Unavailable(message)
+        HostError::unavailable(message)
     }
 }
 
@@ -583,11 +584,11 @@ fn map_http(what: &str, error: &reqwest::Error) -> HostError {
 fn map_transport(what: &str, error: &elasticsearch::Error) -> HostError {
     let message = format!("{what}: {error}");
     if error.is_timeout() {
-        HostError::Timeout(message)
+        HostError::timeout(message)
     } else if error.is_json() {
-        HostError::Other(message)
+        HostError::other(message)
     } else {
-        HostError::Unavailable(message)
+        HostError::unavailable(message)
     }
 }
 
@@ -600,7 +601,7 @@ pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String
         .and_then(Value::as_array)
         .filter(|items| items.len() == expected)
         .ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "bulk-index: Elasticsearch answered something other than {expected} items: {reply}"
             ))
         })?;
@@ -617,7 +618,7 @@ pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String
             |e| reason(&json!({ "error": e })),
         );
         if status == 429 || status >= 500 {
-            return Err(HostError::Unavailable(format!(
+            return Err(HostError::unavailable(format!(
                 "bulk-index item {i}: HTTP {status}: {why}"
             )));
         }
@@ -766,49 +767,73 @@ mod tests {
         let body = json!({"error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}, "status": 400});
         let e = map_status("index `a`/`1`", 400, &body);
         assert!(
-            matches!(&e, HostError::Invalid(m) if m == "index `a`/`1`: HTTP 400: mapper_parsing_exception: failed to parse"),
+            matches!(&e, HostError { kind: Kind::Invalid, message: m, .. } if m == "index `a`/`1`: HTTP 400: mapper_parsing_exception: failed to parse"),
             "{e:?}"
         );
         assert!(matches!(
             map_status("x", 403, &Value::Null),
-            HostError::Denied(_)
+            HostError {
+                kind: Kind::Denied,
+                ..
+            }
         ));
         assert!(matches!(
             map_status("x", 404, &Value::Null),
-            HostError::NotFound(_)
+            HostError {
+                kind: Kind::NotFound,
+                ..
+            }
         ));
         assert!(matches!(
             map_status("x", 409, &Value::Null),
-            HostError::Conflict(_)
+            HostError {
+                kind: Kind::Conflict,
+                ..
+            }
         ));
         for transient in [429, 500, 502, 503, 504] {
             let e = map_status("x", transient, &Value::Null);
             assert!(
-                matches!(e, HostError::Unavailable(_)) && e.is_transient(),
+                matches!(
+                    e,
+                    HostError {
+                        kind: Kind::Unavailable,
+                        ..
+                    }
+                ) && e.is_transient(),
                 "{transient}"
             );
         }
         assert!(matches!(
             map_status("x", 418, &Value::Null),
-            HostError::Other(_)
+            HostError {
+                kind: Kind::Other,
+                ..
+            }
         ));
     }
 
     #[test]
     fn misses_become_values() {
         assert!(
-            allow_not_found(Err(HostError::NotFound("x".into())))
+            allow_not_found(Err(HostError::not_found("x")))
                 .unwrap()
                 .is_none()
         );
-        assert!(allow_not_found(Err(HostError::Invalid("x".into()))).is_err());
+        assert!(allow_not_found(Err(HostError::invalid("x"))).is_err());
     }
 
     #[test]
     fn ids_that_are_path_segments_are_refused() {
         for bad in ["", ".", ".."] {
             assert!(
-                matches!(check_id(bad), Err(HostError::Invalid(_))),
+                matches!(
+                    check_id(bad),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{bad:?}"
             );
         }
@@ -840,11 +865,17 @@ mod tests {
         assert!(parse_document("d", r#"{"a":1}"#).is_ok());
         assert!(matches!(
             parse_document("d", "[1]"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             parse_document("d", "{"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -862,11 +893,20 @@ mod tests {
                 Some("document_parsing_exception: bad field".to_string())
             ]
         );
-        assert!(matches!(bulk_outcomes(&reply, 3), Err(HostError::Other(_))));
+        assert!(matches!(
+            bulk_outcomes(&reply, 3),
+            Err(HostError {
+                kind: Kind::Other,
+                ..
+            })
+        ));
         let busy = json!({"items": [{"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}}]});
         assert!(matches!(
             bulk_outcomes(&busy, 1),
-            Err(HostError::Unavailable(_))
+            Err(HostError {
+                kind: Kind::Unavailable,
+                ..
+            })
         ));
     }
 

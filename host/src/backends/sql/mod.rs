@@ -31,7 +31,7 @@ use crate::bindings::polyhost::platform::sql::{
     self as wit, Host, HostTransaction, Rows, Statement, Value,
 };
 use crate::budget::{self, ResultBudget};
-use crate::error::{HostError, with_timeout};
+use crate::error::{HostError, Kind, with_timeout};
 use crate::state::HostState;
 use allow::Scope;
 use value::{ColumnKind, Param};
@@ -292,7 +292,7 @@ impl Client {
         self.permits
             .acquire()
             .await
-            .map_err(|_| HostError::Unavailable("the sql client is shut down".into()))
+            .map_err(|_| HostError::unavailable("the sql client is shut down"))
     }
 
     /// A connection of the pool, lent to one call or one transaction.
@@ -328,7 +328,7 @@ impl Client {
         let mut kinds = Vec::with_capacity(statement.columns().len());
         for column in statement.columns() {
             let kind = ColumnKind::of(column.type_info()).ok_or_else(|| {
-                HostError::Invalid(format!(
+                HostError::invalid(format!(
                     "column `{name}` is of type {ty}, which no sql value carries; cast it in \
                      the statement (e.g. `{name}::text`)",
                     name = column.name(),
@@ -368,7 +368,7 @@ impl Client {
                 let raw = row.try_get_raw(i).map_err(|e| self.error(e))?;
                 values
                     .push(value::decode(*kind, raw).map_err(|e| {
-                        HostError::Invalid(format!("column `{}`: {e}", columns[i]))
+                        HostError::invalid(format!("column `{}`: {e}", columns[i]))
                     })?);
             }
             rows.push(values);
@@ -436,14 +436,14 @@ impl Client {
             None => given,
         };
         if wanted != given {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the statement takes {wanted} parameter(s), but {given} were given"
             )));
         }
         let mut args = PgArguments::default();
         for param in params {
             args.add(param)
-                .map_err(|e| HostError::Invalid(format!("encoding a parameter: {e}")))?;
+                .map_err(|e| HostError::invalid(format!("encoding a parameter: {e}")))?;
         }
         Ok((keyed, args, statement))
     }
@@ -507,11 +507,19 @@ impl Verdicts {
         if sql.len() <= VERDICT_TEXT_MAX {
             let kept = match &verdict {
                 Ok(c) => Ok(c.clone()),
-                Err(HostError::Denied(m)) => Err(VerdictError {
+                Err(HostError {
+                    kind: Kind::Denied,
+                    message: m,
+                    ..
+                }) => Err(VerdictError {
                     denied: true,
                     message: m.clone(),
                 }),
-                Err(HostError::Invalid(m)) => Err(VerdictError {
+                Err(HostError {
+                    kind: Kind::Invalid,
+                    message: m,
+                    ..
+                }) => Err(VerdictError {
                     denied: false,
                     message: m.clone(),
                 }),
@@ -531,9 +539,9 @@ impl Verdicts {
 impl VerdictError {
     fn into_host(self) -> HostError {
         if self.denied {
-            HostError::Denied(self.message)
+            HostError::denied(self.message)
         } else {
-            HostError::Invalid(self.message)
+            HostError::invalid(self.message)
         }
     }
 }
@@ -562,10 +570,9 @@ impl Lease {
             self.close();
         }
         let conn = self.conn.as_mut().ok_or_else(|| {
-            HostError::Unavailable(
+            HostError::unavailable(
                 "the connection was closed after an earlier failure (a timeout, a result \
-                 over the cap); this transaction is over"
-                    .into(),
+                 over the cap); this transaction is over",
             )
         })?;
         self.settled = false;
@@ -631,77 +638,50 @@ fn map_error(role: &str, e: sqlx::Error) -> HostError {
                 "PostgreSQL (role `{role}`): {} [SQLSTATE {code}]",
                 db.message()
             );
-            kind_for_sqlstate(&code)(message)
+            HostError::new(kind_for_sqlstate(&code), message)
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => {
-            HostError::Unavailable(format!("PostgreSQL (role `{role}`): {e}"))
+            HostError::unavailable(format!("PostgreSQL (role `{role}`): {e}"))
         }
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::Encode(_)
         | sqlx::Error::TypeNotFound { .. }
         | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnNotFound(_) => HostError::Invalid(format!("PostgreSQL: {e}")),
-        other => HostError::Other(format!("PostgreSQL (role `{role}`): {other}")),
+        | sqlx::Error::ColumnNotFound(_) => HostError::invalid(format!("PostgreSQL: {e}")),
+        other => HostError::other(format!("PostgreSQL (role `{role}`): {other}")),
     }
 }
 
 /// The [`HostError`] kind for a SQLSTATE (PostgreSQL's appendix A).
-fn kind_for_sqlstate(code: &str) -> fn(String) -> HostError {
+fn kind_for_sqlstate(code: &str) -> Kind {
     match code {
         // insufficient_privilege: the role's GRANTs do not cover it.
-        "42501" => HostError::Denied,
+        "42501" => Kind::Denied,
         // query_canceled: statement_timeout or a cancel.
-        "57014" => HostError::Timeout,
+        "57014" => Kind::Timeout,
         // protocol_violation, e.g. parameters that do not fit the prepared statement:
         // class 08, but sending the same again cannot succeed.
-        "08P01" => HostError::Invalid,
+        "08P01" => Kind::Invalid,
         // cannot_connect_now, admin/crash shutdown, lock_not_available, and serialization
         // failures and deadlocks, which succeed when the transaction is tried again.
-        "57P01" | "57P02" | "57P03" | "55P03" => HostError::Unavailable,
+        "57P01" | "57P02" | "57P03" | "55P03" => Kind::Unavailable,
         _ => match code.get(..2).unwrap_or("") {
             // integrity constraint violations: unique, foreign key, check, not null.
-            "23" => HostError::Conflict,
+            "23" => Kind::Conflict,
             // syntax errors and undefined names (42), bad data (22), a statement a
             // transaction in its state cannot run (25), unsupported features (0A).
-            "42" | "22" | "25" | "0A" | "2B" | "26" | "34" => HostError::Invalid,
+            "42" | "22" | "25" | "0A" | "2B" | "26" | "34" => Kind::Invalid,
             // connection exceptions, bad login or database (the server refused the
             // connection), insufficient resources (too many connections, disk full),
             // transaction rollbacks (serialization failure, deadlock).
-            "08" | "28" | "3D" | "53" | "40" => HostError::Unavailable,
-            _ => HostError::Other,
+            "08" | "28" | "3D" | "53" | "40" => Kind::Unavailable,
+            _ => Kind::Other,
         },
-    }
-}
-
-/// The same error kind with `prefix` before its message (a trap is left as it is).
-fn prefixed(prefix: &str, e: HostError) -> HostError {
-    match e {
-        HostError::Denied(m) => HostError::Denied(format!("{prefix}: {m}")),
-        HostError::Invalid(m) => HostError::Invalid(format!("{prefix}: {m}")),
-        HostError::NotFound(m) => HostError::NotFound(format!("{prefix}: {m}")),
-        HostError::Conflict(m) => HostError::Conflict(format!("{prefix}: {m}")),
-        HostError::Unavailable(m) => HostError::Unavailable(format!("{prefix}: {m}")),
-        HostError::Timeout(m) => HostError::Timeout(format!("{prefix}: {m}")),
-        HostError::Other(m) => HostError::Other(format!("{prefix}: {m}")),
-        HostError::Trap(t) => HostError::Trap(t),
-    }
-}
-
-/// The constructor of `e`'s kind, to report a later error of the same kind.
-fn kind_of(e: &HostError) -> fn(String) -> HostError {
-    match e {
-        HostError::Denied(_) => HostError::Denied,
-        HostError::Invalid(_) => HostError::Invalid,
-        HostError::NotFound(_) => HostError::NotFound,
-        HostError::Conflict(_) => HostError::Conflict,
-        HostError::Unavailable(_) => HostError::Unavailable,
-        HostError::Timeout(_) => HostError::Timeout,
-        HostError::Other(_) | HostError::Trap(_) => HostError::Other,
     }
 }
 
@@ -723,7 +703,7 @@ pub struct Transaction {
 }
 
 /// A failure's kind (its [`HostError`] constructor) and message.
-type Failure = (fn(String) -> HostError, String);
+type Failure = (Kind, String);
 
 /// What one sql host call may use: the client and the plugin's limits.
 struct Call {
@@ -749,7 +729,7 @@ impl View<'_, Sql> {
         &mut self,
         t: &Resource<Transaction>,
     ) -> Result<&mut Transaction, HostError> {
-        self.table.get_mut(t).map_err(|e| HostError::Trap(e.into()))
+        self.table.get_mut(t).map_err(HostError::trap)
     }
 }
 
@@ -800,7 +780,7 @@ impl Host for View<'_, Sql> {
         // on the server.
         for (i, statement) in statements.iter().enumerate() {
             admit(&statement.sql, Scope::Call, caps)
-                .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
+                .map_err(|e| e.context(format_args!("statement {} of {total}", i + 1)))?;
         }
         with_timeout(timeout, "sql.execute-batch", async {
             let _permit = client.permit().await?;
@@ -814,7 +794,7 @@ impl Host for View<'_, Sql> {
                     .await
                     // `lease` is dropped on the way out inside the transaction: its
                     // connection is closed, which rolls the batch back.
-                    .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
+                    .map_err(|e| e.context(format_args!("statement {} of {total}", i + 1)))?;
                 affected.push(n);
             }
             client.control(&mut lease, "COMMIT").await?;
@@ -842,7 +822,7 @@ impl Host for View<'_, Sql> {
                 failed: None,
                 savepoints: Vec::new(),
             })
-            .map_err(|e| HostError::Trap(e.into()))
+            .map_err(HostError::trap)
     }
 }
 
@@ -909,16 +889,16 @@ impl HostTransaction for View<'_, Sql> {
         let Call {
             client, timeout, ..
         } = self.sql_call()?;
-        let mut t = self
-            .table
-            .delete(t)
-            .map_err(|e| HostError::Trap(e.into()))?;
+        let mut t = self.table.delete(t).map_err(HostError::trap)?;
         if let Some((kind, message)) = t.failed.take() {
             end(&client, timeout, t.lease, "ROLLBACK").await.ok();
-            return Err(kind(format!(
-                "not committed: an earlier statement of this transaction failed, so it was \
+            return Err(HostError::new(
+                kind,
+                format!(
+                    "not committed: an earlier statement of this transaction failed, so it was \
                  rolled back ({message})"
-            )));
+                ),
+            ));
         }
         end(&client, timeout, t.lease, "COMMIT").await
     }
@@ -927,10 +907,7 @@ impl HostTransaction for View<'_, Sql> {
         let Call {
             client, timeout, ..
         } = self.sql_call()?;
-        let t = self
-            .table
-            .delete(t)
-            .map_err(|e| HostError::Trap(e.into()))?;
+        let t = self.table.delete(t).map_err(HostError::trap)?;
         end(&client, timeout, t.lease, "ROLLBACK").await
     }
 
@@ -982,7 +959,13 @@ fn after_statement<T>(
     match (result, checked) {
         (Err(e), _) => {
             if t.failed.is_none() {
-                t.failed = Some((kind_of(e), e.to_string()));
+                // A trap ends the call; what later calls report of it is an ordinary failure.
+                let kind = if e.kind == Kind::Trap {
+                    Kind::Other
+                } else {
+                    e.kind
+                };
+                t.failed = Some((kind, e.to_string()));
             }
         }
         (Ok(_), Some(Checked::Savepoint(name))) => t.savepoints.push((name, t.failed.clone())),
@@ -1079,12 +1062,7 @@ mod tests {
     use super::*;
 
     fn kind(code: &str) -> String {
-        let e = kind_for_sqlstate(code)(String::new());
-        format!("{e:?}")
-            .split('(')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+        format!("{:?}", kind_for_sqlstate(code))
     }
 
     #[test]
@@ -1244,7 +1222,10 @@ mod tests {
             assert!(admit("SELECT 1", Scope::Call, caps).is_ok());
             assert!(matches!(
                 admit("SAVEPOINT verdict_a", Scope::Call, caps),
-                Err(HostError::Denied(_))
+                Err(HostError {
+                    kind: Kind::Denied,
+                    ..
+                })
             ));
             assert_eq!(
                 admit("SAVEPOINT verdict_a", Scope::Transaction, caps).unwrap(),
@@ -1252,12 +1233,15 @@ mod tests {
             );
             assert!(matches!(
                 admit("SELEC 1", Scope::Call, caps),
-                Err(HostError::Invalid(_))
+                Err(HostError {
+                    kind: Kind::Invalid,
+                    ..
+                })
             ));
         }
         let long = format!("SELECT '{}'", "x".repeat(2 << 10));
         assert!(
-            matches!(admit(&long, Scope::Call, caps), Err(HostError::Invalid(m)) if m.contains("limits.max_value_bytes"))
+            matches!(admit(&long, Scope::Call, caps), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("limits.max_value_bytes"))
         );
     }
 
