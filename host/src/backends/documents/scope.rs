@@ -232,8 +232,39 @@ impl Scope<'_> {
     }
 }
 
+/// `Ok` when `grant` lists `collection`, else `denied` naming both.
+pub(super) fn check_collection(
+    grant: &Grant,
+    plugin: &str,
+    collection: &str,
+) -> Result<(), HostError> {
+    if grant.collections.iter().any(|c| c == collection) {
+        Ok(())
+    } else {
+        Err(HostError::denied(format!(
+            "plugin `{plugin}` may not use collection `{collection}`: \
+             grants.documents.collections is {:?}",
+            grant.collections
+        )))
+    }
+}
+
+/// `Ok` when `grant` lists `bucket`, else `denied` naming both.
+pub(super) fn check_bucket(grant: &Grant, plugin: &str, bucket: &str) -> Result<(), HostError> {
+    if grant.buckets.iter().any(|b| b == bucket) {
+        Ok(())
+    } else {
+        Err(HostError::denied(format!(
+            "plugin `{plugin}` may not use blob bucket `{bucket}`: \
+             grants.documents.buckets is {:?}",
+            grant.buckets
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::render;
     use super::*;
     use crate::error::Kind;
 
@@ -241,7 +272,7 @@ mod tests {
         Grant {
             database: "streaming".into(),
             collections: vec!["videos".into(), "channels".into()],
-            buckets: vec![],
+            buckets: vec!["thumbnails".into()],
         }
     }
 
@@ -343,5 +374,171 @@ mod tests {
             matches!(e, HostError { kind: Kind::Invalid, message: ref m, .. } if m.contains("limits.max_value_bytes")),
             "{e}"
         );
+    }
+
+    fn scope(g: &Grant) -> Scope<'_> {
+        Scope {
+            grant: g,
+            plugin: "p",
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    fn parse_document(what: &str, text: &str) -> Result<Document, HostError> {
+        scope(&grant()).document(what, text)
+    }
+
+    fn parse_update(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).update(text)
+    }
+
+    fn parse_replacement(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).replacement(text)
+    }
+
+    #[test]
+    fn only_granted_collections_pass() {
+        assert!(check_collection(&grant(), "p", "videos").is_ok());
+        for name in [
+            "Videos",
+            "videos ",
+            "video",
+            "videos.files",
+            "",
+            "thumbnails",
+        ] {
+            let err = check_collection(&grant(), "p", name).unwrap_err();
+            assert!(
+                matches!(err, HostError { kind: Kind::Denied, message: ref m, .. } if m.contains("`p`")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_granted_buckets_pass() {
+        assert!(check_bucket(&grant(), "p", "thumbnails").is_ok());
+        for name in ["videos", "thumbnails.files", "banners", ""] {
+            assert!(matches!(
+                check_bucket(&grant(), "p", name),
+                Err(HostError {
+                    kind: Kind::Denied,
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn code_is_found_at_any_depth() {
+        let cases = [
+            r#"{"$where": "this.a == 1"}"#,
+            r#"{"a": {"$function": {"body": "x", "args": [], "lang": "js"}}}"#,
+            r#"{"$expr": {"$and": [{"$eq": [1, 1]}, {"$function": {}}]}}"#,
+            r#"{"$or": [{"a": 1}, {"b": [{"c": {"$accumulator": {}}}]}]}"#,
+            r#"{"a": {"$code": "function() {}"}}"#,
+            r#"{"a": [[{"$code": "f()", "$scope": {}}]]}"#,
+        ];
+        for case in cases {
+            let err = parse_document("the filter", case).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HostError {
+                        kind: Kind::Denied,
+                        ..
+                    }
+                ),
+                "{case}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_values_are_not_code() {
+        let cases = [
+            r#"{"where": "$where", "title": "$function", "tags": ["$accumulator"]}"#,
+            r#"{"a": {"$gt": 1}, "b": {"$in": [1, 2]}, "$expr": {"$eq": ["$x", "$y"]}}"#,
+        ];
+        for case in cases {
+            assert!(parse_document("the filter", case).is_ok(), "{case}");
+        }
+    }
+
+    #[test]
+    fn documents_parse_as_relaxed_extended_json() {
+        let doc = parse_document(
+            "d",
+            r#"{"_id": {"$oid": "65f000000000000000000001"}, "at": {"$date": "2024-01-02T03:04:05Z"},
+                "n": 1, "big": 5000000000, "x": 1.5, "bin": {"$binary": {"base64": "AAE=", "subType": "00"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(doc.get("_id"), Some(Bson::ObjectId(_))));
+        assert!(matches!(doc.get("at"), Some(Bson::DateTime(_))));
+        assert_eq!(doc.get("n"), Some(&Bson::Int32(1)));
+        assert_eq!(doc.get("big"), Some(&Bson::Int64(5_000_000_000)));
+        assert_eq!(doc.get("x"), Some(&Bson::Double(1.5)));
+        assert!(matches!(doc.get("bin"), Some(Bson::Binary(b)) if b.bytes == [0, 1]));
+        let back: serde_json::Value = serde_json::from_str(&render(Bson::Document(doc))).unwrap();
+        assert_eq!(back["_id"]["$oid"], "65f000000000000000000001");
+        assert_eq!(back["at"]["$date"], "2024-01-02T03:04:05Z");
+        assert_eq!(back["big"], 5_000_000_000_i64);
+    }
+
+    #[test]
+    fn malformed_documents_are_invalid() {
+        for case in [
+            "",
+            "{",
+            "[1]",
+            "42",
+            r#""s""#,
+            r#"{"$oid": "65f000000000000000000001"}"#,
+            r#"{"a": {"$date": "not a date"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_document("d", case),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn updates_are_operators_and_replacements_are_not() {
+        assert!(parse_update(r#"{"$set": {"a": 1}, "$inc": {"n": 1}}"#).is_ok());
+        for bad in ["{}", r#"{"a": 1}"#, r#"{"$set": {"a": 1}, "b": 2}"#] {
+            assert!(
+                matches!(
+                    parse_update(bad),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(parse_replacement(r#"{"a": 1}"#).is_ok());
+        assert!(parse_replacement("{}").is_ok());
+        assert!(matches!(
+            parse_replacement(r#"{"a": 1, "$set": {"b": 1}}"#),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_update(r#"{"$set": {"$where": 1}}"#),
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
+        ));
     }
 }
