@@ -23,7 +23,13 @@
 //! 404 `not-found` (but `get` answers `none` and `delete` `false`), 409 `conflict`, 408,
 //! 429 and 5xx `unavailable`; a failed connection is `unavailable`, a request past the
 //! client's timeout `timeout`.
+//!
+//! By job: `scope` (what a body may hold), `errors` (answers as error kinds), `host` (the
+//! generated `Host` trait, as the plugin calls it); the grant, the [`Search`] backend unit
+//! and the clients here.
 
+mod errors;
+mod host;
 pub mod scope;
 
 use std::sync::Arc;
@@ -42,11 +48,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{Backend, Data, GrantProblem, Settings, View, view};
-use crate::bindings::polyhost::platform::search::{self as wit, BulkItem, Hit, Host, SearchResult};
+use super::{Backend, Data, GrantProblem, Settings, view};
+use crate::bindings::polyhost::platform::search::{self as wit, BulkItem, Hit, SearchResult};
 use crate::budget::{ResultBudget, check_value};
-use crate::error::{HostError, Kind, with_timeout};
+use crate::error::{HostError, Kind};
 use crate::state::HostState;
+use errors::{map_http, map_transport, reason};
+
+pub use errors::map_status;
 
 /// `grants.search`: the index patterns a plugin may touch.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -538,60 +547,6 @@ fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostErr
     }
 }
 
-/// `type: reason` of an Elasticsearch error body, or the body itself.
-fn reason(body: &Value) -> String {
-    match body.get("error") {
-        Some(Value::Object(e)) => {
-            let ty = e.get("type").and_then(Value::as_str).unwrap_or("error");
-            let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
-            format!("{ty}: {reason}")
-        }
-        Some(Value::String(s)) => s.clone(),
-        _ => match body {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        },
-    }
-}
-
-/// An HTTP error status of `what` as the host error the plugin sees: the one place
-/// Elasticsearch's answers become error kinds.
-pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
-    let message = format!("{what}: HTTP {status}: {}", reason(body));
-    match status {
-        400 | 405 | 413 | 422 => HostError::invalid(message),
-        401 | 403 => HostError::denied(message),
-        404 => HostError::not_found(message),
-        409 => HostError::conflict(message),
-        408 | 429 | 500..=599 => HostError::unavailable(message),
-        _ => HostError::other(message),
-    }
-}
-
-/// A failure of a read to get (all of) its answer.
-fn map_http(what: &str, error: &reqwest::Error) -> HostError {
-    let message = format!("{what}: {error}");
-    if error.is_timeout() {
-        HostError::timeout(message)
-    } else if error.is_decode() {
-        HostError::other(message)
-    } else {
-        HostError::unavailable(message)
-    }
-}
-
-/// A failure to get an answer at all: a timeout, or a connection that failed.
-fn map_transport(what: &str, error: &elasticsearch::Error) -> HostError {
-    let message = format!("{what}: {error}");
-    if error.is_timeout() {
-        HostError::timeout(message)
-    } else if error.is_json() {
-        HostError::other(message)
-    } else {
-        HostError::unavailable(message)
-    }
-}
-
 /// Per item of a `_bulk` reply: `None` when stored, `Some(reason)` when refused. An item
 /// refused for a transient reason (429, 5xx) fails the whole call as `unavailable`: the
 /// items are keyed by id, so indexing them all again on a retry is harmless.
@@ -661,157 +616,9 @@ struct Limits {
     max_result_bytes: usize,
 }
 
-impl Host for View<'_, Search> {
-    async fn index(
-        &mut self,
-        index: String,
-        id: String,
-        document: String,
-    ) -> Result<(), HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.index",
-            c.index(&index, &id, &document, env.max_value_bytes),
-        )
-        .await
-    }
-
-    async fn bulk_index(&mut self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.bulk-index",
-            c.bulk_index(items, env.max_value_bytes),
-        )
-        .await
-    }
-
-    async fn get(&mut self, index: String, id: String) -> Result<Option<String>, HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.get",
-            c.get(&index, &id, env.max_result_bytes),
-        )
-        .await
-    }
-
-    async fn delete(&mut self, index: String, id: String) -> Result<bool, HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.delete",
-            c.delete(&index, &id),
-        )
-        .await
-    }
-
-    async fn search(
-        &mut self,
-        index_pattern: String,
-        body: String,
-    ) -> Result<SearchResult, HostError> {
-        let (c, env) = self.granted()?;
-        let limits = Limits {
-            timeout: env.host_call_timeout,
-            max_result_bytes: env.max_result_bytes,
-        };
-        // On timeout the call's future is dropped, and with it the HTTP request: the
-        // connection closes and Elasticsearch cancels the search.
-        with_timeout(
-            env.host_call_timeout,
-            "search.search",
-            c.search(&index_pattern, &body, &limits),
-        )
-        .await
-    }
-
-    async fn count(&mut self, index_pattern: String, body: String) -> Result<u64, HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.count",
-            c.count(&index_pattern, &body, env.max_result_bytes),
-        )
-        .await
-    }
-
-    async fn refresh(&mut self, index_pattern: String) -> Result<(), HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.refresh",
-            c.refresh(&index_pattern),
-        )
-        .await
-    }
-
-    async fn put_index_template(&mut self, name: String, body: String) -> Result<(), HostError> {
-        let (c, env) = self.granted()?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.put-index-template",
-            c.put_index_template(&name, &body),
-        )
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_map_to_kinds() {
-        let body = json!({"error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}, "status": 400});
-        let e = map_status("index `a`/`1`", 400, &body);
-        assert!(
-            matches!(&e, HostError { kind: Kind::Invalid, message: m, .. } if m == "index `a`/`1`: HTTP 400: mapper_parsing_exception: failed to parse"),
-            "{e:?}"
-        );
-        assert!(matches!(
-            map_status("x", 403, &Value::Null),
-            HostError {
-                kind: Kind::Denied,
-                ..
-            }
-        ));
-        assert!(matches!(
-            map_status("x", 404, &Value::Null),
-            HostError {
-                kind: Kind::NotFound,
-                ..
-            }
-        ));
-        assert!(matches!(
-            map_status("x", 409, &Value::Null),
-            HostError {
-                kind: Kind::Conflict,
-                ..
-            }
-        ));
-        for transient in [429, 500, 502, 503, 504] {
-            let e = map_status("x", transient, &Value::Null);
-            assert!(
-                matches!(
-                    e,
-                    HostError {
-                        kind: Kind::Unavailable,
-                        ..
-                    }
-                ) && e.is_transient(),
-                "{transient}"
-            );
-        }
-        assert!(matches!(
-            map_status("x", 418, &Value::Null),
-            HostError {
-                kind: Kind::Other,
-                ..
-            }
-        ));
-    }
 
     #[test]
     fn misses_become_values() {
