@@ -23,8 +23,9 @@
 //! **Adding a backend**: add a folder `backends/<name>/` whose `mod.rs` defines the grant,
 //! the shared connection, the client and a marker type implementing [`Backend`] (with
 //! `Host` impls for `View<'_, Marker>`); add its WIT file to `wit/` and the interface to the
-//! worlds; then add `pub mod <name>;` and one line to the registry below. Nothing else in
-//! the host names backends.
+//! worlds; then add `pub mod <name>;` and one line to the registry below. The manifest, the
+//! load-time import check, readiness and the linker take it from there (`polyhost new
+//! --grant` has its own list of what it can scaffold, in `scaffold.rs`).
 
 pub mod config;
 pub mod documents;
