@@ -16,11 +16,13 @@
 //!   dedupe key or many.
 //! - [`ops`]: reads measured in Redis before they are fetched, and `kv.pipeline` (one Lua
 //!   script), so that no answer larger than `limits.max_result_bytes` reaches the host.
+//! - [`errors`]: Redis errors and error replies as [`HostError`] kinds.
 //!
 //! Every value, hash field and sorted-set member a plugin writes is checked against
 //! `limits.max_value_bytes`, and every key against [`MAX_KEY_BYTES`], before it is sent.
 
 mod apply_once;
+mod errors;
 mod kv;
 mod ops;
 mod wasi;
@@ -30,14 +32,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use redis::FromRedisValue;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind as RedisErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Backend, Data, GrantProblem, Settings, View, view};
-use crate::error::{HostError, Kind};
+use crate::error::HostError;
 use crate::state::HostState;
+use errors::{kind_of_code, map_error};
 
 pub use wasi::Bucket;
 
@@ -272,59 +275,10 @@ impl fmt::Display for Listed<'_> {
     }
 }
 
-/// The kind of an error reply, by its code (the reply's first word).
-fn kind_of_code(code: &str) -> Kind {
-    match code {
-        // Argument and type errors: the call is wrong, not the server.
-        "ERR" | "WRONGTYPE" | "CROSSSLOT" => Kind::Invalid,
-        // The server is there but cannot serve now: loading, failing over, out of memory,
-        // unable to persist, busy with a script.
-        "LOADING"
-        | "TRYAGAIN"
-        | "CLUSTERDOWN"
-        | "MASTERDOWN"
-        | "READONLY"
-        | "MOVED"
-        | "ASK"
-        | "OOM"
-        | "MISCONF"
-        | "BUSY"
-        | "NOREPLICAS"
-        | "MASTERDOWNNOTREPLICATING" => Kind::Unavailable,
-        // The host's own credentials: a deployment problem, which retrying outlives once an
-        // operator fixes it, rather than a reason to dead-letter every event meanwhile.
-        "NOAUTH" | "WRONGPASS" => Kind::Unavailable,
-        "NOPERM" => Kind::Denied,
-        "BUSYKEY" => Kind::Conflict,
-        _ => Kind::Other,
-    }
-}
-
-/// Classifies a Redis failure: the one place Redis errors become plugin-visible kinds.
-fn classify(error: &RedisError) -> Kind {
-    if error.is_timeout() {
-        return Kind::Timeout;
-    }
-    match error.kind() {
-        RedisErrorKind::Io | RedisErrorKind::ClusterConnectionNotFound => Kind::Unavailable,
-        RedisErrorKind::AuthenticationFailed => Kind::Unavailable,
-        RedisErrorKind::Server(ServerErrorKind::NoPerm) => Kind::Denied,
-        RedisErrorKind::Server(_) | RedisErrorKind::Extension => {
-            error.code().map_or(Kind::Other, kind_of_code)
-        }
-        _ if error.is_connection_dropped() || error.is_connection_refusal() => Kind::Unavailable,
-        _ => Kind::Other,
-    }
-}
-
-/// A Redis failure of `what` as the host error the plugin sees.
-fn map_error(what: &str, error: RedisError) -> HostError {
-    HostError::new(classify(&error), format!("{what}: {error}")).with_source(error)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn prefixes(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
@@ -396,62 +350,5 @@ mod tests {
         assert!(check_ttl("t", MAX_TTL_MS, 1).is_ok());
         assert!(check_ttl("t", MAX_TTL_MS + 1, 1).is_err());
         assert!(check_ttl("t", u64::MAX, 0).is_err());
-    }
-
-    #[test]
-    fn reply_codes_map_to_kinds() {
-        assert_eq!(kind_of_code("WRONGTYPE"), Kind::Invalid);
-        assert_eq!(kind_of_code("ERR"), Kind::Invalid);
-        assert_eq!(kind_of_code("LOADING"), Kind::Unavailable);
-        assert_eq!(kind_of_code("CLUSTERDOWN"), Kind::Unavailable);
-        assert_eq!(kind_of_code("OOM"), Kind::Unavailable);
-        assert_eq!(kind_of_code("NOPERM"), Kind::Denied);
-        assert_eq!(kind_of_code("BUSYKEY"), Kind::Conflict);
-        assert_eq!(kind_of_code("SOMETHINGNEW"), Kind::Other);
-    }
-
-    #[test]
-    fn errors_map_to_host_errors() {
-        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let e = map_error("get", refused);
-        assert!(
-            matches!(
-                e,
-                HostError {
-                    kind: Kind::Unavailable,
-                    ..
-                }
-            ) && e.is_transient(),
-            "{e:?}"
-        );
-
-        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(matches!(
-            map_error("get", timed_out),
-            HostError {
-                kind: Kind::Timeout,
-                ..
-            }
-        ));
-
-        let wrongtype = redis::make_extension_error(
-            "WRONGTYPE".into(),
-            Some("Operation against a key holding the wrong kind of value".into()),
-        );
-        let e = map_error("incr-by `k`", wrongtype);
-        assert!(
-            matches!(&e, HostError { kind: Kind::Invalid, message: m, .. } if m.starts_with("incr-by `k`")),
-            "{e:?}"
-        );
-        assert!(!e.is_transient());
-
-        let parse = RedisError::from((RedisErrorKind::UnexpectedReturnType, "not a number"));
-        assert!(matches!(
-            map_error("get", parse),
-            HostError {
-                kind: Kind::Other,
-                ..
-            }
-        ));
     }
 }
