@@ -16,7 +16,7 @@
 //!   dedupe key or many.
 //! - [`ops`]: reads measured in Redis before they are fetched, and `kv.pipeline` (one Lua
 //!   script), so that no answer larger than `limits.max_result_bytes` reaches the host.
-//! - [`errors`]: Redis errors and error replies as [`HostError`] kinds.
+//! - `errors`: Redis errors and error replies as [`HostError`] kinds.
 //!
 //! Every value, hash field and sorted-set member a plugin writes is checked against
 //! `limits.max_value_bytes`, and every key against [`MAX_KEY_BYTES`], before it is sent.
