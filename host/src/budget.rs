@@ -25,7 +25,7 @@ impl ResultBudget {
     pub fn take(&mut self, n: usize, what: &str) -> Result<(), HostError> {
         self.used = self.used.saturating_add(n);
         if self.used > self.cap {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what}: the result exceeds limits.max_result_bytes ({} bytes); ask for less \
                  (a LIMIT, fewer fields, a smaller page) or raise the limit",
                 self.cap
@@ -44,7 +44,7 @@ impl ResultBudget {
 /// is larger than `cap`.
 pub fn check_value(len: usize, cap: usize, what: &str) -> Result<(), HostError> {
     if len > cap {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "{what}: {len} bytes exceeds limits.max_value_bytes ({cap} bytes)"
         )));
     }

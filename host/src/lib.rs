@@ -4,7 +4,8 @@
 //!
 //! - [`manifest`]: the plugin manifest (strict TOML).
 //! - [`runtime`]: the wasmtime engine, plugin loading, grants at load, limits, batches.
-//! - [`backends`]: one module per backend, each implementing one WIT interface.
+//! - [`backends`]: one self-contained unit per backend (grant, imports, connection, client,
+//!   linker wiring), listed once in a registry.
 //! - [`trigger`]: the Kafka consumer loop: batches, offsets, retries, dead letters.
 //! - [`bindings`]: the host side of the WIT contract.
 

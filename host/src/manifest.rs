@@ -440,53 +440,14 @@ impl PluginSpec {
                 ));
             }
         }
-        if let Some(m) = &self.grants.messaging {
-            for (i, t) in m.publish.iter().enumerate() {
-                if !valid_topic(t) {
-                    errors.push(ManifestError::at(
-                        n,
-                        &format!("grants.messaging.publish[{i}]"),
-                        format!("`{t}` is not a valid Kafka topic name"),
-                    ));
-                }
-            }
-        }
-        if let Some(s) = &self.grants.sql {
-            let ok = !s.role.is_empty()
-                && s.role
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !ok {
-                errors.push(ManifestError::at(
-                    n,
-                    "grants.sql.role",
-                    "must be a PostgreSQL role name of a-z, 0-9 and `_`",
-                ));
-            }
-        }
-        if let Some(k) = &self.grants.keyvalue
-            && k.prefixes.iter().any(|p| p.is_empty())
-        {
-            errors.push(ManifestError::at(
-                n,
-                "grants.keyvalue.prefixes",
-                "an empty prefix would grant every key: name the prefixes",
-            ));
-        }
-        if let Some(s) = &self.grants.search
-            && s.indices.iter().any(|p| p.is_empty() || p == "*")
-        {
-            errors.push(ManifestError::at(
-                n,
-                "grants.search.indices",
-                "`*` or an empty pattern would grant every index: name the patterns",
-            ));
+        for problem in self.grants.problems() {
+            errors.push(ManifestError::at(n, &problem.key, problem.message));
         }
     }
 }
 
 /// Kafka's rule: 1-249 characters of `a-zA-Z0-9._-`, not `.` or `..`.
-fn valid_topic(t: &str) -> bool {
+pub(crate) fn valid_topic(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 249
         && t != "."

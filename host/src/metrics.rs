@@ -34,7 +34,8 @@ pub struct OutcomeLabels {
 /// Labels naming a backend and the plugin that called it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
-    /// `sql`, `documents`, `kv`, `keyvalue`, `search`, `messaging`.
+    /// The backend's grant: `sql`, `documents`, `keyvalue` (`wasi:keyvalue` and
+    /// `polyhost:platform/kv` alike), `search`, `messaging`.
     pub backend: String,
     /// The calling plugin's manifest name (empty for a call outside any plugin's batch).
     pub plugin: String,
@@ -324,7 +325,7 @@ mod tests {
                 m.backend_call("sql", Duration::from_millis(1), true);
             })
             .await;
-        m.backend_call("kv", Duration::from_millis(1), false);
+        m.backend_call("keyvalue", Duration::from_millis(1), false);
         let text = m.encode();
         assert!(
             text.contains(r#"polyhost_backend_calls_total{backend="sql",plugin="p1"} 2"#),
@@ -336,7 +337,7 @@ mod tests {
         );
         // Outside any plugin's call: an empty plugin label.
         assert!(
-            text.contains(r#"polyhost_backend_calls_total{backend="kv",plugin=""} 1"#),
+            text.contains(r#"polyhost_backend_calls_total{backend="keyvalue",plugin=""} 1"#),
             "{text}"
         );
     }

@@ -3,6 +3,11 @@
 //! App state (connection pools, clients) is built once at start and shared through
 //! [`PluginEnv`] (an `Arc`); each `Store` gets a cheap clone of it plus its own resource
 //! table, WASI context and memory limits.
+//!
+//! [`HostState`] itself serves only WASI and the plugin's own interfaces (`types`,
+//! `records`); each backend's interfaces see a [`crate::backends::View`] of it, holding the
+//! plugin's environment and the resource table, and `wasi:logging`/`wasi:config` see only
+//! the [`PluginEnv`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The ranking-handler, loaded in-process against a Redis database of its own (13), handed
 //! a batch that exercises each of its paths: the batch's writes land as the events say, a
 //! replay of the batch changes nothing, and a batch costs a handful of Redis round trips
-//! whatever its size (the `kv` calls counted by `polyhost_backend_calls_total`).
+//! whatever its size (the Redis calls counted by `polyhost_backend_calls_total{backend="keyvalue"}`).
 //!
 //! Needs Redis and Kafka (`cargo xtask services up`) and the plugin
 //! (`cargo xtask plugins -p ranking-handler`). Its `streaming.leaderboard.changed` events
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 const DB: u32 = 13;
 const DB_LOAD: u32 = 14;
 
-/// The tests count `kv` calls on the process's one metrics registry: one at a time.
+/// The tests count Redis calls on the process's one metrics registry: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PREFIXES: &[&str] = &[
@@ -66,7 +66,7 @@ fn ev(offset: i64, id: &str, subject: &str, ty: &str, data: Value) -> Event {
     e
 }
 
-/// The sum of every series of `metric` whose labels include `backend="kv"` (one per
+/// The sum of every series of `metric` whose labels include `backend="keyvalue"` (one per
 /// plugin label), read from the process's metrics registry.
 fn kv_metric(metric: &str) -> f64 {
     polyhost::metrics::global()
@@ -77,19 +77,20 @@ fn kv_metric(metric: &str) -> f64 {
             let (labels, value) = labels_and_value.split_once("} ")?;
             labels
                 .split(',')
-                .any(|label| label == "backend=\"kv\"")
+                .any(|label| label == "backend=\"keyvalue\"")
                 .then(|| value.trim().parse::<f64>().ok())
                 .flatten()
         })
         .sum()
 }
 
-/// `polyhost_backend_call_duration_seconds_sum{backend="kv"}` so far: time spent in `kv` calls.
+/// `polyhost_backend_call_duration_seconds_sum{backend="keyvalue"}` so far: time spent in Redis
+/// calls.
 fn kv_seconds() -> f64 {
     kv_metric("polyhost_backend_call_duration_seconds_sum")
 }
 
-/// `polyhost_backend_calls_total{backend="kv"}` so far.
+/// `polyhost_backend_calls_total{backend="keyvalue"}` so far.
 fn kv_calls() -> u64 {
     kv_metric("polyhost_backend_calls_total") as u64
 }

@@ -1,16 +1,15 @@
 //! `wasi:config/store`: the plugin's `[plugin.config]` values, read-only.
 
 use crate::bindings::wasi::config::store::{Error, Host};
-use crate::state::HostState;
+use crate::state::PluginEnv;
 
-impl Host for HostState {
+impl Host for &PluginEnv {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, Error>> {
-        Ok(Ok(self.env.config.get(&key).cloned()))
+        Ok(Ok(self.config.get(&key).cloned()))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, Error>> {
         Ok(Ok(self
-            .env
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

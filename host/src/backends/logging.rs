@@ -6,17 +6,17 @@
 //! ([`crate::text::for_log`]), so one call cannot flood the host's log.
 
 use crate::bindings::wasi::logging::logging::{Host, Level};
-use crate::state::HostState;
+use crate::state::PluginEnv;
 use crate::text::{MAX_LOG_CONTEXT_BYTES, MAX_LOG_MESSAGE_BYTES, for_log};
 
-impl Host for HostState {
+impl Host for &PluginEnv {
     async fn log(
         &mut self,
         level: Level,
         context: String,
         message: String,
     ) -> wasmtime::Result<()> {
-        let plugin = self.env.name.as_str();
+        let plugin = self.name.as_str();
         let context = for_log(&context, MAX_LOG_CONTEXT_BYTES);
         let message = for_log(&message, MAX_LOG_MESSAGE_BYTES);
         // `%`: written as escaped above, not quoted and escaped a second time.

@@ -17,8 +17,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::Settings;
-use crate::bindings::polyhost::platform::messaging::{Host, Message};
+use super::{Backend, Data, GrantProblem, Settings, View, view};
+use crate::bindings::polyhost::platform::messaging::{self as wit, Host, Message};
 use crate::budget;
 use crate::error::{HostError, with_timeout};
 use crate::state::HostState;
@@ -38,6 +38,55 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(10);
 pub struct Grant {
     /// Topic names, exactly.
     pub publish: Vec<String>,
+}
+
+/// The messaging backend: Kafka publish, one idempotent producer per host.
+pub struct Messaging;
+
+impl Backend for Messaging {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Kafka";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/messaging"];
+    const GRANT_LINE: &'static str = r#"messaging = { publish = ["<topic>"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        grant
+            .publish
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !crate::manifest::valid_topic(t))
+            .map(|(i, t)| {
+                GrantProblem::new(
+                    format!("publish[{i}]"),
+                    format!("`{t}` is not a valid Kafka topic name"),
+                )
+            })
+            .collect()
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 /// The host's one Kafka producer.
@@ -122,7 +171,7 @@ impl Client {
             .permits
             .acquire()
             .await
-            .map_err(|_| HostError::Unavailable("the messaging client is shut down".into()))?;
+            .map_err(|_| HostError::unavailable("the messaging client is shut down"))?;
         let total = messages.len();
         let which = |i: usize, m: &Message| {
             if total == 1 {
@@ -158,7 +207,7 @@ impl Client {
             let failure = match delivery.await {
                 Ok(Ok(_)) => continue,
                 Ok(Err((e, _))) => map_error(&which(i, &messages[i]), &e),
-                Err(_canceled) => HostError::Unavailable(format!(
+                Err(_canceled) => HostError::unavailable(format!(
                     "{}: the producer shut down before the broker answered",
                     which(i, &messages[i])
                 )),
@@ -169,7 +218,7 @@ impl Client {
         match first_failure {
             None => Ok(()),
             Some(e) if failures == 1 => Err(e),
-            Some(e) => Err(with_suffix(e, &format!(" ({} more failed)", failures - 1))),
+            Some(e) => Err(e.map_message(|m| format!("{m} ({} more failed)", failures - 1))),
         }
     }
 }
@@ -196,7 +245,7 @@ fn check_topics<'a>(
     for topic in topics {
         if !granted.contains(topic) {
             let list: Vec<&str> = granted.iter().map(String::as_str).collect();
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "plugin `{plugin}` may not publish to topic `{topic}`: grants.messaging.publish \
                  is {list:?}"
             )));
@@ -212,8 +261,8 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
     let message = format!("{what}: {e}");
     let Some(code) = e.rdkafka_error_code() else {
         return match e {
-            KafkaError::Canceled => HostError::Unavailable(message),
-            _ => HostError::Other(message),
+            KafkaError::Canceled => HostError::unavailable(message),
+            _ => HostError::other(message),
         };
     };
     match code {
@@ -239,9 +288,9 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
         | C::UnknownLeaderEpoch
         | C::PurgeQueue
         | C::PurgeInflight
-        | C::Retry => HostError::Unavailable(message),
+        | C::Retry => HostError::unavailable(message),
         C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => {
-            HostError::NotFound(message)
+            HostError::not_found(message)
         }
         C::MessageSizeTooLarge
         | C::InvalidMessageSize
@@ -253,24 +302,10 @@ fn map_error(what: &str, e: &KafkaError) -> HostError {
         | C::InvalidArgument
         | C::BadMessage
         | C::UnsupportedForMessageFormat
-        | C::PolicyViolation => HostError::Invalid(message),
+        | C::PolicyViolation => HostError::invalid(message),
         // The broker's own ACLs refused it, beyond what the manifest grants.
-        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => HostError::Denied(message),
-        _ => HostError::Other(message),
-    }
-}
-
-/// The same error kind with `suffix` after its message (a trap is left as it is).
-fn with_suffix(e: HostError, suffix: &str) -> HostError {
-    match e {
-        HostError::Denied(m) => HostError::Denied(m + suffix),
-        HostError::Invalid(m) => HostError::Invalid(m + suffix),
-        HostError::NotFound(m) => HostError::NotFound(m + suffix),
-        HostError::Conflict(m) => HostError::Conflict(m + suffix),
-        HostError::Unavailable(m) => HostError::Unavailable(m + suffix),
-        HostError::Timeout(m) => HostError::Timeout(m + suffix),
-        HostError::Other(m) => HostError::Other(m + suffix),
-        HostError::Trap(t) => HostError::Trap(t),
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => HostError::denied(message),
+        _ => HostError::other(message),
     }
 }
 
@@ -296,40 +331,33 @@ fn check_sizes(messages: &[Message], cap: usize) -> Result<(), HostError> {
     Ok(())
 }
 
-impl HostState {
-    fn messaging_client(&self) -> Result<(Client, Duration), HostError> {
-        let client = self
-            .env
-            .backends
-            .messaging
-            .clone()
-            .ok_or_else(|| super::not_granted("messaging"))?;
-        Ok((client, self.env.host_call_timeout))
-    }
-}
-
-impl Host for HostState {
+impl Host for View<'_, Messaging> {
     async fn publish(&mut self, message: Message) -> Result<(), HostError> {
-        let (client, timeout) = self.messaging_client()?;
+        let (client, env) = self.granted()?;
         check_topics(&client.plugin, &client.topics, [message.topic.as_str()])?;
         let messages = [message];
-        check_sizes(&messages, self.env.max_value_bytes)?;
-        with_timeout(timeout, "messaging.publish", client.send_all(&messages)).await
+        check_sizes(&messages, env.max_value_bytes)?;
+        with_timeout(
+            env.host_call_timeout,
+            "messaging.publish",
+            client.send_all(&messages),
+        )
+        .await
     }
 
     async fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), HostError> {
-        let (client, timeout) = self.messaging_client()?;
+        let (client, env) = self.granted()?;
         check_topics(
             &client.plugin,
             &client.topics,
             messages.iter().map(|m| m.topic.as_str()),
         )?;
-        check_sizes(&messages, self.env.max_value_bytes)?;
+        check_sizes(&messages, env.max_value_bytes)?;
         if messages.is_empty() {
             return Ok(());
         }
         with_timeout(
-            timeout,
+            env.host_call_timeout,
             "messaging.publish-batch",
             client.send_all(&messages),
         )
@@ -340,6 +368,7 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn granted(topics: &[&str]) -> BTreeSet<String> {
         topics.iter().map(|t| t.to_string()).collect()
@@ -353,7 +382,11 @@ mod tests {
         assert!(check_topics("p", &g, []).is_ok());
         let err = check_topics("p", &g, ["streaming.derived", "streaming.billing"]).unwrap_err();
         match err {
-            HostError::Denied(m) => {
+            HostError {
+                kind: Kind::Denied,
+                message: m,
+                ..
+            } => {
                 assert!(m.contains("`streaming.billing`"), "{m}");
                 assert!(m.contains("grants.messaging.publish"), "{m}");
                 assert!(m.contains("`p`"), "{m}");
@@ -373,26 +406,28 @@ mod tests {
             "Streaming.Derived",
         ] {
             assert!(
-                matches!(check_topics("p", &g, [topic]), Err(HostError::Denied(_))),
+                matches!(
+                    check_topics("p", &g, [topic]),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
                 "{topic}"
             );
         }
         assert!(matches!(
             check_topics("p", &granted(&[]), ["streaming.derived"]),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
     }
 
     #[test]
     fn kafka_errors_map_to_kinds() {
-        let kind = |e: KafkaError| {
-            let e = map_error("x", &e);
-            format!("{e:?}")
-                .split('(')
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let kind = |e: KafkaError| format!("{:?}", map_error("x", &e).kind);
         let produce = KafkaError::MessageProduction;
         assert_eq!(kind(produce(RDKafkaErrorCode::QueueFull)), "Unavailable");
         assert_eq!(
@@ -443,7 +478,7 @@ mod tests {
         for too_big in [m(9, 1, 0), m(1, 9, 0), m(1, 1, 8)] {
             let e = check_sizes(&[m(1, 1, 1), too_big], 10).unwrap_err();
             assert!(
-                matches!(e, HostError::Invalid(ref s) if s.contains("message 2")
+                matches!(e, HostError { kind: Kind::Invalid, message: ref s, .. } if s.contains("message 2")
                     && s.contains("limits.max_value_bytes (10 bytes)")),
                 "{e:?}"
             );

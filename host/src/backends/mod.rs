@@ -1,11 +1,31 @@
-//! The backends a plugin can be granted, one module each, one WIT interface each.
+//! The backends a plugin can be granted: one self-contained unit each.
 //!
-//! A backend module holds: its manifest `Grant` (the scope), its `Shared` connection (built
-//! once per host, only when some plugin is granted it), its per-plugin `Client` (a cheap
-//! clone of the connection bound to one plugin's grant, with a bound on calls in flight), the
-//! implementation of its generated `Host` trait for [`crate::state::HostState`], and the
-//! scope check. Adding a backend means adding a module here and a line in each of
-//! [`Grants`], [`Connections`], [`Backends`] and [`add_to_linker`].
+//! A backend is a module (a folder under `backends/`) with a marker type implementing
+//! [`Backend`], which owns everything of that service:
+//!
+//! - its `[plugin.grants]` entry ([`Backend::Grant`]) and that entry's checks
+//!   ([`Backend::check_grant`], run when the manifest is read);
+//! - the WIT interfaces it serves ([`Backend::IMPORTS`]): a plugin that imports one of them
+//!   needs the grant, and is refused at load without it;
+//! - its connection ([`Backend::Shared`], made once per host on the first plugin granted
+//!   it) and readiness probe ([`Backend::ping`]);
+//! - the per-plugin binding ([`Backend::Client`]: the connection bound to one plugin's
+//!   grant, with its own bound on calls in flight);
+//! - its linker wiring ([`Backend::add_to_linker`]): the generated `Host` traits are
+//!   implemented for [`View<'_, Self>`](View), a view of the store's data holding only what a
+//!   call of this backend may use (the plugin's client and limits, the resource table),
+//!   linked through the [`Data<Self>`](Data) marker ([`wasmtime::component::HasData`]).
+//!
+//! The registry at the end of this file lists the backends, one line each; from it come the
+//! typed grant identifier [`GrantId`], the manifest's [`Grants`], the host's
+//! [`Connections`] and a plugin's bound [`Backends`].
+//!
+//! **Adding a backend**: add a folder `backends/<name>/` whose `mod.rs` defines the grant,
+//! the shared connection, the client and a marker type implementing [`Backend`] (with
+//! `Host` impls for `View<'_, Marker>`); add its WIT file to `wit/` and the interface to the
+//! worlds; then add `pub mod <name>;` and one line to the registry below. The manifest, the
+//! load-time import check, readiness and the linker take it from there (`polyhost new
+//! --grant` has its own list of what it can scaffold, in `scaffold.rs`).
 
 pub mod config;
 pub mod documents;
@@ -14,11 +34,14 @@ pub mod logging;
 pub mod messaging;
 pub mod search;
 pub mod sql;
+mod unit;
 
 use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::state::HostState;
+
+pub use unit::{Backend, Data, GrantProblem, Registered, View, view};
 
 /// Connection settings for every backend, from the environment with local defaults.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,141 +89,20 @@ impl Default for Settings {
     }
 }
 
-/// A plugin's `[plugin.grants]`: deny by default, each backend only if named here.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
+#[macro_use]
+mod registry;
+
+registry! {
     /// Kafka publish: which topics.
-    pub messaging: Option<messaging::Grant>,
+    messaging: Messaging => messaging::Messaging,
     /// PostgreSQL: which database role.
-    pub sql: Option<sql::Grant>,
+    sql: Sql => sql::Sql,
     /// MongoDB: which database, collections and blob buckets.
-    pub documents: Option<documents::Grant>,
+    documents: Documents => documents::Documents,
     /// Redis: which key prefixes.
-    pub keyvalue: Option<keyvalue::Grant>,
+    keyvalue: Keyvalue => keyvalue::Keyvalue,
     /// Elasticsearch: which index patterns.
-    pub search: Option<search::Grant>,
-}
-
-/// The connections shared by every plugin of a host: each made once, on first need.
-#[derive(Debug, Default)]
-pub struct Connections {
-    pub settings: Settings,
-    pub messaging: tokio::sync::OnceCell<messaging::Shared>,
-    pub sql: tokio::sync::OnceCell<sql::Shared>,
-    pub documents: tokio::sync::OnceCell<documents::Shared>,
-    pub keyvalue: tokio::sync::OnceCell<keyvalue::Shared>,
-    pub search: tokio::sync::OnceCell<search::Shared>,
-}
-
-impl Connections {
-    /// Connections to the services named by `settings`; nothing is dialled yet.
-    pub fn new(settings: Settings) -> Self {
-        Connections {
-            settings,
-            ..Default::default()
-        }
-    }
-
-    /// Pings every backend a plugin has been bound to (the others are not needed): one
-    /// `(backend, Err(reason))` per backend that does not answer within 2 s.
-    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
-        async fn probe(
-            name: &'static str,
-            ping: impl std::future::Future<Output = anyhow::Result<()>>,
-        ) -> (&'static str, Result<(), String>) {
-            let r = match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("{e:#}")),
-                Err(_) => Err("no answer within 2 s".to_string()),
-            };
-            (name, r)
-        }
-        let mut out = Vec::new();
-        if let Some(c) = self.messaging.get() {
-            out.push(probe("messaging", c.ping()).await);
-        }
-        if let Some(c) = self.sql.get() {
-            out.push(probe("sql", c.ping()).await);
-        }
-        if let Some(c) = self.documents.get() {
-            out.push(probe("documents", c.ping()).await);
-        }
-        if let Some(c) = self.keyvalue.get() {
-            out.push(probe("keyvalue", c.ping()).await);
-        }
-        if let Some(c) = self.search.get() {
-            out.push(probe("search", c.ping()).await);
-        }
-        out
-    }
-}
-
-/// One plugin's backends, each bound to its grant. `None`: not granted.
-#[derive(Debug, Default)]
-pub struct Backends {
-    pub messaging: Option<messaging::Client>,
-    pub sql: Option<sql::Client>,
-    pub documents: Option<documents::Client>,
-    pub keyvalue: Option<keyvalue::Client>,
-    pub search: Option<search::Client>,
-}
-
-impl Backends {
-    /// Binds the granted backends for `plugin`, connecting the shared clients on first need.
-    /// `limits` are the plugin's `[plugin.limits]`, for the backends that set them on
-    /// their sessions.
-    pub async fn bind(
-        conns: &Connections,
-        plugin: &str,
-        grants: &Grants,
-        limits: &crate::manifest::Limits,
-    ) -> anyhow::Result<Backends> {
-        use anyhow::Context;
-        let s = &conns.settings;
-        let mut b = Backends::default();
-        if let Some(g) = &grants.messaging {
-            let shared = conns
-                .messaging
-                .get_or_try_init(|| messaging::Shared::connect(s))
-                .await
-                .context("connecting to Kafka")?;
-            b.messaging = Some(messaging::Client::new(shared, plugin, g));
-        }
-        if let Some(g) = &grants.sql {
-            let shared = conns
-                .sql
-                .get_or_try_init(|| sql::Shared::connect(s))
-                .await
-                .context("connecting to PostgreSQL")?;
-            b.sql = Some(sql::Client::new(shared, plugin, g, limits)?);
-        }
-        if let Some(g) = &grants.documents {
-            let shared = conns
-                .documents
-                .get_or_try_init(|| documents::Shared::connect(s))
-                .await
-                .context("connecting to MongoDB")?;
-            b.documents = Some(documents::Client::new(shared, plugin, g));
-        }
-        if let Some(g) = &grants.keyvalue {
-            let shared = conns
-                .keyvalue
-                .get_or_try_init(|| keyvalue::Shared::connect(s))
-                .await
-                .context("connecting to Redis")?;
-            b.keyvalue = Some(keyvalue::Client::new(shared, plugin, g));
-        }
-        if let Some(g) = &grants.search {
-            let shared = conns
-                .search
-                .get_or_try_init(|| search::Shared::connect(s))
-                .await
-                .context("connecting to Elasticsearch")?;
-            b.search = Some(search::Client::new(shared, plugin, g));
-        }
-        Ok(b)
-    }
+    search: Search => search::Search,
 }
 
 /// What importing an interface takes.
@@ -208,8 +110,8 @@ impl Backends {
 pub enum ImportNeeds {
     /// Nothing: WASI basics, logging, config, the shared types, the batch's records.
     Nothing,
-    /// The named grant.
-    Grant(&'static str),
+    /// The grant of one backend.
+    Grant(GrantId),
     /// The host does not provide this interface at all.
     Unknown,
 }
@@ -217,19 +119,14 @@ pub enum ImportNeeds {
 /// What a plugin needs to import `interface` (a WIT interface name, version optional).
 pub fn import_needs(interface: &str) -> ImportNeeds {
     let base = interface.split('@').next().unwrap_or(interface);
+    if let Some(id) = GrantId::serving(base) {
+        return ImportNeeds::Grant(id);
+    }
     match base {
         "polyhost:platform/types"
         | "polyhost:platform/records"
         | "wasi:logging/logging"
         | "wasi:config/store" => ImportNeeds::Nothing,
-        "polyhost:platform/messaging" => ImportNeeds::Grant("messaging"),
-        "polyhost:platform/sql" => ImportNeeds::Grant("sql"),
-        "polyhost:platform/documents" => ImportNeeds::Grant("documents"),
-        "polyhost:platform/kv"
-        | "wasi:keyvalue/store"
-        | "wasi:keyvalue/atomics"
-        | "wasi:keyvalue/batch" => ImportNeeds::Grant("keyvalue"),
-        "polyhost:platform/search" => ImportNeeds::Grant("search"),
         b if b.starts_with("wasi:cli/")
             || b.starts_with("wasi:io/")
             || b.starts_with("wasi:clocks/")
@@ -243,42 +140,68 @@ pub fn import_needs(interface: &str) -> ImportNeeds {
     }
 }
 
-impl Grants {
-    /// Whether the grant named by [`ImportNeeds::Grant`] is present.
-    pub fn has(&self, grant: &str) -> bool {
-        match grant {
-            "messaging" => self.messaging.is_some(),
-            "sql" => self.sql.is_some(),
-            "documents" => self.documents.is_some(),
-            "keyvalue" => self.keyvalue.is_some(),
-            "search" => self.search.is_some(),
-            _ => false,
-        }
-    }
-}
-
-/// Adds every interface the host provides to `linker`. Grants are enforced before
-/// instantiation (imports) and in each call (scopes), not by leaving things unlinked.
+/// Adds every interface the host provides to `linker`: WASI, the plugin's own interfaces
+/// (types, records, logging, config), then each registered backend's. Grants are enforced
+/// before instantiation (imports) and in each call (scopes), not by leaving things
+/// unlinked.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use crate::bindings::{polyhost::platform as p, wasi};
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     p::types::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
     p::records::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    wasi::logging::logging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    wasi::config::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    p::messaging::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    p::sql::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    p::documents::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    p::kv::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    wasi::keyvalue::store::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    wasi::keyvalue::atomics::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    wasi::keyvalue::batch::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    p::search::add_to_linker::<_, HasSelf<HostState>>(linker, |s| s)?;
-    Ok(())
+    wasi::logging::logging::add_to_linker::<_, unit::EnvData>(linker, |s| &*s.env)?;
+    wasi::config::store::add_to_linker::<_, unit::EnvData>(linker, |s| &*s.env)?;
+    add_backends_to_linker(linker)
 }
 
-/// The client of a backend the plugin was not granted: a host bug if reached, since the
-/// component was refused at load when it imported the interface.
-pub(crate) fn not_granted(backend: &str) -> crate::error::HostError {
-    crate::error::HostError::Denied(format!("this plugin has no `{backend}` grant"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_import_needs_its_grant_and_no_import_two() {
+        let mut seen = std::collections::HashSet::new();
+        for &id in GrantId::ALL {
+            assert!(!id.imports().is_empty(), "{id}");
+            for import in id.imports() {
+                assert!(seen.insert(*import), "{import} is served twice");
+                assert_eq!(import_needs(import), ImportNeeds::Grant(id));
+                assert_eq!(
+                    import_needs(&format!("{import}@0.2.0")),
+                    ImportNeeds::Grant(id)
+                );
+            }
+        }
+        assert_eq!(
+            import_needs("wasi:keyvalue/atomics@0.2.0-draft"),
+            ImportNeeds::Grant(GrantId::Keyvalue)
+        );
+        assert_eq!(
+            import_needs("wasi:http/outgoing-handler"),
+            ImportNeeds::Unknown
+        );
+        assert_eq!(
+            import_needs("wasi:config/store@0.2.0-draft"),
+            ImportNeeds::Nothing
+        );
+    }
+
+    #[test]
+    fn grant_ids_are_named_as_their_manifest_keys() {
+        let names: Vec<&str> = GrantId::ALL.iter().map(|id| id.name()).collect();
+        assert_eq!(
+            names,
+            ["messaging", "sql", "documents", "keyvalue", "search"]
+        );
+        for &id in GrantId::ALL {
+            assert!(id.grant_line().starts_with(&format!("{id} = {{")), "{id}");
+            assert_eq!(GrantId::from_name(id.name()), Some(id));
+        }
+        let mut grants = Grants::default();
+        assert!(!GrantId::ALL.iter().any(|&id| grants.has(id)));
+        grants.keyvalue = Some(keyvalue::Grant {
+            prefixes: vec!["a:".into()],
+        });
+        assert!(grants.has(GrantId::Keyvalue) && !grants.has(GrantId::Sql));
+    }
 }

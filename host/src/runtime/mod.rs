@@ -136,27 +136,13 @@ pub struct MissingGrant {
     /// The imported interface, e.g. `polyhost:platform/kv@0.2.0`.
     pub interface: String,
     /// The grant it needs, e.g. `keyvalue`.
-    pub grant: String,
+    pub grant: backends::GrantId,
     /// A `[plugin.grants]` line that would grant it, with placeholders to fill in.
     pub manifest_line: String,
 }
 
-/// The `[plugin.grants]` line granting `grant`, with placeholders for its scope.
-pub fn grant_line(grant: &str) -> String {
-    match grant {
-        "messaging" => r#"messaging = { publish = ["<topic>"] }"#.into(),
-        "sql" => r#"sql = { role = "<database role>" }"#.into(),
-        "documents" => {
-            r#"documents = { database = "<database>", collections = ["<collection>"] }"#.into()
-        }
-        "keyvalue" => r#"keyvalue = { prefixes = ["<prefix>:"] }"#.into(),
-        "search" => r#"search = { indices = ["<index>"] }"#.into(),
-        other => format!("{other} = {{ … }}"),
-    }
-}
-
 fn not_granted_text(missing: &[MissingGrant]) -> String {
-    let mut grants: Vec<&str> = Vec::new();
+    let mut grants: Vec<backends::GrantId> = Vec::new();
     let mut s = format!(
         "{} import{} not granted in the manifest:",
         missing.len(),
@@ -167,13 +153,13 @@ fn not_granted_text(missing: &[MissingGrant]) -> String {
             "\n  - imports `{}`, which needs `[plugin.grants] {}`",
             m.interface, m.grant
         ));
-        if !grants.contains(&m.grant.as_str()) {
-            grants.push(&m.grant);
+        if !grants.contains(&m.grant) {
+            grants.push(m.grant);
         }
     }
     s.push_str("\n  grant them by adding under `[plugin.grants]`:");
     for m in missing {
-        if grants.contains(&m.grant.as_str()) {
+        if grants.contains(&m.grant) {
             grants.retain(|g| *g != m.grant);
             s.push_str(&format!("\n    {}", m.manifest_line));
         }
@@ -473,8 +459,8 @@ fn check_imports(
             backends::ImportNeeds::Grant(grant) if !spec.grants.has(grant) => {
                 missing.push(MissingGrant {
                     interface: name.to_string(),
-                    grant: grant.to_string(),
-                    manifest_line: grant_line(grant),
+                    grant,
+                    manifest_line: grant.grant_line().to_string(),
                 });
             }
             _ => {}
@@ -512,17 +498,18 @@ mod tests {
 
     #[test]
     fn every_missing_grant_is_listed_and_each_grant_line_given_once() {
+        use backends::GrantId;
         let missing: Vec<MissingGrant> = [
-            ("polyhost:platform/messaging@0.2.0", "messaging"),
-            ("polyhost:platform/kv@0.2.0", "keyvalue"),
-            ("wasi:keyvalue/store@0.2.0-draft", "keyvalue"),
-            ("polyhost:platform/search@0.2.0", "search"),
+            ("polyhost:platform/messaging@0.2.0", GrantId::Messaging),
+            ("polyhost:platform/kv@0.2.0", GrantId::Keyvalue),
+            ("wasi:keyvalue/store@0.2.0-draft", GrantId::Keyvalue),
+            ("polyhost:platform/search@0.2.0", GrantId::Search),
         ]
         .into_iter()
         .map(|(i, g)| MissingGrant {
             interface: i.into(),
-            grant: g.into(),
-            manifest_line: grant_line(g),
+            grant: g,
+            manifest_line: g.grant_line().to_string(),
         })
         .collect();
         let text = not_granted_text(&missing);

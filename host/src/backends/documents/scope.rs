@@ -111,9 +111,9 @@ impl Scope<'_> {
             &format!("documents: {what}"),
         )?;
         let json: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| HostError::Invalid(format!("{what} is not valid JSON: {e}")))?;
+            .map_err(|e| HostError::invalid(format!("{what} is not valid JSON: {e}")))?;
         if !json.is_object() {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what} must be a JSON object, not `{}`",
                 super::truncate(text)
             )));
@@ -122,13 +122,13 @@ impl Scope<'_> {
             Ok(Bson::Document(doc)) => doc,
             // An object that is itself one Extended JSON value, e.g. `{"$oid": "…"}`.
             Ok(other) => {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{what} must be a document, not a single {:?} value",
                     other.element_type()
                 )));
             }
             Err(e) => {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{what} is not valid Extended JSON: {e}"
                 )));
             }
@@ -146,10 +146,10 @@ impl Scope<'_> {
     pub fn update(&self, text: &str) -> Result<Document, HostError> {
         let update = self.document("the update", text)?;
         if update.is_empty() {
-            return Err(HostError::Invalid("the update is empty".to_string()));
+            return Err(HostError::invalid("the update is empty".to_string()));
         }
         if let Some(key) = update.keys().find(|k| !k.starts_with('$')) {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the update may hold only update operators (`$set`, `$inc`, …), not the field \
                  `{key}`; to replace a whole document use `upsert` or a `replace` op"
             )));
@@ -161,7 +161,7 @@ impl Scope<'_> {
     pub fn replacement(&self, text: &str) -> Result<Document, HostError> {
         let replacement = self.document("the replacement", text)?;
         if let Some(key) = replacement.keys().find(|k| k.starts_with('$')) {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the replacement is a whole document and may not hold the operator `{key}`; \
                  to apply operators use `update`"
             )));
@@ -177,13 +177,13 @@ impl Scope<'_> {
         for (key, value) in doc {
             if key.starts_with('$') && !DBREF.contains(&key.as_str()) {
                 if REFUSED.contains(&key.as_str()) {
-                    return Err(HostError::Denied(format!(
+                    return Err(HostError::denied(format!(
                         "{what} contains `{key}`: filters, updates and documents are values \
                          over the named collection, never code or another collection"
                     )));
                 }
                 if !ALLOWED.contains(&key.as_str()) {
-                    return Err(HostError::Invalid(format!(
+                    return Err(HostError::invalid(format!(
                         "{what} contains `{key}`, which is not a query, update, projection or \
                          expression operator this host passes on"
                     )));
@@ -199,12 +199,12 @@ impl Scope<'_> {
             Bson::Document(d) => self.check(what, d),
             Bson::Array(items) => items.iter().try_for_each(|v| self.check_value(what, v)),
             Bson::JavaScriptCode(_) | Bson::JavaScriptCodeWithScope(_) => {
-                Err(HostError::Denied(format!(
+                Err(HostError::denied(format!(
                     "{what} contains a JavaScript value: filters, updates and documents are \
                      values, never code"
                 )))
             }
-            Bson::DbPointer(_) => Err(HostError::Denied(format!(
+            Bson::DbPointer(_) => Err(HostError::denied(format!(
                 "{what} contains a DBPointer, which names a namespace; use the granted \
                  collections' ids instead"
             ))),
@@ -215,32 +215,64 @@ impl Scope<'_> {
     /// A `DBRef` must name a granted collection, in the granted database.
     fn check_dbref(&self, what: &str, doc: &Document) -> Result<(), HostError> {
         let Some(Bson::String(collection)) = doc.get("$ref") else {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what} holds a `$ref` that is not a collection name"
             )));
         };
         if let Some(db) = doc.get("$db")
             && db.as_str() != Some(self.grant.database.as_str())
         {
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "{what} holds a reference into the database {db}: plugin `{}` has only `{}`",
                 self.plugin, self.grant.database
             )));
         }
         super::check_collection(self.grant, self.plugin, collection)
-            .map_err(|e| super::reword(e, |m| format!("{what} holds a reference: {m}")))
+            .map_err(|e| e.context(format_args!("{what} holds a reference")))
+    }
+}
+
+/// `Ok` when `grant` lists `collection`, else `denied` naming both.
+pub(super) fn check_collection(
+    grant: &Grant,
+    plugin: &str,
+    collection: &str,
+) -> Result<(), HostError> {
+    if grant.collections.iter().any(|c| c == collection) {
+        Ok(())
+    } else {
+        Err(HostError::denied(format!(
+            "plugin `{plugin}` may not use collection `{collection}`: \
+             grants.documents.collections is {:?}",
+            grant.collections
+        )))
+    }
+}
+
+/// `Ok` when `grant` lists `bucket`, else `denied` naming both.
+pub(super) fn check_bucket(grant: &Grant, plugin: &str, bucket: &str) -> Result<(), HostError> {
+    if grant.buckets.iter().any(|b| b == bucket) {
+        Ok(())
+    } else {
+        Err(HostError::denied(format!(
+            "plugin `{plugin}` may not use blob bucket `{bucket}`: \
+             grants.documents.buckets is {:?}",
+            grant.buckets
+        )))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::render;
     use super::*;
+    use crate::error::Kind;
 
     fn grant() -> Grant {
         Grant {
             database: "streaming".into(),
             collections: vec!["videos".into(), "channels".into()],
-            buckets: vec![],
+            buckets: vec!["thumbnails".into()],
         }
     }
 
@@ -273,7 +305,16 @@ mod tests {
             r#"{"$expr": {"$cond": [{"$function": {"body": "f", "args": [], "lang": "js"}}, 1, 0]}}"#,
             r#"{"a": {"$code": "function() {}"}}"#,
         ] {
-            assert!(matches!(check(case), Err(HostError::Denied(_))), "{case}");
+            assert!(
+                matches!(
+                    check(case),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
         }
     }
 
@@ -281,7 +322,10 @@ mod tests {
     fn unknown_operators_are_invalid_and_known_ones_pass() {
         assert!(matches!(
             check(r#"{"a": {"$nosuchop": 1}}"#),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         for case in [
             r#"{"a": {"$gt": 1, "$lt": 5}, "$or": [{"b": {"$in": [1]}}, {"c": {"$exists": true}}]}"#,
@@ -303,7 +347,16 @@ mod tests {
             r#"{"a": [{"b": {"$ref": "system.js", "$id": 1}}]}"#,
             r#"{"p": {"$dbPointer": {"$ref": "other.coll", "$id": {"$oid": "65f000000000000000000001"}}}}"#,
         ] {
-            assert!(matches!(check(case), Err(HostError::Denied(_))), "{case}");
+            assert!(
+                matches!(
+                    check(case),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
         }
     }
 
@@ -318,8 +371,174 @@ mod tests {
         assert!(scope.document("d", r#"{"a": 1}"#).is_ok());
         let e = scope.document("d", r#"{"a": "0123456789"}"#).unwrap_err();
         assert!(
-            matches!(e, HostError::Invalid(ref m) if m.contains("limits.max_value_bytes")),
+            matches!(e, HostError { kind: Kind::Invalid, message: ref m, .. } if m.contains("limits.max_value_bytes")),
             "{e}"
         );
+    }
+
+    fn scope(g: &Grant) -> Scope<'_> {
+        Scope {
+            grant: g,
+            plugin: "p",
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    fn parse_document(what: &str, text: &str) -> Result<Document, HostError> {
+        scope(&grant()).document(what, text)
+    }
+
+    fn parse_update(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).update(text)
+    }
+
+    fn parse_replacement(text: &str) -> Result<Document, HostError> {
+        scope(&grant()).replacement(text)
+    }
+
+    #[test]
+    fn only_granted_collections_pass() {
+        assert!(check_collection(&grant(), "p", "videos").is_ok());
+        for name in [
+            "Videos",
+            "videos ",
+            "video",
+            "videos.files",
+            "",
+            "thumbnails",
+        ] {
+            let err = check_collection(&grant(), "p", name).unwrap_err();
+            assert!(
+                matches!(err, HostError { kind: Kind::Denied, message: ref m, .. } if m.contains("`p`")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_granted_buckets_pass() {
+        assert!(check_bucket(&grant(), "p", "thumbnails").is_ok());
+        for name in ["videos", "thumbnails.files", "banners", ""] {
+            assert!(matches!(
+                check_bucket(&grant(), "p", name),
+                Err(HostError {
+                    kind: Kind::Denied,
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn code_is_found_at_any_depth() {
+        let cases = [
+            r#"{"$where": "this.a == 1"}"#,
+            r#"{"a": {"$function": {"body": "x", "args": [], "lang": "js"}}}"#,
+            r#"{"$expr": {"$and": [{"$eq": [1, 1]}, {"$function": {}}]}}"#,
+            r#"{"$or": [{"a": 1}, {"b": [{"c": {"$accumulator": {}}}]}]}"#,
+            r#"{"a": {"$code": "function() {}"}}"#,
+            r#"{"a": [[{"$code": "f()", "$scope": {}}]]}"#,
+        ];
+        for case in cases {
+            let err = parse_document("the filter", case).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HostError {
+                        kind: Kind::Denied,
+                        ..
+                    }
+                ),
+                "{case}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn plain_values_are_not_code() {
+        let cases = [
+            r#"{"where": "$where", "title": "$function", "tags": ["$accumulator"]}"#,
+            r#"{"a": {"$gt": 1}, "b": {"$in": [1, 2]}, "$expr": {"$eq": ["$x", "$y"]}}"#,
+        ];
+        for case in cases {
+            assert!(parse_document("the filter", case).is_ok(), "{case}");
+        }
+    }
+
+    #[test]
+    fn documents_parse_as_relaxed_extended_json() {
+        let doc = parse_document(
+            "d",
+            r#"{"_id": {"$oid": "65f000000000000000000001"}, "at": {"$date": "2024-01-02T03:04:05Z"},
+                "n": 1, "big": 5000000000, "x": 1.5, "bin": {"$binary": {"base64": "AAE=", "subType": "00"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(doc.get("_id"), Some(Bson::ObjectId(_))));
+        assert!(matches!(doc.get("at"), Some(Bson::DateTime(_))));
+        assert_eq!(doc.get("n"), Some(&Bson::Int32(1)));
+        assert_eq!(doc.get("big"), Some(&Bson::Int64(5_000_000_000)));
+        assert_eq!(doc.get("x"), Some(&Bson::Double(1.5)));
+        assert!(matches!(doc.get("bin"), Some(Bson::Binary(b)) if b.bytes == [0, 1]));
+        let back: serde_json::Value = serde_json::from_str(&render(Bson::Document(doc))).unwrap();
+        assert_eq!(back["_id"]["$oid"], "65f000000000000000000001");
+        assert_eq!(back["at"]["$date"], "2024-01-02T03:04:05Z");
+        assert_eq!(back["big"], 5_000_000_000_i64);
+    }
+
+    #[test]
+    fn malformed_documents_are_invalid() {
+        for case in [
+            "",
+            "{",
+            "[1]",
+            "42",
+            r#""s""#,
+            r#"{"$oid": "65f000000000000000000001"}"#,
+            r#"{"a": {"$date": "not a date"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_document("d", case),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn updates_are_operators_and_replacements_are_not() {
+        assert!(parse_update(r#"{"$set": {"a": 1}, "$inc": {"n": 1}}"#).is_ok());
+        for bad in ["{}", r#"{"a": 1}"#, r#"{"$set": {"a": 1}, "b": 2}"#] {
+            assert!(
+                matches!(
+                    parse_update(bad),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(parse_replacement(r#"{"a": 1}"#).is_ok());
+        assert!(parse_replacement("{}").is_ok());
+        assert!(matches!(
+            parse_replacement(r#"{"a": 1, "$set": {"b": 1}}"#),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_update(r#"{"$set": {"$where": 1}}"#),
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
+        ));
     }
 }

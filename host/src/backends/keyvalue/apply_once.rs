@@ -102,7 +102,7 @@ pub fn encode(prefixes: &[String], cmd: &Command, max_value: usize) -> Result<En
         Command::Hdel((k, f)) => (k, "hdel", vec![f.clone().into_bytes()]),
         Command::Zadd((k, m, score)) => {
             if score.is_nan() {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{}: NaN is not a score",
                     what()
                 )));
@@ -111,7 +111,7 @@ pub fn encode(prefixes: &[String], cmd: &Command, max_value: usize) -> Result<En
         }
         Command::ZincrBy((k, m, delta)) => {
             if !delta.is_finite() {
-                return Err(HostError::Invalid(format!(
+                return Err(HostError::invalid(format!(
                     "{}: an increment must be a finite number",
                     what()
                 )));
@@ -120,7 +120,7 @@ pub fn encode(prefixes: &[String], cmd: &Command, max_value: usize) -> Result<En
         }
         Command::Zrem((k, m)) => (k, "zrem", vec![m.clone().into_bytes()]),
     };
-    super::check_key(prefixes, key).map_err(|e| HostError::Denied(format!("{}: {e}", what())))?;
+    super::check_key(prefixes, key).map_err(|e| HostError::denied(format!("{}: {e}", what())))?;
     Ok(Encoded {
         key: key.clone(),
         op,
@@ -178,7 +178,7 @@ impl Client {
             1,
         )?;
         if dedupe.len() > MAX_KEY_BYTES {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "apply-once: a dedupe key of {} bytes is above the host bound of {MAX_KEY_BYTES}",
                 dedupe.len()
             )));
@@ -203,7 +203,7 @@ impl Client {
         let mut answers = self.run_entries(&[(dedupe, &prepared)]).await?;
         answers
             .pop()
-            .unwrap_or_else(|| Err(HostError::Other("apply-once: no answer".into())))
+            .unwrap_or_else(|| Err(HostError::other("apply-once: no answer")))
     }
 
     /// Runs the entries of an `apply-once-many` whose checks passed (`prepared[i]` is entry
@@ -215,7 +215,7 @@ impl Client {
     ) -> Result<Vec<Result<bool, HostError>>, HostError> {
         let commands: usize = entries.iter().map(|e| e.commands.len()).sum();
         if entries.len() > MAX_OPS || commands > MAX_ITEMS {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "apply-once-many: {} entries, {commands} commands exceed the host bound of \
                  {MAX_OPS} entries, {MAX_ITEMS} commands per call; send several",
                 entries.len()
@@ -236,9 +236,7 @@ impl Client {
             .into_iter()
             .map(|p| match p {
                 Ok(_) => answers.next().unwrap_or_else(|| {
-                    Err(HostError::Other(
-                        "apply-once-many: an answer is missing".into(),
-                    ))
+                    Err(HostError::other("apply-once-many: an answer is missing"))
                 }),
                 Err(refused) => Err(refused),
             })
@@ -274,7 +272,7 @@ impl Client {
             .await
             .map_err(|e| map_error(&what, e))?;
         let unexpected = || {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "{what}: unexpected reply from the script: {reply:?}"
             ))
         };
@@ -290,7 +288,7 @@ impl Client {
             .map(|(item, (dedupe, prepared))| match answer(item) {
                 Some(Answer::Applied) => Ok(Ok(true)),
                 Some(Answer::Replay) => Ok(Ok(false)),
-                Some(Answer::Refused { index, reason }) => Ok(Err(HostError::Invalid(format!(
+                Some(Answer::Refused { index, reason }) => Ok(Err(HostError::invalid(format!(
                     "apply-once `{}`: command {index} ({}): {reason}; nothing was applied",
                     shown(dedupe),
                     prepared.described.get(index).map_or("?", String::as_str)
@@ -305,6 +303,7 @@ impl Client {
 mod tests {
     use super::*;
     use crate::bindings::polyhost::platform::kv::SetCommand;
+    use crate::error::Kind;
 
     fn grant() -> Vec<String> {
         vec!["c:".to_string()]
@@ -326,9 +325,21 @@ mod tests {
         let e = encode_(&g, &big).unwrap_err().to_string();
         assert!(e.contains("limits.max_value_bytes (16 bytes)"), "{e}");
         let field = Command::Hset(("c:h".into(), "f".repeat(17), vec![]));
-        assert!(matches!(encode_(&g, &field), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &field),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
         let member = Command::Zadd(("c:z".into(), "m".repeat(17), 1.0));
-        assert!(matches!(encode_(&g, &member), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &member),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
         assert!(encode_(&g, &Command::Zrem(("c:z".into(), "m".repeat(16)))).is_ok());
     }
 
@@ -385,11 +396,17 @@ mod tests {
     fn keys_outside_the_grant_are_denied() {
         let err = encode_(&grant(), &Command::HincrBy(("d:h".into(), "f".into(), 1))).unwrap_err();
         assert!(
-            matches!(&err, HostError::Denied(m) if m.contains("hincr-by `d:h`")),
+            matches!(&err, HostError { kind: Kind::Denied, message: m, .. } if m.contains("hincr-by `d:h`")),
             "{err:?}"
         );
         let err = encode_(&grant(), &Command::Del("polyhost:applied:p:e".into())).unwrap_err();
-        assert!(matches!(err, HostError::Denied(_)));
+        assert!(matches!(
+            err,
+            HostError {
+                kind: Kind::Denied,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -400,14 +417,38 @@ mod tests {
             value: vec![],
             ttl_ms: Some(0),
         });
-        assert!(matches!(encode_(&g, &set0), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &set0),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
         let far = Command::Expire(("c:a".into(), u64::MAX));
-        assert!(matches!(encode_(&g, &far), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &far),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
         assert!(encode_(&g, &Command::Expire(("c:a".into(), 0))).is_ok());
         let nan = Command::Zadd(("c:z".into(), "m".into(), f64::NAN));
-        assert!(matches!(encode_(&g, &nan), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &nan),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
         let inf = Command::ZincrBy(("c:z".into(), "m".into(), f64::NEG_INFINITY));
-        assert!(matches!(encode_(&g, &inf), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            encode_(&g, &inf),
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -7,16 +7,16 @@
 //! the whole hash or set unreadable.
 
 use super::ops::{self, ScriptOp, check_number, shown};
-use super::{HostError, check_ttl, client};
+use super::{HostError, check_ttl};
+use super::{Keyvalue, View};
 use crate::bindings::polyhost::platform::kv::{ApplyEntry, Command, Host, Op, Reply, Scored};
 use crate::bindings::polyhost::platform::types::Error as WitError;
 use crate::budget::check_value;
 use crate::error::with_timeout;
-use crate::state::HostState;
 
 /// A reply of the shape `shape` promised, or the host bug it is not.
 fn unexpected(what: &str, reply: &Reply) -> HostError {
-    HostError::Other(format!("{what}: unexpected reply {reply:?}"))
+    HostError::other(format!("{what}: unexpected reply {reply:?}"))
 }
 
 /// `get`/`hget`: bytes or nothing.
@@ -36,10 +36,9 @@ fn members(what: &str, reply: Reply) -> Result<Vec<Scored>, HostError> {
     }
 }
 
-impl Host for HostState {
+impl Host for View<'_, Keyvalue> {
     async fn set_ex(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         check_ttl(&format!("set-ex `{}`", shown(&key)), ttl_ms, 1)?;
         check_value(
@@ -56,8 +55,7 @@ impl Host for HostState {
     }
 
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let op = ScriptOp::get(&key);
         let what = op.what.clone();
@@ -69,8 +67,7 @@ impl Host for HostState {
     }
 
     async fn del(&mut self, keys: Vec<String>) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check_all(keys.iter().map(String::as_str))?;
         let mut cmd = redis::cmd("DEL");
         cmd.arg(&keys);
@@ -84,8 +81,7 @@ impl Host for HostState {
     }
 
     async fn expire(&mut self, key: String, ttl_ms: u64) -> Result<bool, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         check_ttl(&format!("expire `{key}`"), ttl_ms, 0)?;
         let mut cmd = redis::cmd("PEXPIRE");
@@ -97,8 +93,7 @@ impl Host for HostState {
     }
 
     async fn ttl(&mut self, key: String) -> Result<Option<i64>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(&key);
@@ -111,8 +106,7 @@ impl Host for HostState {
     }
 
     async fn incr_by(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("INCRBY");
         cmd.arg(&key).arg(delta);
@@ -127,8 +121,7 @@ impl Host for HostState {
         key: String,
         fields: Vec<(String, Vec<u8>)>,
     ) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let what = format!("hset `{}`", shown(&key));
         let mut cmd = redis::cmd("HSET");
@@ -148,8 +141,7 @@ impl Host for HostState {
     }
 
     async fn hget(&mut self, key: String, field: String) -> Result<Option<Vec<u8>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let op = ScriptOp::hget(&key, &field);
         let what = op.what.clone();
@@ -161,8 +153,7 @@ impl Host for HostState {
     }
 
     async fn hgetall(&mut self, key: String) -> Result<Vec<(String, Vec<u8>)>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let op = ScriptOp::hgetall(&key);
         let what = op.what.clone();
@@ -177,8 +168,7 @@ impl Host for HostState {
     }
 
     async fn hdel(&mut self, key: String, fields: Vec<String>) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("HDEL");
         cmd.arg(&key).arg(&fields);
@@ -192,8 +182,7 @@ impl Host for HostState {
     }
 
     async fn hincr_by(&mut self, key: String, field: String, delta: i64) -> Result<i64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("HINCRBY");
         cmd.arg(&key).arg(&field).arg(delta);
@@ -204,8 +193,7 @@ impl Host for HostState {
     }
 
     async fn zadd(&mut self, key: String, members: Vec<Scored>) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let what = format!("zadd `{}`", shown(&key));
         let mut cmd = redis::cmd("ZADD");
@@ -230,8 +218,7 @@ impl Host for HostState {
         member: String,
         delta: f64,
     ) -> Result<f64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let what = format!("zincr-by `{}`", shown(&key));
         check_number(&what, delta)?;
@@ -251,8 +238,7 @@ impl Host for HostState {
         stop: i64,
         reverse: bool,
     ) -> Result<Vec<Scored>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let op = ScriptOp::zrange_by_rank(&key, start, stop, reverse);
         let what = op.what.clone();
@@ -271,8 +257,7 @@ impl Host for HostState {
         reverse: bool,
         limit: Option<u32>,
     ) -> Result<Vec<Scored>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let op = ScriptOp::zrange_by_score(&key, min, max, reverse, limit)?;
         let what = op.what.clone();
@@ -292,8 +277,7 @@ impl Host for HostState {
         member: String,
         reverse: bool,
     ) -> Result<Option<u64>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd(if reverse { "ZREVRANK" } else { "ZRANK" });
         cmd.arg(&key).arg(&member);
@@ -304,8 +288,7 @@ impl Host for HostState {
     }
 
     async fn zscore(&mut self, key: String, member: String) -> Result<Option<f64>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("ZSCORE");
         cmd.arg(&key).arg(&member);
@@ -316,8 +299,7 @@ impl Host for HostState {
     }
 
     async fn zrem(&mut self, key: String, members: Vec<String>) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(&key).arg(&members);
@@ -331,8 +313,7 @@ impl Host for HostState {
     }
 
     async fn zcard(&mut self, key: String) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         c.check(&key)?;
         let mut cmd = redis::cmd("ZCARD");
         cmd.arg(&key);
@@ -348,8 +329,7 @@ impl Host for HostState {
         dedupe_ttl_ms: u64,
         commands: Vec<Command>,
     ) -> Result<bool, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         let script =
             c.prepare_apply_once(&dedupe_key, dedupe_ttl_ms, &commands, env.max_value_bytes)?;
         with_timeout(env.host_call_timeout, "kv.apply-once", async move {
@@ -363,8 +343,7 @@ impl Host for HostState {
         dedupe_ttl_ms: u64,
         entries: Vec<ApplyEntry>,
     ) -> Result<Vec<Result<bool, WitError>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         check_ttl("apply-once-many: the dedupe TTL", dedupe_ttl_ms, 1)?;
         // Each entry checked alone: one that fails its checks is answered here and not sent,
         // the others go on.
@@ -387,14 +366,13 @@ impl Host for HostState {
             .into_iter()
             .map(|r| match r {
                 Ok(applied) => Ok(Ok(applied)),
-                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::trap),
             })
             .collect()
     }
 
     async fn pipeline(&mut self, ops: Vec<Op>) -> Result<Vec<Result<Reply, WitError>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         let encoded = ops
             .into_iter()
             .map(|op| ops::from_wit(&c.prefixes, env.max_value_bytes, op))
@@ -409,7 +387,7 @@ impl Host for HostState {
             .into_iter()
             .map(|r| match r {
                 Ok(reply) => Ok(Ok(reply)),
-                Err(e) => e.into_wit().map(Err).map_err(HostError::Trap),
+                Err(e) => e.into_wit().map(Err).map_err(HostError::trap),
             })
             .collect()
     }
@@ -418,12 +396,16 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     #[test]
     fn nan_is_refused() {
         assert!(matches!(
             check_number("zadd", f64::NAN),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(check_number("zadd", f64::INFINITY).is_ok());
         assert!(check_number("zadd", -0.5).is_ok());
@@ -434,7 +416,10 @@ mod tests {
         assert!(matches!(opt_bytes("get", Reply::Absent), Ok(None)));
         assert!(matches!(
             opt_bytes("get", Reply::Integer(1)),
-            Err(HostError::Other(_))
+            Err(HostError {
+                kind: Kind::Other,
+                ..
+            })
         ));
         assert!(members("z", Reply::Members(vec![])).unwrap().is_empty());
     }

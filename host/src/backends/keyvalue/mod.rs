@@ -16,11 +16,13 @@
 //!   dedupe key or many.
 //! - [`ops`]: reads measured in Redis before they are fetched, and `kv.pipeline` (one Lua
 //!   script), so that no answer larger than `limits.max_result_bytes` reaches the host.
+//! - `errors`: Redis errors and error replies as [`HostError`] kinds.
 //!
 //! Every value, hash field and sorted-set member a plugin writes is checked against
 //! `limits.max_value_bytes`, and every key against [`MAX_KEY_BYTES`], before it is sent.
 
 mod apply_once;
+mod errors;
 mod kv;
 mod ops;
 mod wasi;
@@ -30,14 +32,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use redis::FromRedisValue;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind as RedisErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::Settings;
+use super::{Backend, Data, GrantProblem, Settings, View, view};
 use crate::error::HostError;
-use crate::state::PluginEnv;
+use crate::state::HostState;
+use errors::{kind_of_code, map_error};
 
 pub use wasi::Bucket;
 
@@ -74,6 +77,61 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// expiry whose deadline overflows its clock; checking here keeps such a value out of
 /// `apply-once`, where a refusal half-way would be too late.
 pub(crate) const MAX_TTL_MS: u64 = (i64::MAX / 1000) as u64;
+
+/// The keyvalue backend: Redis, for `wasi:keyvalue` and `polyhost:platform/kv`, one
+/// multiplexed connection per host.
+pub struct Keyvalue;
+
+impl Backend for Keyvalue {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Redis";
+    const IMPORTS: &'static [&'static str] = &[
+        "polyhost:platform/kv",
+        "wasi:keyvalue/store",
+        "wasi:keyvalue/atomics",
+        "wasi:keyvalue/batch",
+    ];
+    const GRANT_LINE: &'static str = r#"keyvalue = { prefixes = ["<prefix>:"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        if grant.prefixes.iter().any(|p| p.is_empty()) {
+            vec![GrantProblem::new(
+                "prefixes",
+                "an empty prefix would grant every key: name the prefixes",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        use crate::bindings::{polyhost::platform::kv, wasi::keyvalue};
+        kv::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::store::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::atomics::add_to_linker::<_, Data<Self>>(linker, view::<Self>)?;
+        keyvalue::batch::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
+}
 
 /// The host's one Redis connection.
 #[derive(Debug)]
@@ -142,7 +200,7 @@ impl Client {
         self.in_flight
             .acquire()
             .await
-            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("keyvalue: {e}"))))
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("keyvalue: {e}"))))
     }
 
     /// Sends `cmd` (whose keys were checked) within the in-flight bound.
@@ -153,14 +211,6 @@ impl Client {
             .await
             .map_err(|e| map_error(what, e))
     }
-}
-
-/// The plugin's Redis client, or the error for a plugin without a `keyvalue` grant.
-fn client(env: &PluginEnv) -> Result<&Client, HostError> {
-    env.backends
-        .keyvalue
-        .as_ref()
-        .ok_or_else(|| super::not_granted("keyvalue"))
 }
 
 /// Whether `prefixes` grant `key`: it starts with one of them and lies outside the host's
@@ -180,7 +230,7 @@ pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
     let shown = ops::shown(key);
     if key_granted(prefixes, key) {
         if key.len() > MAX_KEY_BYTES {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "key `{}…` is {} bytes, above the host bound of {MAX_KEY_BYTES}",
                 ops::shown(&key[..key.floor_char_boundary(64)]),
                 key.len()
@@ -189,11 +239,11 @@ pub fn check_key(prefixes: &[String], key: &str) -> Result<(), HostError> {
         return Ok(());
     }
     if key.starts_with(HOST_NAMESPACE) {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "key `{shown}` lies in the host's namespace `{HOST_NAMESPACE}`"
         )));
     }
-    Err(HostError::Denied(format!(
+    Err(HostError::denied(format!(
         "key `{shown}` is outside the keyvalue grant (prefixes: {})",
         Listed(prefixes)
     )))
@@ -204,7 +254,7 @@ fn check_ttl(what: &str, ttl_ms: u64, min: u64) -> Result<(), HostError> {
     if (min..=MAX_TTL_MS).contains(&ttl_ms) {
         Ok(())
     } else {
-        Err(HostError::Invalid(format!(
+        Err(HostError::invalid(format!(
             "{what}: a TTL of {ttl_ms} ms is out of range ({min}..={MAX_TTL_MS})"
         )))
     }
@@ -225,78 +275,10 @@ impl fmt::Display for Listed<'_> {
     }
 }
 
-/// How a Redis failure reads to a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unavailable,
-    Timeout,
-    Invalid,
-    Denied,
-    Conflict,
-    Other,
-}
-
-/// The kind of an error reply, by its code (the reply's first word).
-fn kind_of_code(code: &str) -> Kind {
-    match code {
-        // Argument and type errors: the call is wrong, not the server.
-        "ERR" | "WRONGTYPE" | "CROSSSLOT" => Kind::Invalid,
-        // The server is there but cannot serve now: loading, failing over, out of memory,
-        // unable to persist, busy with a script.
-        "LOADING"
-        | "TRYAGAIN"
-        | "CLUSTERDOWN"
-        | "MASTERDOWN"
-        | "READONLY"
-        | "MOVED"
-        | "ASK"
-        | "OOM"
-        | "MISCONF"
-        | "BUSY"
-        | "NOREPLICAS"
-        | "MASTERDOWNNOTREPLICATING" => Kind::Unavailable,
-        // The host's own credentials: a deployment problem, which retrying outlives once an
-        // operator fixes it, rather than a reason to dead-letter every event meanwhile.
-        "NOAUTH" | "WRONGPASS" => Kind::Unavailable,
-        "NOPERM" => Kind::Denied,
-        "BUSYKEY" => Kind::Conflict,
-        _ => Kind::Other,
-    }
-}
-
-/// Classifies a Redis failure: the one place Redis errors become plugin-visible kinds.
-fn classify(error: &RedisError) -> Kind {
-    if error.is_timeout() {
-        return Kind::Timeout;
-    }
-    match error.kind() {
-        RedisErrorKind::Io | RedisErrorKind::ClusterConnectionNotFound => Kind::Unavailable,
-        RedisErrorKind::AuthenticationFailed => Kind::Unavailable,
-        RedisErrorKind::Server(ServerErrorKind::NoPerm) => Kind::Denied,
-        RedisErrorKind::Server(_) | RedisErrorKind::Extension => {
-            error.code().map_or(Kind::Other, kind_of_code)
-        }
-        _ if error.is_connection_dropped() || error.is_connection_refusal() => Kind::Unavailable,
-        _ => Kind::Other,
-    }
-}
-
-/// A Redis failure of `what` as the host error the plugin sees.
-fn map_error(what: &str, error: RedisError) -> HostError {
-    let message = format!("{what}: {error}");
-    match classify(&error) {
-        Kind::Unavailable => HostError::Unavailable(message),
-        Kind::Timeout => HostError::Timeout(message),
-        Kind::Invalid => HostError::Invalid(message),
-        Kind::Denied => HostError::Denied(message),
-        Kind::Conflict => HostError::Conflict(message),
-        Kind::Other => HostError::Other(message),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     fn prefixes(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
@@ -327,7 +309,9 @@ mod tests {
         assert!(key_granted(&g, "polyhost:flags"));
         assert!(!key_granted(&g, "polyhost:applied:p:e1"));
         let denied = check_key(&g, "polyhost:applied:p:e1").unwrap_err();
-        assert!(matches!(denied, HostError::Denied(m) if m.contains("host's namespace")));
+        assert!(
+            matches!(denied, HostError { kind: Kind::Denied, message: m, .. } if m.contains("host's namespace"))
+        );
     }
 
     #[test]
@@ -335,7 +319,7 @@ mod tests {
         let g = prefixes(&["a:"]);
         let long = format!("a:{}", "x".repeat(MAX_KEY_BYTES));
         assert!(
-            matches!(check_key(&g, &long), Err(HostError::Invalid(m)) if m.contains("host bound"))
+            matches!(check_key(&g, &long), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("host bound"))
         );
         assert!(check_key(&g, &format!("a:{}", "x".repeat(MAX_KEY_BYTES - 2))).is_ok());
         let forged = check_key(&g, "b:\nINFO forged").unwrap_err().to_string();
@@ -346,7 +330,11 @@ mod tests {
     fn a_denial_names_the_key_and_the_grant() {
         let err = check_key(&prefixes(&["a:", "b:"]), "c:1").unwrap_err();
         match err {
-            HostError::Denied(m) => {
+            HostError {
+                kind: Kind::Denied,
+                message: m,
+                ..
+            } => {
                 assert!(m.contains("`c:1`"), "{m}");
                 assert!(m.contains("`a:`, `b:`"), "{m}");
             }
@@ -362,44 +350,5 @@ mod tests {
         assert!(check_ttl("t", MAX_TTL_MS, 1).is_ok());
         assert!(check_ttl("t", MAX_TTL_MS + 1, 1).is_err());
         assert!(check_ttl("t", u64::MAX, 0).is_err());
-    }
-
-    #[test]
-    fn reply_codes_map_to_kinds() {
-        assert_eq!(kind_of_code("WRONGTYPE"), Kind::Invalid);
-        assert_eq!(kind_of_code("ERR"), Kind::Invalid);
-        assert_eq!(kind_of_code("LOADING"), Kind::Unavailable);
-        assert_eq!(kind_of_code("CLUSTERDOWN"), Kind::Unavailable);
-        assert_eq!(kind_of_code("OOM"), Kind::Unavailable);
-        assert_eq!(kind_of_code("NOPERM"), Kind::Denied);
-        assert_eq!(kind_of_code("BUSYKEY"), Kind::Conflict);
-        assert_eq!(kind_of_code("SOMETHINGNEW"), Kind::Other);
-    }
-
-    #[test]
-    fn errors_map_to_host_errors() {
-        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let e = map_error("get", refused);
-        assert!(
-            matches!(e, HostError::Unavailable(_)) && e.is_transient(),
-            "{e:?}"
-        );
-
-        let timed_out = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(matches!(map_error("get", timed_out), HostError::Timeout(_)));
-
-        let wrongtype = redis::make_extension_error(
-            "WRONGTYPE".into(),
-            Some("Operation against a key holding the wrong kind of value".into()),
-        );
-        let e = map_error("incr-by `k`", wrongtype);
-        assert!(
-            matches!(&e, HostError::Invalid(m) if m.starts_with("incr-by `k`")),
-            "{e:?}"
-        );
-        assert!(!e.is_transient());
-
-        let parse = RedisError::from((RedisErrorKind::UnexpectedReturnType, "not a number"));
-        assert!(matches!(map_error("get", parse), HostError::Other(_)));
     }
 }

@@ -19,7 +19,7 @@ use redis::{Script, Value};
 use super::{Client, check_ttl, kind_of_code, map_error};
 use crate::bindings::polyhost::platform::kv::{Op, Reply, Scored};
 use crate::budget::{ResultBudget, check_value};
-use crate::error::HostError;
+use crate::error::{HostError, Kind};
 
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ops.lua")));
 
@@ -150,7 +150,7 @@ impl ScriptOp {
         if let Some(n) = limit
             && n as usize > MAX_RANGE
         {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what}: a limit of {n} exceeds the host bound of {MAX_RANGE} members per range"
             )));
         }
@@ -188,7 +188,7 @@ pub fn score_arg(x: f64) -> String {
 /// A score or bound, if it is a number; else `invalid`.
 pub fn check_number(what: &str, x: f64) -> Result<(), HostError> {
     if x.is_nan() {
-        Err(HostError::Invalid(format!("{what}: NaN is not a score")))
+        Err(HostError::invalid(format!("{what}: NaN is not a score")))
     } else {
         Ok(())
     }
@@ -199,7 +199,7 @@ fn check_finite(what: &str, x: f64) -> Result<(), HostError> {
     if x.is_finite() {
         Ok(())
     } else {
-        Err(HostError::Invalid(format!(
+        Err(HostError::invalid(format!(
             "{what}: an increment must be a finite number"
         )))
     }
@@ -240,7 +240,7 @@ pub fn from_wit(prefixes: &[String], max_value: usize, op: Op) -> Result<ScriptO
         Op::Hset((k, fields)) => {
             let what = format!("hset `{}`", shown(&k));
             if fields.is_empty() {
-                return Err(HostError::Invalid(format!("{what}: no fields")));
+                return Err(HostError::invalid(format!("{what}: no fields")));
             }
             let mut op = ScriptOp::new(&k, "hset", Shape::Int, what.clone());
             for (f, v) in fields {
@@ -255,7 +255,7 @@ pub fn from_wit(prefixes: &[String], max_value: usize, op: Op) -> Result<ScriptO
         Op::Hdel((k, fields)) => {
             let what = format!("hdel `{}`", shown(&k));
             if fields.is_empty() {
-                return Err(HostError::Invalid(format!("{what}: no fields")));
+                return Err(HostError::invalid(format!("{what}: no fields")));
             }
             fields
                 .into_iter()
@@ -272,7 +272,7 @@ pub fn from_wit(prefixes: &[String], max_value: usize, op: Op) -> Result<ScriptO
         Op::Zadd((k, members)) => {
             let what = format!("zadd `{}`", shown(&k));
             if members.is_empty() {
-                return Err(HostError::Invalid(format!("{what}: no members")));
+                return Err(HostError::invalid(format!("{what}: no members")));
             }
             let mut op = ScriptOp::new(&k, "zadd", Shape::Int, what.clone());
             for m in members {
@@ -311,7 +311,7 @@ pub fn from_wit(prefixes: &[String], max_value: usize, op: Op) -> Result<ScriptO
         Op::Zrem((k, members)) => {
             let what = format!("zrem `{}`", shown(&k));
             if members.is_empty() {
-                return Err(HostError::Invalid(format!("{what}: no members")));
+                return Err(HostError::invalid(format!("{what}: no members")));
             }
             members
                 .into_iter()
@@ -326,8 +326,16 @@ pub fn from_wit(prefixes: &[String], max_value: usize, op: Op) -> Result<ScriptO
 /// `e` with `what` in front of its message.
 fn retag(e: HostError, what: &str) -> HostError {
     match e {
-        HostError::Denied(m) => HostError::Denied(format!("{what}: {m}")),
-        HostError::Invalid(m) => HostError::Invalid(format!("{what}: {m}")),
+        HostError {
+            kind: Kind::Denied,
+            message: m,
+            ..
+        } => HostError::denied(format!("{what}: {m}")),
+        HostError {
+            kind: Kind::Invalid,
+            message: m,
+            ..
+        } => HostError::invalid(format!("{what}: {m}")),
         other => other,
     }
 }
@@ -335,14 +343,14 @@ fn retag(e: HostError, what: &str) -> HostError {
 /// The checks on a whole pipeline: how many ops and items.
 pub fn check_pipeline(ops: &[ScriptOp]) -> Result<(), HostError> {
     if ops.len() > MAX_OPS {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "pipeline: {} ops exceed the host bound of {MAX_OPS} per call; send several",
             ops.len()
         )));
     }
     let items: usize = ops.iter().map(ScriptOp::items).sum();
     if items > MAX_ITEMS {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "pipeline: {items} items exceed the host bound of {MAX_ITEMS} per call; send several"
         )));
     }
@@ -354,14 +362,7 @@ fn server_error(what: &str, message: &[u8]) -> HostError {
     let message = String::from_utf8_lossy(message);
     let code = message.split_whitespace().next().unwrap_or("");
     let m = format!("{what}: {message}");
-    match kind_of_code(code) {
-        super::Kind::Unavailable => HostError::Unavailable(m),
-        super::Kind::Timeout => HostError::Timeout(m),
-        super::Kind::Invalid => HostError::Invalid(m),
-        super::Kind::Denied => HostError::Denied(m),
-        super::Kind::Conflict => HostError::Conflict(m),
-        super::Kind::Other => HostError::Other(m),
-    }
+    HostError::new(kind_of_code(code), m)
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -387,7 +388,7 @@ fn reply(
     payload: &Value,
     budget: &mut ResultBudget,
 ) -> Result<Reply, HostError> {
-    let unexpected = || HostError::Other(format!("{what}: unexpected reply {payload:?}"));
+    let unexpected = || HostError::other(format!("{what}: unexpected reply {payload:?}"));
     let r = match (shape, payload) {
         (Shape::Done, _) => Reply::Done,
         (Shape::Int, Value::Int(n)) => Reply::Integer(*n),
@@ -444,7 +445,7 @@ fn reply(
 
 /// The script's entry for one op: its reply, or its error.
 fn entry(op: &ScriptOp, v: &Value, budget: &mut ResultBudget) -> Result<Reply, HostError> {
-    let bad = || HostError::Other(format!("{}: unexpected reply {v:?}", op.what));
+    let bad = || HostError::other(format!("{}: unexpected reply {v:?}", op.what));
     let Value::Array(parts) = v else {
         return Err(bad());
     };
@@ -452,7 +453,7 @@ fn entry(op: &ScriptOp, v: &Value, budget: &mut ResultBudget) -> Result<Reply, H
         [tag, payload] => match text(tag) {
             Some(b"ok") => reply(op.shape, &op.what, payload, budget),
             Some(b"err") => Err(server_error(&op.what, text(payload).unwrap_or(b"?"))),
-            Some(b"big") => Err(HostError::Invalid(format!(
+            Some(b"big") => Err(HostError::invalid(format!(
                 "{}: {}",
                 op.what,
                 String::from_utf8_lossy(text(payload).unwrap_or(b"?"))
@@ -493,12 +494,12 @@ impl Client {
             .await
             .map_err(|e| map_error(what, e))?;
         let Value::Array(entries) = reply else {
-            return Err(HostError::Other(format!(
+            return Err(HostError::other(format!(
                 "{what}: unexpected reply from the script: {reply:?}"
             )));
         };
         if entries.len() != ops.len() {
-            return Err(HostError::Other(format!(
+            return Err(HostError::other(format!(
                 "{what}: the script answered {} entries for {} ops",
                 entries.len(),
                 ops.len()
@@ -525,7 +526,7 @@ impl Client {
         let mut replies = self.run_ops(&what, &[op], max_result_bytes).await?;
         replies
             .pop()
-            .unwrap_or_else(|| Err(HostError::Other("the script answered no entry".into())))
+            .unwrap_or_else(|| Err(HostError::other("the script answered no entry")))
     }
 }
 
@@ -586,9 +587,17 @@ mod tests {
     #[test]
     fn foreign_keys_oversized_values_and_bad_numbers_are_refused() {
         let denied = from_wit(&g(), 10, Op::Get("d:x".into())).unwrap_err();
-        assert!(matches!(denied, HostError::Denied(m) if m.contains("pipeline get")));
+        assert!(
+            matches!(denied, HostError { kind: Kind::Denied, message: m, .. } if m.contains("pipeline get"))
+        );
         let ns = from_wit(&g(), 10, Op::Del("polyhost:applied:p:e".into())).unwrap_err();
-        assert!(matches!(ns, HostError::Denied(_)));
+        assert!(matches!(
+            ns,
+            HostError {
+                kind: Kind::Denied,
+                ..
+            }
+        ));
         let big = Op::Set(SetCommand {
             key: "c:a".into(),
             value: vec![0; 11],
@@ -613,19 +622,30 @@ mod tests {
         ));
         assert!(matches!(
             from_wit(&g(), 10, nan),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         let inf = Op::ZincrBy(("c:z".into(), "m".into(), f64::INFINITY));
         assert!(matches!(
             from_wit(&g(), 10, inf),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         let limit = ScriptOp::zrange_by_score("c:z", 0.0, 1.0, false, Some(u32::MAX));
-        assert!(matches!(limit, Err(HostError::Invalid(m)) if m.contains("host bound")));
+        assert!(
+            matches!(limit, Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("host bound"))
+        );
         let empty = Op::Hset(("c:h".into(), vec![]));
         assert!(matches!(
             from_wit(&g(), 10, empty),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -645,14 +665,14 @@ mod tests {
             Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
         ]);
         assert!(
-            matches!(entry(&get, &wrong, &mut budget), Err(HostError::Invalid(m)) if m.contains("WRONGTYPE"))
+            matches!(entry(&get, &wrong, &mut budget), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("WRONGTYPE"))
         );
         let big = Value::Array(vec![
             Value::BulkString(b"big".to_vec()),
             Value::BulkString(b"the value: 5 bytes would exceed limits.max_result_bytes".to_vec()),
         ]);
         assert!(
-            matches!(entry(&get, &big, &mut budget), Err(HostError::Invalid(m)) if m.contains("max_result_bytes"))
+            matches!(entry(&get, &big, &mut budget), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("max_result_bytes"))
         );
         let range = ScriptOp::zrange_by_rank("c:z", 0, -1, false);
         let members = Value::Array(vec![

@@ -24,12 +24,12 @@ use redis::Script;
 use wasmtime::component::Resource;
 
 use super::ops::ScriptOp;
-use super::{Client, MAX_KEY_BYTES, client};
+use super::{Client, MAX_KEY_BYTES};
+use super::{Keyvalue, View};
 use crate::bindings::polyhost::platform::kv::Reply;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 use crate::budget::{ResultBudget, check_value};
 use crate::error::{HostError, KvError, with_timeout};
-use crate::state::HostState;
 
 /// One `SCAN` round that drops, in Redis, keys longer than `ARGV[4]` bytes: no call can name
 /// them, and a planted key of megabytes must not reach the host.
@@ -130,7 +130,7 @@ impl Client {
         match self.run_one(op, cap).await? {
             Reply::Bytes(b) => Ok(Some(b)),
             Reply::Absent => Ok(None),
-            other => Err(HostError::Other(format!(
+            other => Err(HostError::other(format!(
                 "{what}: unexpected reply {other:?}"
             ))),
         }
@@ -156,7 +156,7 @@ impl Client {
 
     async fn kv_increment(&self, key: &str, delta: u64) -> Result<u64, HostError> {
         let delta = i64::try_from(delta).map_err(|_| {
-            HostError::Invalid(format!(
+            HostError::invalid(format!(
                 "increment `{key}`: a delta of {delta} is above 2^63-1"
             ))
         })?;
@@ -164,7 +164,7 @@ impl Client {
             .query("increment", redis::cmd("INCRBY").arg(key).arg(delta))
             .await?;
         u64::try_from(value).map_err(|_| {
-            HostError::Other(format!("increment `{key}`: the value {value} is negative"))
+            HostError::other(format!("increment `{key}`: the value {value} is negative"))
         })
     }
 
@@ -182,7 +182,7 @@ impl Client {
             .map(|r| match r? {
                 Reply::Bytes(b) => Ok(Some(b)),
                 Reply::Absent => Ok(None),
-                other => Err(HostError::Other(format!(
+                other => Err(HostError::other(format!(
                     "get-many: unexpected reply {other:?}"
                 ))),
             })
@@ -256,10 +256,10 @@ impl Client {
     }
 }
 
-impl HostState {
+impl View<'_, Keyvalue> {
     /// The full key of `key` in `bucket`, checked.
     fn bucket_key(&self, bucket: &Resource<Bucket>, key: &str) -> Result<String, KvError> {
-        let c = client(&self.env)?;
+        let c = self.client()?;
         Ok(c.bucket_key(self.bucket(bucket)?, key)?)
     }
 
@@ -275,7 +275,7 @@ impl HostState {
         bucket: &Resource<Bucket>,
         keys: &[String],
     ) -> Result<Vec<String>, KvError> {
-        let c = client(&self.env)?;
+        let c = self.client()?;
         let b = self.bucket(bucket)?;
         Ok(keys
             .iter()
@@ -284,12 +284,12 @@ impl HostState {
     }
 }
 
-impl store::Host for HostState {
+impl store::Host for View<'_, Keyvalue> {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KvError> {
-        let c = client(&self.env)?;
+        let c = self.client()?;
         let namespace = bucket_namespace(&identifier);
         if reachable_prefixes(&c.prefixes, &namespace).is_empty() {
-            return Err(HostError::Denied(format!(
+            return Err(HostError::denied(format!(
                 "bucket `{identifier}` (keys `{namespace}…`) holds no key of the keyvalue grant (prefixes: {})",
                 super::Listed(&c.prefixes)
             ))
@@ -302,7 +302,6 @@ impl store::Host for HostState {
 
     fn convert_error(&mut self, err: KvError) -> wasmtime::Result<store::Error> {
         Ok(match err {
-            KvError::NoSuchStore => store::Error::NoSuchStore,
             KvError::AccessDenied(why) => {
                 // The WIT variant carries no message; the log keeps the reason.
                 tracing::info!(plugin = %self.env.name, "wasi:keyvalue access denied: {why}");
@@ -314,15 +313,14 @@ impl store::Host for HostState {
     }
 }
 
-impl store::HostBucket for HostState {
+impl store::HostBucket for View<'_, Keyvalue> {
     async fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, KvError> {
         let full = self.bucket_key(&bucket, &key)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.get",
@@ -338,8 +336,7 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> Result<(), KvError> {
         let full = self.bucket_key(&bucket, &key)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         check_value(value.len(), env.max_value_bytes, "keyvalue.set")?;
         Ok(with_timeout(
             env.host_call_timeout,
@@ -351,8 +348,7 @@ impl store::HostBucket for HostState {
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KvError> {
         let full = self.bucket_key(&bucket, &key)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.delete",
@@ -363,8 +359,7 @@ impl store::HostBucket for HostState {
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, KvError> {
         let full = self.bucket_key(&bucket, &key)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(env.host_call_timeout, "keyvalue.exists", c.kv_exists(&full)).await?)
     }
 
@@ -373,8 +368,7 @@ impl store::HostBucket for HostState {
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, KvError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         let b = self.bucket(&bucket)?;
         Ok(with_timeout(
             env.host_call_timeout,
@@ -390,7 +384,7 @@ impl store::HostBucket for HostState {
     }
 }
 
-impl atomics::Host for HostState {
+impl atomics::Host for View<'_, Keyvalue> {
     async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
@@ -398,8 +392,7 @@ impl atomics::Host for HostState {
         delta: u64,
     ) -> Result<u64, KvError> {
         let full = self.bucket_key(&bucket, &key)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.increment",
@@ -409,15 +402,14 @@ impl atomics::Host for HostState {
     }
 }
 
-impl batch::Host for HostState {
+impl batch::Host for View<'_, Keyvalue> {
     async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, KvError> {
         let full = self.bucket_keys(&bucket, &keys)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         let values = with_timeout(
             env.host_call_timeout,
             "keyvalue.get-many",
@@ -453,8 +445,7 @@ impl batch::Host for HostState {
             .zip(key_values)
             .map(|(k, (_, v))| (k, v))
             .collect();
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.set-many",
@@ -469,8 +460,7 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> Result<(), KvError> {
         let full = self.bucket_keys(&bucket, &keys)?;
-        let env = self.env.clone();
-        let c = client(&env)?;
+        let (c, env) = self.granted()?;
         Ok(with_timeout(
             env.host_call_timeout,
             "keyvalue.delete-many",

@@ -23,7 +23,13 @@
 //! 404 `not-found` (but `get` answers `none` and `delete` `false`), 409 `conflict`, 408,
 //! 429 and 5xx `unavailable`; a failed connection is `unavailable`, a request past the
 //! client's timeout `timeout`.
+//!
+//! By job: `scope` (what a body may hold), `errors` (answers as error kinds), `host` (the
+//! generated `Host` trait, as the plugin calls it); the grant, the [`Search`] backend unit
+//! and the clients here.
 
+mod errors;
+mod host;
 pub mod scope;
 
 use std::sync::Arc;
@@ -42,11 +48,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::Settings;
-use crate::bindings::polyhost::platform::search::{BulkItem, Hit, Host, SearchResult};
+use super::{Backend, Data, GrantProblem, Settings, view};
+use crate::bindings::polyhost::platform::search::{self as wit, BulkItem, Hit, SearchResult};
 use crate::budget::{ResultBudget, check_value};
-use crate::error::{HostError, with_timeout};
-use crate::state::{HostState, PluginEnv};
+use crate::error::{HostError, Kind};
+use crate::state::HostState;
+use errors::{map_http, map_transport, reason};
+
+pub use errors::map_status;
 
 /// `grants.search`: the index patterns a plugin may touch.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,6 +102,51 @@ async fn health(client: &Elasticsearch) -> anyhow::Result<String> {
     );
     let health: Value = serde_json::from_str(&body).unwrap_or_default();
     Ok(health["status"].as_str().unwrap_or("unknown").to_string())
+}
+
+/// The search backend: Elasticsearch, one client per host.
+pub struct Search;
+
+impl Backend for Search {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "Elasticsearch";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/search"];
+    const GRANT_LINE: &'static str = r#"search = { indices = ["<index>"] }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        if grant.indices.iter().any(|p| p.is_empty() || p == "*") {
+            vec![GrantProblem::new(
+                "indices",
+                "`*` or an empty pattern would grant every index: name the patterns",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        _limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Ok(Client::new(shared, plugin, grant))
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 impl Shared {
@@ -219,7 +273,7 @@ impl Client {
         self.in_flight
             .acquire()
             .await
-            .map_err(|e| HostError::Trap(wasmtime::Error::msg(format!("search: {e}"))))
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("search: {e}"))))
     }
 
     async fn index(
@@ -257,8 +311,8 @@ impl Client {
         let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(items.len() * 2);
         for (i, item) in items.iter().enumerate() {
             let what = format!("bulk-index item {i} (`{}`/`{}`)", item.index, item.id);
-            scope::check_index(&self.grants, &item.index).map_err(|e| scope::prefixed(&what, e))?;
-            check_id(&item.id).map_err(|e| scope::prefixed(&what, e))?;
+            scope::check_index(&self.grants, &item.index).map_err(|e| e.context(&what))?;
+            check_id(&item.id).map_err(|e| e.context(&what))?;
             check_value(
                 item.document.len(),
                 max_value_bytes,
@@ -340,19 +394,19 @@ impl Client {
             )
             .await?;
         if reply.get("timed_out") == Some(&Value::Bool(true)) {
-            return Err(HostError::Timeout(format!(
+            return Err(HostError::timeout(format!(
                 "{what}: Elasticsearch stopped the search at the host-call timeout ({} ms)",
                 limits.timeout.as_millis()
             )));
         }
         let hits = reply.pointer("/hits/hits").and_then(Value::as_array);
         if hits.is_none() || reply.pointer("/hits/total/value").is_none() {
-            return Err(HostError::Other(format!(
+            return Err(HostError::other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
             )));
         }
         search_result(reply).ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "{what}: Elasticsearch answered a hit without its index or id"
             ))
         })
@@ -377,7 +431,7 @@ impl Client {
             )
             .await?;
         reply.get("count").and_then(Value::as_u64).ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "{what}: unexpected answer from Elasticsearch: {reply}"
             ))
         })
@@ -413,7 +467,7 @@ impl Client {
             for t in existing["index_templates"].as_array().into_iter().flatten() {
                 for pattern in scope::template_patterns(&t["index_template"])? {
                     scope::check_target(&self.grants, &pattern).map_err(|_| {
-                        HostError::Denied(format!(
+                        HostError::denied(format!(
                             "{what}: it would replace a template for `{pattern}`, outside the search grant"
                         ))
                     })?;
@@ -445,7 +499,7 @@ fn url_for(base: &Url, segments: &[&str]) -> Url {
 fn check_id(id: &str) -> Result<(), HostError> {
     // `.` and `..` would be resolved as path segments: `DELETE /i/_doc/..` is `DELETE /i`.
     if id.is_empty() || id == "." || id == ".." {
-        Err(HostError::Invalid(format!(
+        Err(HostError::invalid(format!(
             "`{id}` is not a usable document id"
         )))
     } else {
@@ -456,9 +510,9 @@ fn check_id(id: &str) -> Result<(), HostError> {
 /// A document: a JSON object.
 fn parse_document(what: &str, document: &str) -> Result<Value, HostError> {
     let doc: Value = serde_json::from_str(document)
-        .map_err(|e| HostError::Invalid(format!("{what}: the document is not JSON: {e}")))?;
+        .map_err(|e| HostError::invalid(format!("{what}: the document is not JSON: {e}")))?;
     if !doc.is_object() {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "{what}: a document must be a JSON object"
         )));
     }
@@ -485,62 +539,11 @@ async fn expect_success(
 fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostError> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(HostError::NotFound(_)) => Ok(None),
+        Err(HostError {
+            kind: Kind::NotFound,
+            ..
+        }) => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-/// `type: reason` of an Elasticsearch error body, or the body itself.
-fn reason(body: &Value) -> String {
-    match body.get("error") {
-        Some(Value::Object(e)) => {
-            let ty = e.get("type").and_then(Value::as_str).unwrap_or("error");
-            let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
-            format!("{ty}: {reason}")
-        }
-        Some(Value::String(s)) => s.clone(),
-        _ => match body {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        },
-    }
-}
-
-/// An HTTP error status of `what` as the host error the plugin sees: the one place
-/// Elasticsearch's answers become error kinds.
-pub fn map_status(what: &str, status: u16, body: &Value) -> HostError {
-    let message = format!("{what}: HTTP {status}: {}", reason(body));
-    match status {
-        400 | 405 | 413 | 422 => HostError::Invalid(message),
-        401 | 403 => HostError::Denied(message),
-        404 => HostError::NotFound(message),
-        409 => HostError::Conflict(message),
-        408 | 429 | 500..=599 => HostError::Unavailable(message),
-        _ => HostError::Other(message),
-    }
-}
-
-/// A failure of a read to get (all of) its answer.
-fn map_http(what: &str, error: &reqwest::Error) -> HostError {
-    let message = format!("{what}: {error}");
-    if error.is_timeout() {
-        HostError::Timeout(message)
-    } else if error.is_decode() {
-        HostError::Other(message)
-    } else {
-        HostError::Unavailable(message)
-    }
-}
-
-/// A failure to get an answer at all: a timeout, or a connection that failed.
-fn map_transport(what: &str, error: &elasticsearch::Error) -> HostError {
-    let message = format!("{what}: {error}");
-    if error.is_timeout() {
-        HostError::Timeout(message)
-    } else if error.is_json() {
-        HostError::Other(message)
-    } else {
-        HostError::Unavailable(message)
     }
 }
 
@@ -553,7 +556,7 @@ pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String
         .and_then(Value::as_array)
         .filter(|items| items.len() == expected)
         .ok_or_else(|| {
-            HostError::Other(format!(
+            HostError::other(format!(
                 "bulk-index: Elasticsearch answered something other than {expected} items: {reply}"
             ))
         })?;
@@ -570,7 +573,7 @@ pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String
             |e| reason(&json!({ "error": e })),
         );
         if status == 429 || status >= 500 {
-            return Err(HostError::Unavailable(format!(
+            return Err(HostError::unavailable(format!(
                 "bulk-index item {i}: HTTP {status}: {why}"
             )));
         }
@@ -613,171 +616,31 @@ struct Limits {
     max_result_bytes: usize,
 }
 
-/// The plugin's Elasticsearch client, or the error for a plugin without a `search` grant.
-fn client(env: &PluginEnv) -> Result<&Client, HostError> {
-    env.backends
-        .search
-        .as_ref()
-        .ok_or_else(|| super::not_granted("search"))
-}
-
-impl Host for HostState {
-    async fn index(
-        &mut self,
-        index: String,
-        id: String,
-        document: String,
-    ) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.index",
-            c.index(&index, &id, &document, env.max_value_bytes),
-        )
-        .await
-    }
-
-    async fn bulk_index(&mut self, items: Vec<BulkItem>) -> Result<Vec<Option<String>>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.bulk-index",
-            c.bulk_index(items, env.max_value_bytes),
-        )
-        .await
-    }
-
-    async fn get(&mut self, index: String, id: String) -> Result<Option<String>, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.get",
-            c.get(&index, &id, env.max_result_bytes),
-        )
-        .await
-    }
-
-    async fn delete(&mut self, index: String, id: String) -> Result<bool, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.delete",
-            c.delete(&index, &id),
-        )
-        .await
-    }
-
-    async fn search(
-        &mut self,
-        index_pattern: String,
-        body: String,
-    ) -> Result<SearchResult, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        let limits = Limits {
-            timeout: env.host_call_timeout,
-            max_result_bytes: env.max_result_bytes,
-        };
-        // On timeout the call's future is dropped, and with it the HTTP request: the
-        // connection closes and Elasticsearch cancels the search.
-        with_timeout(
-            env.host_call_timeout,
-            "search.search",
-            c.search(&index_pattern, &body, &limits),
-        )
-        .await
-    }
-
-    async fn count(&mut self, index_pattern: String, body: String) -> Result<u64, HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.count",
-            c.count(&index_pattern, &body, env.max_result_bytes),
-        )
-        .await
-    }
-
-    async fn refresh(&mut self, index_pattern: String) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.refresh",
-            c.refresh(&index_pattern),
-        )
-        .await
-    }
-
-    async fn put_index_template(&mut self, name: String, body: String) -> Result<(), HostError> {
-        let env = self.env.clone();
-        let c = client(&env)?;
-        with_timeout(
-            env.host_call_timeout,
-            "search.put-index-template",
-            c.put_index_template(&name, &body),
-        )
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn statuses_map_to_kinds() {
-        let body = json!({"error": {"type": "mapper_parsing_exception", "reason": "failed to parse"}, "status": 400});
-        let e = map_status("index `a`/`1`", 400, &body);
-        assert!(
-            matches!(&e, HostError::Invalid(m) if m == "index `a`/`1`: HTTP 400: mapper_parsing_exception: failed to parse"),
-            "{e:?}"
-        );
-        assert!(matches!(
-            map_status("x", 403, &Value::Null),
-            HostError::Denied(_)
-        ));
-        assert!(matches!(
-            map_status("x", 404, &Value::Null),
-            HostError::NotFound(_)
-        ));
-        assert!(matches!(
-            map_status("x", 409, &Value::Null),
-            HostError::Conflict(_)
-        ));
-        for transient in [429, 500, 502, 503, 504] {
-            let e = map_status("x", transient, &Value::Null);
-            assert!(
-                matches!(e, HostError::Unavailable(_)) && e.is_transient(),
-                "{transient}"
-            );
-        }
-        assert!(matches!(
-            map_status("x", 418, &Value::Null),
-            HostError::Other(_)
-        ));
-    }
-
-    #[test]
     fn misses_become_values() {
         assert!(
-            allow_not_found(Err(HostError::NotFound("x".into())))
+            allow_not_found(Err(HostError::not_found("x")))
                 .unwrap()
                 .is_none()
         );
-        assert!(allow_not_found(Err(HostError::Invalid("x".into()))).is_err());
+        assert!(allow_not_found(Err(HostError::invalid("x"))).is_err());
     }
 
     #[test]
     fn ids_that_are_path_segments_are_refused() {
         for bad in ["", ".", ".."] {
             assert!(
-                matches!(check_id(bad), Err(HostError::Invalid(_))),
+                matches!(
+                    check_id(bad),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{bad:?}"
             );
         }
@@ -809,11 +672,17 @@ mod tests {
         assert!(parse_document("d", r#"{"a":1}"#).is_ok());
         assert!(matches!(
             parse_document("d", "[1]"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             parse_document("d", "{"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -831,11 +700,20 @@ mod tests {
                 Some("document_parsing_exception: bad field".to_string())
             ]
         );
-        assert!(matches!(bulk_outcomes(&reply, 3), Err(HostError::Other(_))));
+        assert!(matches!(
+            bulk_outcomes(&reply, 3),
+            Err(HostError {
+                kind: Kind::Other,
+                ..
+            })
+        ));
         let busy = json!({"items": [{"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}}]});
         assert!(matches!(
             bulk_outcomes(&busy, 1),
-            Err(HostError::Unavailable(_))
+            Err(HostError {
+                kind: Kind::Unavailable,
+                ..
+            })
         ));
     }
 

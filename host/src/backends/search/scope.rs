@@ -29,7 +29,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::error::HostError;
+use crate::error::{HostError, Kind};
 
 /// `*`-glob match of `text` against `pattern`: `*` in `pattern` matches any run of
 /// characters, every other character only itself. A `*` in `text` is an ordinary character,
@@ -80,17 +80,17 @@ fn forbidden_char(c: char) -> bool {
 
 /// One element of a target (a concrete name or a pattern), if well formed; else the error.
 fn check_element(element: &str, target: &str, allow_wildcard: bool) -> Result<(), HostError> {
-    let bad = |why: &str| HostError::Invalid(format!("index `{target}`: {why}"));
+    let bad = |why: &str| HostError::invalid(format!("index `{target}`: {why}"));
     if element.is_empty() {
         return Err(bad("an empty index name"));
     }
     if element.starts_with('_') {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "index `{target}`: `{element}` is a special target that reaches every index"
         )));
     }
     if element.contains(':') {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "index `{target}`: `{element}` names a remote cluster"
         )));
     }
@@ -113,7 +113,7 @@ fn check_element(element: &str, target: &str, allow_wildcard: bool) -> Result<()
 }
 
 fn outside(what: &str, grants: &[String]) -> HostError {
-    HostError::Denied(format!(
+    HostError::denied(format!(
         "{what} is outside the search grant (indices: {})",
         grants
             .iter()
@@ -126,7 +126,7 @@ fn outside(what: &str, grants: &[String]) -> HostError {
 /// One concrete index, which must match a granted pattern.
 pub fn check_index(grants: &[String], index: &str) -> Result<(), HostError> {
     if index.contains(',') {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "index `{index}`: a list is not allowed here: name one index"
         )));
     }
@@ -210,11 +210,9 @@ pub fn check_references(grants: &[String], body: &Value) -> Result<(), HostError
                 .find_map(|k| map.get(*k).and_then(Value::as_str));
             let has_id = map.contains_key("id") || map.contains_key("_id");
             if let (Some(index), true) = (index, has_id) {
-                check_index(grants, index).map_err(|e| match e {
-                    HostError::Denied(m) => HostError::Denied(format!(
-                        "the query reads a document of another index: {m}"
-                    )),
-                    other => other,
+                check_index(grants, index).map_err(|e| match e.kind {
+                    Kind::Denied => e.context("the query reads a document of another index"),
+                    _ => e,
                 })?;
             }
             map.values().try_for_each(|v| check_references(grants, v))
@@ -512,7 +510,7 @@ fn at(path: &str, key: &str) -> String {
 
 /// A refusal of the element at `path`.
 fn refused(path: &str, why: &str) -> HostError {
-    HostError::Denied(format!("`{path}`: {why}"))
+    HostError::denied(format!("`{path}`: {why}"))
 }
 
 /// A malformed element at `path`.
@@ -531,7 +529,7 @@ fn within_depth(path: &str, depth: usize, what: &str) -> Result<(), HostError> {
 }
 
 fn malformed(path: &str, why: &str) -> HostError {
-    HostError::Invalid(format!("`{path}`: {why}"))
+    HostError::invalid(format!("`{path}`: {why}"))
 }
 
 const SCRIPTS_REFUSED: &str = "scripts are refused";
@@ -683,14 +681,16 @@ impl Dsl<'_> {
     /// An index a lookup reads a document of: it must be granted.
     fn lookup(&self, index: &str, path: &str) -> Result<(), HostError> {
         check_index(self.grants, index).map_err(|e| match e {
-            HostError::Denied(_) => refused(
+            HostError {
+                kind: Kind::Denied, ..
+            } => refused(
                 path,
                 &format!(
                     "reads a document of index `{index}`, outside the search grant (indices: {})",
                     self.grants.join(", ")
                 ),
             ),
-            other => prefixed(&format!("`{path}`"), other),
+            other => other.context(format_args!("`{path}`")),
         })
     }
 
@@ -1062,7 +1062,7 @@ impl Dsl<'_> {
     fn indices_boost(&self, v: &mut Value, path: &str) -> Result<(), HostError> {
         for (p, entry) in each(v, path) {
             for name in object(entry, &p, "an index boost")?.keys() {
-                check_target(self.grants, name).map_err(|e| prefixed(&format!("`{p}`"), e))?;
+                check_target(self.grants, name).map_err(|e| e.context(format_args!("`{p}`")))?;
             }
         }
         Ok(())
@@ -1116,10 +1116,10 @@ fn parse_body(what: &str, body: &str) -> Result<Value, HostError> {
         Value::Object(Default::default())
     } else {
         serde_json::from_str::<Value>(body)
-            .map_err(|e| HostError::Invalid(format!("{what}: the body is not JSON: {e}")))?
+            .map_err(|e| HostError::invalid(format!("{what}: the body is not JSON: {e}")))?
     };
     if !value.is_object() {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "{what}: the body must be a JSON object"
         )));
     }
@@ -1131,11 +1131,11 @@ fn parse_body(what: &str, body: &str) -> Result<Value, HostError> {
 /// grant.
 fn backstop(grants: &[String], what: &str, value: &Value) -> Result<(), HostError> {
     if let Some(path) = find_script(value) {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "{what}: scripts are refused (`{path}`)"
         )));
     }
-    check_references(grants, value).map_err(|e| prefixed(what, e))
+    check_references(grants, value).map_err(|e| e.context(what))
 }
 
 /// A search body (`search`): every key, query clause, aggregation, sort, highlight,
@@ -1146,7 +1146,7 @@ pub fn check_search(grants: &[String], what: &str, body: &str) -> Result<Value, 
     let mut value = parse_body(what, body)?;
     Dsl { grants }
         .search_body(&mut value)
-        .map_err(|e| prefixed(what, e))?;
+        .map_err(|e| e.context(what))?;
     backstop(grants, what, &value)?;
     Ok(value)
 }
@@ -1156,7 +1156,7 @@ pub fn check_count(grants: &[String], what: &str, body: &str) -> Result<Value, H
     let mut value = parse_body(what, body)?;
     Dsl { grants }
         .count_body(&mut value)
-        .map_err(|e| prefixed(what, e))?;
+        .map_err(|e| e.context(what))?;
     backstop(grants, what, &value)?;
     Ok(value)
 }
@@ -1164,8 +1164,8 @@ pub fn check_count(grants: &[String], what: &str, body: &str) -> Result<Value, H
 /// The `index_patterns` of a template body: a string or a list of strings.
 pub fn template_patterns(body: &Value) -> Result<Vec<String>, HostError> {
     let bad = || {
-        HostError::Invalid(
-            "the template's `index_patterns` must be a pattern or a non-empty list of them".into(),
+        HostError::invalid(
+            "the template's `index_patterns` must be a pattern or a non-empty list of them",
         )
     };
     match body.get("index_patterns") {
@@ -1219,18 +1219,18 @@ const MAPPING_KEYS: &[&str] = &[
 pub fn check_template(grants: &[String], name: &str, body: &str) -> Result<Value, HostError> {
     let what = format!("index template `{name}`");
     if name.is_empty() || name.contains(['*', ',']) || name.starts_with('_') {
-        return Err(HostError::Invalid(format!(
+        return Err(HostError::invalid(format!(
             "{what}: a template name must be non-empty, without `*` or `,`, not starting with `_`"
         )));
     }
     let value = parse_body(&what, body)?;
     if let Some(path) = find_script(&value) {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "{what}: scripts are refused (`{path}`)"
         )));
     }
     let refuse =
-        |key: &str, why: &str| HostError::Denied(format!("{what}: `{key}` is refused: {why}"));
+        |key: &str, why: &str| HostError::denied(format!("{what}: `{key}` is refused: {why}"));
     for (key, v) in value.as_object().into_iter().flatten() {
         match key.as_str() {
             // Priority only orders templates whose patterns overlap, all inside the grant
@@ -1261,12 +1261,12 @@ pub fn check_template(grants: &[String], name: &str, body: &str) -> Result<Value
     }
     for pattern in template_patterns(&value)? {
         if pattern.contains(',') {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "{what}: pattern `{pattern}` holds a `,`; list patterns separately"
             )));
         }
         check_target(grants, &pattern)
-            .map_err(|e| prefixed(&format!("{what}: index_patterns"), e))?;
+            .map_err(|e| e.context(format_args!("{what}: index_patterns")))?;
     }
     Ok(value)
 }
@@ -1390,20 +1390,6 @@ fn flatten(v: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// `error` with `prefix: ` before its message, keeping its kind.
-pub fn prefixed(prefix: &str, error: HostError) -> HostError {
-    match error {
-        HostError::Denied(m) => HostError::Denied(format!("{prefix}: {m}")),
-        HostError::Invalid(m) => HostError::Invalid(format!("{prefix}: {m}")),
-        HostError::NotFound(m) => HostError::NotFound(format!("{prefix}: {m}")),
-        HostError::Conflict(m) => HostError::Conflict(format!("{prefix}: {m}")),
-        HostError::Unavailable(m) => HostError::Unavailable(format!("{prefix}: {m}")),
-        HostError::Timeout(m) => HostError::Timeout(format!("{prefix}: {m}")),
-        HostError::Other(m) => HostError::Other(format!("{prefix}: {m}")),
-        HostError::Trap(t) => HostError::Trap(t),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1455,35 +1441,59 @@ mod tests {
         assert!(check_index(&grants, "catalog").is_ok());
         assert!(matches!(
             check_index(&grants, "users"),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, "catalog2"),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, "audit-*"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, "audit-a,users"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, "_all"),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, ""),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&grants, "audit-a/b"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             check_index(&["*".into()], ".."),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -1501,11 +1511,26 @@ mod tests {
         );
         for refused in ["*", "a*", "audit*", "audit-a,users", "audit-a,*", "users"] {
             let e = check_target(&grants, refused).unwrap_err();
-            assert!(matches!(e, HostError::Denied(_)), "{refused}: {e:?}");
+            assert!(
+                matches!(
+                    e,
+                    HostError {
+                        kind: Kind::Denied,
+                        ..
+                    }
+                ),
+                "{refused}: {e:?}"
+            );
         }
         for special in ["_all", "_local", "other:audit-x", "audit-a,_all"] {
             assert!(
-                matches!(check_target(&grants, special), Err(HostError::Denied(_))),
+                matches!(
+                    check_target(&grants, special),
+                    Err(HostError {
+                        kind: Kind::Denied,
+                        ..
+                    })
+                ),
                 "{special}"
             );
         }
@@ -1518,7 +1543,13 @@ mod tests {
             "audit-?",
         ] {
             assert!(
-                matches!(check_target(&grants, malformed), Err(HostError::Invalid(_))),
+                matches!(
+                    check_target(&grants, malformed),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{malformed}"
             );
         }
@@ -1560,12 +1591,18 @@ mod tests {
         assert!(check_references(&grants, &lookup("audit-users")).is_ok());
         assert!(matches!(
             check_references(&grants, &lookup("users")),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         let mlt = json!({"query": {"more_like_this": {"like": [{"_index": "users", "_id": "1"}]}}});
         assert!(matches!(
             check_references(&grants, &mlt),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         // A term on the `_index` field is a filter, not a reference.
         let term = json!({"query": {"term": {"_index": "users"}}});
@@ -1581,16 +1618,25 @@ mod tests {
         assert!(check_search(&grants, "search", "").unwrap().is_object());
         assert!(matches!(
             check_search(&grants, "search", "{"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         assert!(matches!(
             check_search(&grants, "search", "[1]"),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         let script = r#"{"query":{"script":{"script":"true"}}}"#;
         assert!(matches!(
             check_search(&grants, "search", script),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
     }
 
@@ -1601,7 +1647,11 @@ mod tests {
 
     fn denied(body: &Value) -> String {
         match search(body) {
-            Err(HostError::Denied(m)) => m,
+            Err(HostError {
+                kind: Kind::Denied,
+                message: m,
+                ..
+            }) => m,
             other => panic!("{body}: expected denied, got {other:?}"),
         }
     }
@@ -1681,13 +1731,22 @@ mod tests {
             json!({"aggs": {"a": {"terms": {"field": "x"}, "sum": {"field": "y"}}}}),
         ] {
             assert!(
-                matches!(search(&body), Err(HostError::Invalid(_))),
+                matches!(
+                    search(&body),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{body}"
             );
         }
         assert!(matches!(
             check_count(&g(&["audit-*"]), "count", r#"{"size":1}"#),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -1734,11 +1793,17 @@ mod tests {
         }
         assert!(matches!(
             search(&json!({"query": {"terms": {"u": {"index": "_all", "id": "1", "path": "p"}}}})),
-            Err(HostError::Denied(_))
+            Err(HostError {
+                kind: Kind::Denied,
+                ..
+            })
         ));
         assert!(matches!(
             search(&json!({"query": {"terms": {"u": {"id": "1", "path": "p"}}}})),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -1768,7 +1833,10 @@ mod tests {
             assert!(
                 matches!(
                     search(&json!({"query": {"wrapper": wrapper}})),
-                    Err(HostError::Invalid(_))
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
                 ),
                 "{wrapper}"
             );
@@ -1783,7 +1851,10 @@ mod tests {
         }
         assert!(matches!(
             search(&json!({"query": q})),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
         // Wrappers count as levels too: base64 cannot reset the depth. (Few of them: each
         // level of base64 makes the text a third longer.)
@@ -1797,7 +1868,10 @@ mod tests {
         }
         assert!(matches!(
             search(&json!({"query": q})),
-            Err(HostError::Invalid(_))
+            Err(HostError {
+                kind: Kind::Invalid,
+                ..
+            })
         ));
     }
 
@@ -1806,7 +1880,13 @@ mod tests {
         let grants = g(&["audit-*"]);
         for name in ["audit-%2e%2e", "audit-a%2Cusers", "audit-x?pretty"] {
             assert!(
-                matches!(check_target(&grants, name), Err(HostError::Invalid(_))),
+                matches!(
+                    check_target(&grants, name),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{name}"
             );
             assert!(check_index(&grants, name).is_err(), "{name}");
@@ -1892,7 +1972,11 @@ mod tests {
             ),
         ] {
             match template(&body) {
-                Err(HostError::Denied(m)) => assert!(m.contains(key), "{body}: {m}"),
+                Err(HostError {
+                    kind: Kind::Denied,
+                    message: m,
+                    ..
+                }) => assert!(m.contains(key), "{body}: {m}"),
                 other => panic!("{body}: expected denied naming {key}, got {other:?}"),
             }
         }
@@ -1902,7 +1986,13 @@ mod tests {
             json!({"index_patterns": ["audit-a,users"]}),
         ] {
             assert!(
-                matches!(template(&body), Err(HostError::Invalid(_))),
+                matches!(
+                    template(&body),
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
+                ),
                 "{body}"
             );
         }
@@ -1910,7 +2000,10 @@ mod tests {
             assert!(
                 matches!(
                     check_template(&g(&["audit-*"]), name, &ok.to_string()),
-                    Err(HostError::Invalid(_))
+                    Err(HostError {
+                        kind: Kind::Invalid,
+                        ..
+                    })
                 ),
                 "{name}"
             );

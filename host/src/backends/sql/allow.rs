@@ -165,7 +165,7 @@ pub(super) fn check(sql: &str, scope: Scope) -> Result<Checked, HostError> {
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| match e {
-            ParserError::RecursionLimitExceeded => HostError::Invalid(format!(
+            ParserError::RecursionLimitExceeded => HostError::invalid(format!(
                 "the statement nests deeper than {RECURSION_LIMIT} levels"
             )),
             // A statement the parser does not know (`DO`, `CHECKPOINT`, …) is still named
@@ -175,16 +175,16 @@ pub(super) fn check(sql: &str, scope: Scope) -> Result<Checked, HostError> {
                     if !DATA_KEYWORDS.contains(&word.as_str())
                         && COMMANDS.contains(&word.as_str()) =>
                 {
-                    HostError::Denied(format!("{word} {NOT_ALLOWED}"))
+                    HostError::denied(format!("{word} {NOT_ALLOWED}"))
                 }
-                _ => HostError::Invalid(format!("the statement does not parse: {e}")),
+                _ => HostError::invalid(format!("the statement does not parse: {e}")),
             },
         })?;
     let statement = match statements.as_slice() {
         [one] => one,
-        [] => return Err(HostError::Invalid("the statement is empty".into())),
+        [] => return Err(HostError::invalid("the statement is empty")),
         many => {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "one statement per call: the text holds {} statements",
                 many.len()
             )));
@@ -210,7 +210,7 @@ pub(super) fn check(sql: &str, scope: Scope) -> Result<Checked, HostError> {
         }
     });
     if let ControlFlow::Break(name) = flow {
-        return Err(HostError::Denied(format!(
+        return Err(HostError::denied(format!(
             "`{name}` acts on the session or the server, not on data"
         )));
     }
@@ -317,18 +317,18 @@ fn top_level(statement: &Statement, scope: Scope) -> Result<Checked, HostError> 
         | Statement::ReleaseSavepoint { .. }
         | Statement::Rollback {
             savepoint: Some(_), ..
-        } => Err(HostError::Denied(format!(
+        } => Err(HostError::denied(format!(
             "{} is allowed only inside a transaction (sql.begin)",
             kind(statement)
         ))),
         Statement::StartTransaction { .. }
         | Statement::Commit { .. }
-        | Statement::Rollback { .. } => Err(HostError::Denied(format!(
+        | Statement::Rollback { .. } => Err(HostError::denied(format!(
             "{} is not allowed: transactions are opened and ended only through \
                  sql.begin / commit / rollback and execute-batch",
             kind(statement)
         ))),
-        other => Err(HostError::Denied(format!("{} {NOT_ALLOWED}", kind(other)))),
+        other => Err(HostError::denied(format!("{} {NOT_ALLOWED}", kind(other)))),
     }
 }
 
@@ -383,7 +383,7 @@ impl Visitor for Walk {
 
     fn pre_visit_ident(&mut self, ident: &Ident) -> ControlFlow<()> {
         match denied_name(ident) {
-            Some(name) => self.refuse(HostError::Denied(format!(
+            Some(name) => self.refuse(HostError::denied(format!(
                 "`{name}` acts on the session or the server, not on data"
             ))),
             None => ControlFlow::Continue(()),
@@ -400,7 +400,7 @@ impl Visitor for Walk {
             | Statement::Savepoint { .. }
             | Statement::ReleaseSavepoint { .. }
             | Statement::Rollback { .. } => ControlFlow::Continue(()),
-            other => self.refuse(HostError::Denied(format!(
+            other => self.refuse(HostError::denied(format!(
                 "{} is not allowed inside a statement",
                 kind(other)
             ))),
@@ -409,10 +409,9 @@ impl Visitor for Walk {
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         match query.body.as_ref() {
-            SetExpr::Merge(_) => self.refuse(HostError::Denied(
+            SetExpr::Merge(_) => self.refuse(HostError::denied(
                 "MERGE is not allowed: a plugin may run only SELECT, INSERT, UPDATE, DELETE, \
-                 VALUES and WITH around them"
-                    .into(),
+                 VALUES and WITH around them",
             )),
             _ => ControlFlow::Continue(()),
         }
@@ -420,10 +419,9 @@ impl Visitor for Walk {
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
         if select.into.is_some() {
-            return self.refuse(HostError::Denied(
+            return self.refuse(HostError::denied(
                 "SELECT … INTO creates a table; select the rows, or INSERT INTO … SELECT into \
-                 a granted table"
-                    .into(),
+                 a granted table",
             ));
         }
         ControlFlow::Continue(())

@@ -7,8 +7,15 @@
 //! Every statement goes through the extended protocol with its values as bind parameters,
 //! never spliced into the text; PostgreSQL refuses to prepare a string of several
 //! statements. Values travel in the binary format, converted in [`value`].
+//!
+//! Here: the grant, the [`Sql`] backend unit, the per-plugin pools and the statement
+//! verdict cache. By job, beside it: `allow` (which statements a plugin may run, on their
+//! parsed form), `value` (values in and out), `errors` (sqlx errors as [`HostError`]
+//! kinds) and `host` (the generated `Host` traits and transactions).
 
 mod allow;
+mod errors;
+mod host;
 mod value;
 
 use std::collections::HashMap;
@@ -24,15 +31,17 @@ use sqlx::postgres::{
 };
 use sqlx::{Arguments as _, Column as _, Executor as _, Row as _, Statement as _, TypeInfo as _};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::Resource;
 
-use super::Settings;
-use crate::bindings::polyhost::platform::sql::{Host, HostTransaction, Rows, Statement, Value};
+use super::{Backend, Data, GrantProblem, Settings, view};
+use crate::bindings::polyhost::platform::sql::{self as wit, Rows, Value};
 use crate::budget::{self, ResultBudget};
-use crate::error::{HostError, with_timeout};
+use crate::error::{HostError, Kind};
 use crate::state::HostState;
 use allow::Scope;
+use errors::map_error;
 use value::{ColumnKind, Param};
+
+pub use host::Transaction;
 
 /// Connections each plugin's pool may hold. Small: a handler runs one batch at a time per
 /// partition, and every plugin has its own pool on the one server.
@@ -53,6 +62,56 @@ pub struct Grant {
     /// `DATABASE_URL` is used.
     #[serde(default)]
     pub password_env: Option<String>,
+}
+
+/// The sql backend: PostgreSQL, each plugin logging in as its own role.
+pub struct Sql;
+
+impl Backend for Sql {
+    type Grant = Grant;
+    type Shared = Shared;
+    type Client = Client;
+
+    const SERVICE: &'static str = "PostgreSQL";
+    const IMPORTS: &'static [&'static str] = &["polyhost:platform/sql"];
+    const GRANT_LINE: &'static str = r#"sql = { role = "<database role>" }"#;
+
+    fn check_grant(grant: &Grant) -> Vec<GrantProblem> {
+        let ok = !grant.role.is_empty()
+            && grant
+                .role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Vec::new()
+        } else {
+            vec![GrantProblem::new(
+                "role",
+                "must be a PostgreSQL role name of a-z, 0-9 and `_`",
+            )]
+        }
+    }
+
+    async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
+        Shared::connect(settings).await
+    }
+
+    async fn ping(shared: &Shared) -> anyhow::Result<()> {
+        shared.ping().await
+    }
+
+    fn bind(
+        shared: &Shared,
+        plugin: &str,
+        grant: &Grant,
+        limits: &crate::manifest::Limits,
+    ) -> anyhow::Result<Client> {
+        Client::new(shared, plugin, grant, limits)
+    }
+
+    fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
+    }
 }
 
 /// The PostgreSQL server the plugins' pools connect to, and those pools.
@@ -240,7 +299,7 @@ impl Client {
         self.permits
             .acquire()
             .await
-            .map_err(|_| HostError::Unavailable("the sql client is shut down".into()))
+            .map_err(|_| HostError::unavailable("the sql client is shut down"))
     }
 
     /// A connection of the pool, lent to one call or one transaction.
@@ -276,7 +335,7 @@ impl Client {
         let mut kinds = Vec::with_capacity(statement.columns().len());
         for column in statement.columns() {
             let kind = ColumnKind::of(column.type_info()).ok_or_else(|| {
-                HostError::Invalid(format!(
+                HostError::invalid(format!(
                     "column `{name}` is of type {ty}, which no sql value carries; cast it in \
                      the statement (e.g. `{name}::text`)",
                     name = column.name(),
@@ -316,7 +375,7 @@ impl Client {
                 let raw = row.try_get_raw(i).map_err(|e| self.error(e))?;
                 values
                     .push(value::decode(*kind, raw).map_err(|e| {
-                        HostError::Invalid(format!("column `{}`: {e}", columns[i]))
+                        HostError::invalid(format!("column `{}`: {e}", columns[i]))
                     })?);
             }
             rows.push(values);
@@ -384,14 +443,14 @@ impl Client {
             None => given,
         };
         if wanted != given {
-            return Err(HostError::Invalid(format!(
+            return Err(HostError::invalid(format!(
                 "the statement takes {wanted} parameter(s), but {given} were given"
             )));
         }
         let mut args = PgArguments::default();
         for param in params {
             args.add(param)
-                .map_err(|e| HostError::Invalid(format!("encoding a parameter: {e}")))?;
+                .map_err(|e| HostError::invalid(format!("encoding a parameter: {e}")))?;
         }
         Ok((keyed, args, statement))
     }
@@ -455,11 +514,19 @@ impl Verdicts {
         if sql.len() <= VERDICT_TEXT_MAX {
             let kept = match &verdict {
                 Ok(c) => Ok(c.clone()),
-                Err(HostError::Denied(m)) => Err(VerdictError {
+                Err(HostError {
+                    kind: Kind::Denied,
+                    message: m,
+                    ..
+                }) => Err(VerdictError {
                     denied: true,
                     message: m.clone(),
                 }),
-                Err(HostError::Invalid(m)) => Err(VerdictError {
+                Err(HostError {
+                    kind: Kind::Invalid,
+                    message: m,
+                    ..
+                }) => Err(VerdictError {
                     denied: false,
                     message: m.clone(),
                 }),
@@ -479,9 +546,9 @@ impl Verdicts {
 impl VerdictError {
     fn into_host(self) -> HostError {
         if self.denied {
-            HostError::Denied(self.message)
+            HostError::denied(self.message)
         } else {
-            HostError::Invalid(self.message)
+            HostError::invalid(self.message)
         }
     }
 }
@@ -510,10 +577,9 @@ impl Lease {
             self.close();
         }
         let conn = self.conn.as_mut().ok_or_else(|| {
-            HostError::Unavailable(
+            HostError::unavailable(
                 "the connection was closed after an earlier failure (a timeout, a result \
-                 over the cap); this transaction is over"
-                    .into(),
+                 over the cap); this transaction is over",
             )
         })?;
         self.settled = false;
@@ -566,397 +632,6 @@ fn password_for(
                 "grants.sql.password_env names `{var}`, which is not set in the host's environment"
             )
         }),
-    }
-}
-
-/// What kind of failure a sqlx error is: the one place PostgreSQL's errors become
-/// [`HostError`]s.
-fn map_error(role: &str, e: sqlx::Error) -> HostError {
-    match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let message = format!(
-                "PostgreSQL (role `{role}`): {} [SQLSTATE {code}]",
-                db.message()
-            );
-            kind_for_sqlstate(&code)(message)
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => {
-            HostError::Unavailable(format!("PostgreSQL (role `{role}`): {e}"))
-        }
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::Encode(_)
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnNotFound(_) => HostError::Invalid(format!("PostgreSQL: {e}")),
-        other => HostError::Other(format!("PostgreSQL (role `{role}`): {other}")),
-    }
-}
-
-/// The [`HostError`] kind for a SQLSTATE (PostgreSQL's appendix A).
-fn kind_for_sqlstate(code: &str) -> fn(String) -> HostError {
-    match code {
-        // insufficient_privilege: the role's GRANTs do not cover it.
-        "42501" => HostError::Denied,
-        // query_canceled: statement_timeout or a cancel.
-        "57014" => HostError::Timeout,
-        // protocol_violation, e.g. parameters that do not fit the prepared statement:
-        // class 08, but sending the same again cannot succeed.
-        "08P01" => HostError::Invalid,
-        // cannot_connect_now, admin/crash shutdown, lock_not_available, and serialization
-        // failures and deadlocks, which succeed when the transaction is tried again.
-        "57P01" | "57P02" | "57P03" | "55P03" => HostError::Unavailable,
-        _ => match code.get(..2).unwrap_or("") {
-            // integrity constraint violations: unique, foreign key, check, not null.
-            "23" => HostError::Conflict,
-            // syntax errors and undefined names (42), bad data (22), a statement a
-            // transaction in its state cannot run (25), unsupported features (0A).
-            "42" | "22" | "25" | "0A" | "2B" | "26" | "34" => HostError::Invalid,
-            // connection exceptions, bad login or database (the server refused the
-            // connection), insufficient resources (too many connections, disk full),
-            // transaction rollbacks (serialization failure, deadlock).
-            "08" | "28" | "3D" | "53" | "40" => HostError::Unavailable,
-            _ => HostError::Other,
-        },
-    }
-}
-
-/// The same error kind with `prefix` before its message (a trap is left as it is).
-fn prefixed(prefix: &str, e: HostError) -> HostError {
-    match e {
-        HostError::Denied(m) => HostError::Denied(format!("{prefix}: {m}")),
-        HostError::Invalid(m) => HostError::Invalid(format!("{prefix}: {m}")),
-        HostError::NotFound(m) => HostError::NotFound(format!("{prefix}: {m}")),
-        HostError::Conflict(m) => HostError::Conflict(format!("{prefix}: {m}")),
-        HostError::Unavailable(m) => HostError::Unavailable(format!("{prefix}: {m}")),
-        HostError::Timeout(m) => HostError::Timeout(format!("{prefix}: {m}")),
-        HostError::Other(m) => HostError::Other(format!("{prefix}: {m}")),
-        HostError::Trap(t) => HostError::Trap(t),
-    }
-}
-
-/// The constructor of `e`'s kind, to report a later error of the same kind.
-fn kind_of(e: &HostError) -> fn(String) -> HostError {
-    match e {
-        HostError::Denied(_) => HostError::Denied,
-        HostError::Invalid(_) => HostError::Invalid,
-        HostError::NotFound(_) => HostError::NotFound,
-        HostError::Conflict(_) => HostError::Conflict,
-        HostError::Unavailable(_) => HostError::Unavailable,
-        HostError::Timeout(_) => HostError::Timeout,
-        HostError::Other(_) | HostError::Trap(_) => HostError::Other,
-    }
-}
-
-/// An open transaction (`polyhost:platform/sql.transaction`): a pooled connection inside a
-/// `BEGIN` the host sent. Dropped without commit — by the plugin or by a trap that drops
-/// the whole store — its connection is closed, which rolls it back on the server; it is
-/// never pooled open.
-#[derive(Debug)]
-pub struct Transaction {
-    lease: Lease,
-    /// The first failed statement's error kind and message. PostgreSQL answers `COMMIT` in
-    /// a failed transaction with a silent rollback, so commit checks this instead, and a
-    /// plugin that ignored an error learns that nothing was committed.
-    failed: Option<Failure>,
-    /// The savepoints set, oldest first, each with what `failed` was when it was set: a
-    /// `ROLLBACK TO` it undoes every failure since, so the transaction may commit again
-    /// (one savepoint per event, an event that failed rolled back alone).
-    savepoints: Vec<(String, Option<Failure>)>,
-}
-
-/// A failure's kind (its [`HostError`] constructor) and message.
-type Failure = (fn(String) -> HostError, String);
-
-/// What one sql host call may use: the client and the plugin's limits.
-struct Call {
-    client: Client,
-    timeout: Duration,
-    caps: Caps,
-}
-
-impl HostState {
-    fn sql_call(&self) -> Result<Call, HostError> {
-        let client = self
-            .env
-            .backends
-            .sql
-            .clone()
-            .ok_or_else(|| super::not_granted("sql"))?;
-        Ok(Call {
-            client,
-            timeout: self.env.host_call_timeout,
-            caps: Caps {
-                max_result_bytes: self.env.max_result_bytes,
-                max_value_bytes: self.env.max_value_bytes,
-            },
-        })
-    }
-
-    fn sql_transaction(
-        &mut self,
-        t: &Resource<Transaction>,
-    ) -> Result<&mut Transaction, HostError> {
-        self.table.get_mut(t).map_err(|e| HostError::Trap(e.into()))
-    }
-}
-
-impl Host for HostState {
-    async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        admit(&sql, Scope::Call, caps)?;
-        with_timeout(timeout, "sql.query", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client
-                .query_on(&mut lease, &sql, params, caps, "sql.query")
-                .await
-        })
-        .await
-    }
-
-    async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        admit(&sql, Scope::Call, caps)?;
-        with_timeout(timeout, "sql.execute", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client.execute_on(&mut lease, &sql, params, caps).await
-        })
-        .await
-    }
-
-    async fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<Vec<u64>, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        if statements.is_empty() {
-            return Ok(Vec::new());
-        }
-        let total = statements.len();
-        // Every statement is checked before the batch begins: a refused one costs nothing
-        // on the server.
-        for (i, statement) in statements.iter().enumerate() {
-            admit(&statement.sql, Scope::Call, caps)
-                .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
-        }
-        with_timeout(timeout, "sql.execute-batch", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client.control(&mut lease, "BEGIN").await?;
-            lease.in_transaction = true;
-            let mut affected = Vec::with_capacity(total);
-            for (i, statement) in statements.into_iter().enumerate() {
-                let n = client
-                    .execute_on(&mut lease, &statement.sql, statement.params, caps)
-                    .await
-                    // `lease` is dropped on the way out inside the transaction: its
-                    // connection is closed, which rolls the batch back.
-                    .map_err(|e| prefixed(&format!("statement {} of {total}", i + 1), e))?;
-                affected.push(n);
-            }
-            client.control(&mut lease, "COMMIT").await?;
-            lease.in_transaction = false;
-            Ok(affected)
-        })
-        .await
-    }
-
-    async fn begin(&mut self) -> Result<Resource<Transaction>, HostError> {
-        let Call {
-            client, timeout, ..
-        } = self.sql_call()?;
-        let lease = with_timeout(timeout, "sql.begin", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client.control(&mut lease, "BEGIN").await?;
-            lease.in_transaction = true;
-            Ok(lease)
-        })
-        .await?;
-        self.table
-            .push(Transaction {
-                lease,
-                failed: None,
-                savepoints: Vec::new(),
-            })
-            .map_err(|e| HostError::Trap(e.into()))
-    }
-}
-
-impl HostTransaction for HostState {
-    async fn query(
-        &mut self,
-        t: Resource<Transaction>,
-        sql: String,
-        params: Vec<Value>,
-    ) -> Result<Rows, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        let t = self.sql_transaction(&t)?;
-        let mut checked = None;
-        let result = match admit(&sql, Scope::Transaction, caps) {
-            Ok(c) => {
-                checked = Some(c);
-                with_timeout(timeout, "sql.transaction.query", async {
-                    let _permit = client.permit().await?;
-                    client
-                        .query_on(&mut t.lease, &sql, params, caps, "sql.transaction.query")
-                        .await
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        after_statement(t, checked, &result);
-        result
-    }
-
-    async fn execute(
-        &mut self,
-        t: Resource<Transaction>,
-        sql: String,
-        params: Vec<Value>,
-    ) -> Result<u64, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        let t = self.sql_transaction(&t)?;
-        let mut checked = None;
-        let result = match admit(&sql, Scope::Transaction, caps) {
-            Ok(c) => {
-                checked = Some(c);
-                with_timeout(timeout, "sql.transaction.execute", async {
-                    let _permit = client.permit().await?;
-                    client.execute_on(&mut t.lease, &sql, params, caps).await
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        after_statement(t, checked, &result);
-        result
-    }
-
-    async fn commit(&mut self, t: Resource<Transaction>) -> Result<(), HostError> {
-        let Call {
-            client, timeout, ..
-        } = self.sql_call()?;
-        let mut t = self
-            .table
-            .delete(t)
-            .map_err(|e| HostError::Trap(e.into()))?;
-        if let Some((kind, message)) = t.failed.take() {
-            end(&client, timeout, t.lease, "ROLLBACK").await.ok();
-            return Err(kind(format!(
-                "not committed: an earlier statement of this transaction failed, so it was \
-                 rolled back ({message})"
-            )));
-        }
-        end(&client, timeout, t.lease, "COMMIT").await
-    }
-
-    async fn rollback(&mut self, t: Resource<Transaction>) -> Result<(), HostError> {
-        let Call {
-            client, timeout, ..
-        } = self.sql_call()?;
-        let t = self
-            .table
-            .delete(t)
-            .map_err(|e| HostError::Trap(e.into()))?;
-        end(&client, timeout, t.lease, "ROLLBACK").await
-    }
-
-    async fn drop(&mut self, t: Resource<Transaction>) -> wasmtime::Result<()> {
-        let t = self.table.delete(t)?;
-        // Rolled back here so the connection can be pooled again; should that fail, the
-        // lease closes the connection, which rolls back all the same.
-        if let Ok(Call {
-            client, timeout, ..
-        }) = self.sql_call()
-        {
-            end(&client, timeout, t.lease, "ROLLBACK").await.ok();
-        }
-        Ok(())
-    }
-}
-
-/// Ends the transaction held by `lease` with `sql` (`COMMIT` or `ROLLBACK`) and lets the
-/// connection go back to the pool.
-async fn end(
-    client: &Client,
-    timeout: Duration,
-    mut lease: Lease,
-    sql: &'static str,
-) -> Result<(), HostError> {
-    let what = if sql == "COMMIT" {
-        "sql.transaction.commit"
-    } else {
-        "sql.transaction.rollback"
-    };
-    with_timeout(timeout, what, async {
-        let _permit = client.permit().await?;
-        client.control(&mut lease, sql).await?;
-        lease.in_transaction = false;
-        Ok(())
-    })
-    .await
-}
-
-/// After a statement in `t`: remembers its failure (see [`Transaction::failed`]), and
-/// closes the connection at once when the statement was left in flight (a timeout, a
-/// result over the cap), so the server stops it now rather than at its own end.
-fn after_statement<T>(
-    t: &mut Transaction,
-    checked: Option<allow::Checked>,
-    result: &Result<T, HostError>,
-) {
-    use allow::Checked;
-    match (result, checked) {
-        (Err(e), _) => {
-            if t.failed.is_none() {
-                t.failed = Some((kind_of(e), e.to_string()));
-            }
-        }
-        (Ok(_), Some(Checked::Savepoint(name))) => t.savepoints.push((name, t.failed.clone())),
-        (Ok(_), Some(Checked::Release(name))) => {
-            // RELEASE drops the savepoint and every later one (the newest of that name).
-            if let Some(i) = t.savepoints.iter().rposition(|(n, _)| *n == name) {
-                t.savepoints.truncate(i);
-            }
-        }
-        (Ok(_), Some(Checked::RollbackTo(name))) => {
-            // ROLLBACK TO keeps the savepoint, drops the later ones, and undoes every
-            // failure since it was set.
-            if let Some(i) = t.savepoints.iter().rposition(|(n, _)| *n == name) {
-                t.savepoints.truncate(i + 1);
-                t.failed = t.savepoints[i].1.clone();
-            }
-        }
-        (Ok(_), _) => {}
-    }
-    if !t.lease.settled {
-        t.lease.close();
     }
 }
 
@@ -1030,45 +705,6 @@ pub async fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kind(code: &str) -> String {
-        let e = kind_for_sqlstate(code)(String::new());
-        format!("{e:?}")
-            .split('(')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    #[test]
-    fn sqlstates_map_to_kinds() {
-        assert_eq!(kind("42501"), "Denied");
-        assert_eq!(kind("23505"), "Conflict"); // unique_violation
-        assert_eq!(kind("23503"), "Conflict"); // foreign_key_violation
-        assert_eq!(kind("42601"), "Invalid"); // syntax_error, several statements
-        assert_eq!(kind("42P01"), "Invalid"); // undefined_table
-        assert_eq!(kind("42804"), "Invalid"); // datatype_mismatch
-        assert_eq!(kind("22P02"), "Invalid"); // invalid_text_representation
-        assert_eq!(kind("25P02"), "Invalid"); // in_failed_sql_transaction
-        assert_eq!(kind("08006"), "Unavailable"); // connection_failure
-        assert_eq!(kind("08P01"), "Invalid"); // protocol_violation
-        assert_eq!(kind("28P01"), "Unavailable"); // invalid_password
-        assert_eq!(kind("53300"), "Unavailable"); // too_many_connections
-        assert_eq!(kind("40001"), "Unavailable"); // serialization_failure
-        assert_eq!(kind("40P01"), "Unavailable"); // deadlock_detected
-        assert_eq!(kind("57P01"), "Unavailable"); // admin_shutdown
-        assert_eq!(kind("57014"), "Timeout"); // query_canceled
-        assert_eq!(kind("P0001"), "Other"); // raise_exception
-        assert_eq!(kind(""), "Other");
-    }
-
-    #[test]
-    fn transient_errors_are_transient() {
-        assert!(map_error("r", sqlx::Error::PoolTimedOut).is_transient());
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(map_error("r", sqlx::Error::Io(io)).is_transient());
-        assert!(!map_error("r", sqlx::Error::RowNotFound).is_transient());
-    }
 
     #[test]
     fn the_password_comes_from_the_named_variable_or_the_url() {
@@ -1197,7 +833,10 @@ mod tests {
             assert!(admit("SELECT 1", Scope::Call, caps).is_ok());
             assert!(matches!(
                 admit("SAVEPOINT verdict_a", Scope::Call, caps),
-                Err(HostError::Denied(_))
+                Err(HostError {
+                    kind: Kind::Denied,
+                    ..
+                })
             ));
             assert_eq!(
                 admit("SAVEPOINT verdict_a", Scope::Transaction, caps).unwrap(),
@@ -1205,12 +844,15 @@ mod tests {
             );
             assert!(matches!(
                 admit("SELEC 1", Scope::Call, caps),
-                Err(HostError::Invalid(_))
+                Err(HostError {
+                    kind: Kind::Invalid,
+                    ..
+                })
             ));
         }
         let long = format!("SELECT '{}'", "x".repeat(2 << 10));
         assert!(
-            matches!(admit(&long, Scope::Call, caps), Err(HostError::Invalid(m)) if m.contains("limits.max_value_bytes"))
+            matches!(admit(&long, Scope::Call, caps), Err(HostError { kind: Kind::Invalid, message: m, .. }) if m.contains("limits.max_value_bytes"))
         );
     }
 

@@ -110,7 +110,7 @@ impl Param {
     pub(super) fn from_value(value: Value, n: usize) -> Result<Param, HostError> {
         let uuid = |text: &str| {
             Uuid::parse_str(text).map_err(|e| {
-                HostError::Invalid(format!("parameter ${n}: `{text}` is not a uuid: {e}"))
+                HostError::invalid(format!("parameter ${n}: `{text}` is not a uuid: {e}"))
             })
         };
         Ok(match value {
@@ -122,7 +122,7 @@ impl Param {
             Value::Float32(v) => Param::Float32(v),
             Value::Float64(v) => Param::Float64(v),
             Value::Numeric(text) => Param::Numeric(parse_numeric(&text).ok_or_else(|| {
-                HostError::Invalid(format!("parameter ${n}: `{text}` is not a numeric"))
+                HostError::invalid(format!("parameter ${n}: `{text}` is not a numeric"))
             })?),
             Value::Text(v) => Param::Text(v),
             Value::Bytes(v) => Param::Bytes(v),
@@ -130,13 +130,13 @@ impl Param {
             Value::Uuid(text) => Param::Uuid(uuid(&text)?),
             Value::Timestamptz(micros) => {
                 Param::Timestamptz(unix_to_pg_micros(micros).ok_or_else(|| {
-                    HostError::Invalid(format!(
+                    HostError::invalid(format!(
                         "parameter ${n}: {micros} µs since 1970 is outside timestamptz's range"
                     ))
                 })?)
             }
             Value::Date(days) => Param::Date(unix_to_pg_days(days).ok_or_else(|| {
-                HostError::Invalid(format!(
+                HostError::invalid(format!(
                     "parameter ${n}: {days} days since 1970 is outside date's range"
                 ))
             })?),
@@ -474,6 +474,7 @@ pub(super) fn size(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Kind;
 
     #[test]
     fn epochs_match_the_calendar() {
@@ -537,7 +538,7 @@ mod tests {
     fn malformed_parameters_are_refused_with_their_position() {
         let err = Param::from_value(Value::Uuid("not-a-uuid".into()), 3).unwrap_err();
         assert!(
-            matches!(&err, HostError::Invalid(m) if m.contains("$3")),
+            matches!(&err, HostError { kind: Kind::Invalid, message: m, .. } if m.contains("$3")),
             "{err}"
         );
         let err = Param::from_value(
@@ -545,9 +546,21 @@ mod tests {
             1,
         )
         .unwrap_err();
-        assert!(matches!(err, HostError::Invalid(_)));
+        assert!(matches!(
+            err,
+            HostError {
+                kind: Kind::Invalid,
+                ..
+            }
+        ));
         let err = Param::from_value(Value::Numeric("twelve".into()), 2).unwrap_err();
-        assert!(matches!(err, HostError::Invalid(_)));
+        assert!(matches!(
+            err,
+            HostError {
+                kind: Kind::Invalid,
+                ..
+            }
+        ));
         assert_eq!(
             Param::from_value(
                 Value::Uuid("67E55044-10B1-426F-9247-BB680E5FE0C8".into()),
