@@ -694,6 +694,29 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
             },
             Ok(n) => ensure!(n < 20_000, "the count finished ({n}) within 1 ms"),
         }
+        // Through the host, a read the server cuts short is a `timeout`, never a shorter
+        // answer taken for the whole one.
+        let mut spec = PluginSpec::new("documents-probe-hasty", test_plugin("documents-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.documents = Some(documents::Grant {
+            database: f.db.name().to_string(),
+            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+            buckets: vec![],
+        });
+        spec.limits.host_call_timeout_ms = 1;
+        spec.limits.call_timeout_ms = 60_000;
+        let hasty = f
+            ._runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+        for call in ["find", "count"] {
+            let script = json!({"steps": [{"call": call, "collection": "videos",
+                "filter": {"n": {"$gt": -1}}, "expect": {"err": "timeout"}}]});
+            harness::run_script(&hasty, &script)
+                .await
+                .with_context(|| format!("{call} with a 1 ms host-call timeout"))?;
+        }
         Ok(())
     })
     .await

@@ -41,7 +41,7 @@ mod host;
 mod scope;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
@@ -323,6 +323,7 @@ impl Client {
             None => {}
         }
         let _permit = self.permit().await?;
+        let started = Instant::now();
         let what = || format!("find in `{collection}`");
         // Raw documents, so each is counted at its BSON length as it arrives; the driver
         // holds one server batch at a time (at most 16 MiB), never the whole answer.
@@ -338,6 +339,7 @@ impl Client {
             budget.take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
             found.push(render_raw(&raw)?);
         }
+        limits.answered_in_time(started, &what())?;
         Ok(found)
     }
 
@@ -351,12 +353,14 @@ impl Client {
         let filter = self.scope(limits).document("the filter", filter)?;
         let _permit = self.permit().await?;
         let what = || format!("find-one in `{collection}`");
+        let started = Instant::now();
         let found = coll
             .clone_with_type::<RawDocumentBuf>()
             .find_one(filter)
             .max_time(limits.max_time)
             .await
             .map_err(|e| map_error(what(), e))?;
+        limits.answered_in_time(started, &what())?;
         let Some(raw) = found else {
             return Ok(None);
         };
@@ -374,10 +378,14 @@ impl Client {
         let coll = self.collection(collection)?;
         let filter = self.scope(limits).document("the filter", filter)?;
         let _permit = self.permit().await?;
-        coll.count_documents(filter)
+        let started = Instant::now();
+        let n = coll
+            .count_documents(filter)
             .max_time(limits.max_time)
             .await
-            .map_err(|e| map_error(format_args!("count in `{collection}`"), e))
+            .map_err(|e| map_error(format_args!("count in `{collection}`"), e))?;
+        limits.answered_in_time(started, &format!("count in `{collection}`"))?;
+        Ok(n)
     }
 }
 
@@ -392,6 +400,19 @@ struct Limits {
 }
 
 impl Limits {
+    /// A read that answers only once its `maxTimeMS` has run out is a timeout, whatever
+    /// it carries: FerretDB 1.24 may end a cursor at the deadline with the documents read
+    /// so far instead of error 50, and a plugin must never take a cut answer for a whole one.
+    fn answered_in_time(&self, started: Instant, what: &str) -> Result<(), HostError> {
+        if started.elapsed() >= self.max_time {
+            return Err(HostError::timeout(format!(
+                "{what}: no complete answer within maxTimeMS ({} ms)",
+                self.max_time.as_millis()
+            )));
+        }
+        Ok(())
+    }
+
     fn of(env: &PluginEnv) -> Limits {
         Limits {
             max_time: env.host_call_timeout,
