@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use polyhost::backends::{Connections, Settings};
+use polyhost::connections::{ConnectionArgs, Kafka};
 use polyhost::generate::Pace;
 use polyhost::manifest::{ConfigValue, Kind, Manifest, PluginSpec};
 use polyhost::runtime::{Runtime, RuntimeConfig};
@@ -33,7 +34,7 @@ enum Command {
         #[arg(long, short, default_value = "polyhost.toml")]
         manifest: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
         #[command(flatten)]
         runtime: RuntimeArgs,
         #[command(flatten)]
@@ -61,7 +62,7 @@ enum Command {
         #[arg(long)]
         rate: Option<f64>,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -76,7 +77,7 @@ enum Command {
         #[arg(long, short, default_value = "polyhost.toml")]
         manifest: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
     },
     /// Print a running host's plugins: versions, state, counters, lag.
     Status {
@@ -139,14 +140,12 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: dlq_cli::DlqCommand,
-        /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            env = "KAFKA_BROKERS",
-            default_value = "127.0.0.1:9092",
-            global = true
-        )]
-        kafka_brokers: String,
+        /// Kafka bootstrap servers [default: the manifest's, else 127.0.0.1:9092].
+        #[arg(long, env = "KAFKA_BROKERS", global = true)]
+        kafka_brokers: Option<String>,
+        /// A manifest whose `[connections.kafka]` (TLS, SASL, librdkafka settings) to use.
+        #[arg(long, short, global = true)]
+        manifest: Option<PathBuf>,
     },
 }
 
@@ -262,18 +261,18 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Run {
             manifest,
-            settings,
+            connections,
             runtime,
             admin,
             watch,
-        } => run(&manifest, settings, &runtime, &admin, watch).await,
+        } => run(&manifest, connections, &runtime, &admin, watch).await,
         Command::Generate {
             manifest,
             plugin,
             count,
             seed,
             rate,
-            settings,
+            connections,
             runtime,
         } => {
             generate(
@@ -282,7 +281,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 count,
                 seed,
                 rate,
-                settings,
+                connections,
                 &runtime,
             )
             .await
@@ -290,8 +289,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Migrate {
             source,
             manifest,
-            settings,
-        } => migrate(&source, &manifest, &settings).await,
+            connections,
+        } => migrate(&source, &manifest, &connections).await,
         Command::Status { admin, json } => client::status(&admin.admin_addr, json).await,
         Command::Reload {
             plugin,
@@ -318,7 +317,20 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Dlq {
             command,
             kafka_brokers,
-        } => dlq_cli::run(&kafka_brokers, command).await,
+            manifest,
+        } => {
+            let mut kafka = match &manifest {
+                Some(path) => match load_manifest(path) {
+                    Ok(m) => m.connections.kafka,
+                    Err(code) => return Ok(code),
+                },
+                None => Kafka::default(),
+            };
+            if let Some(b) = kafka_brokers {
+                kafka.brokers = b;
+            }
+            dlq_cli::run(&kafka, command).await
+        }
         Command::Rollback { plugin, admin } => {
             client::post(
                 &admin.admin_addr,
@@ -373,7 +385,7 @@ async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
 
 async fn run(
     path: &Path,
-    settings: Settings,
+    connections: ConnectionArgs,
     args: &RuntimeArgs,
     admin: &AdminArgs,
     watch: bool,
@@ -382,9 +394,11 @@ async fn run(
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let brokers = settings.kafka_brokers.clone();
+    let settings = connections.apply(manifest.connections.clone());
+    tracing::info!(connections = ?settings, "connection settings");
+    let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
-    let supervisor = Supervisor::start(runtime, &manifest, TriggerConfig::new(brokers)).await?;
+    let supervisor = Supervisor::start(runtime, &manifest, TriggerConfig::new(kafka)).await?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = polyhost::admin::serve(admin.admin_addr, supervisor.clone(), async {
         let _ = admin_stopped.await;
@@ -418,7 +432,7 @@ async fn generate(
     count: u64,
     seed: Option<u64>,
     rate: Option<f64>,
-    settings: Settings,
+    connections: ConnectionArgs,
     args: &RuntimeArgs,
 ) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
@@ -452,7 +466,8 @@ async fn generate(
     if let Some(r) = rate {
         pace.rate = (r > 0.0).then_some(r);
     }
-    let brokers = settings.kafka_brokers.clone();
+    let settings = connections.apply(manifest.connections.clone());
+    let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
     let loaded = runtime
         .load(&spec)
@@ -464,11 +479,11 @@ async fn generate(
         let _ = stop.send(true);
     });
     let acked = polyhost::generate::run(
-        &brokers,
+        &kafka,
         &spec,
         loaded,
         pace,
-        TriggerConfig::new(brokers.clone()).topic_partitions,
+        TriggerConfig::new(kafka.clone()).topic_partitions,
         stopping,
     )
     .await?;
@@ -481,12 +496,13 @@ async fn generate(
     })
 }
 
-async fn migrate(source: &Path, path: &Path, settings: &Settings) -> Result<ExitCode> {
+async fn migrate(source: &Path, path: &Path, connections: &ConnectionArgs) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let n = polyhost::backends::sql::migrate(settings, source, &manifest).await?;
+    let settings = connections.apply(manifest.connections.clone());
+    let n = polyhost::backends::sql::migrate(&settings, source, &manifest).await?;
     println!("migrations applied from {} ({n} in all)", source.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -591,6 +607,7 @@ mod dlq_cli {
     use std::process::ExitCode;
 
     use anyhow::Result;
+    use polyhost::connections::Kafka;
     use polyhost::dlq::{self, ReplayRequest, Selection};
 
     #[derive(clap::Subcommand)]
@@ -651,10 +668,10 @@ mod dlq_cli {
         },
     }
 
-    pub async fn run(brokers: &str, command: DlqCommand) -> Result<ExitCode> {
+    pub async fn run(kafka: &Kafka, command: DlqCommand) -> Result<ExitCode> {
         match command {
             DlqCommand::List { plugin, json } => {
-                let letters = dlq::list(brokers, &plugin).await?;
+                let letters = dlq::list(kafka, &plugin).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&letters)?);
                     return Ok(ExitCode::SUCCESS);
@@ -694,7 +711,7 @@ mod dlq_cli {
                 offset,
                 partition,
             } => {
-                let d = dlq::show(brokers, &plugin, partition, offset).await?;
+                let d = dlq::show(kafka, &plugin, partition, offset).await?;
                 println!("{}", serde_json::to_string_pretty(&d)?);
                 Ok(ExitCode::SUCCESS)
             }
@@ -726,7 +743,7 @@ mod dlq_cli {
                     force,
                     by,
                 };
-                let outcomes = dlq::replay(brokers, &request).await?;
+                let outcomes = dlq::replay(kafka, &request).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&outcomes)?);
                 } else {

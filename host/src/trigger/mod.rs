@@ -49,14 +49,15 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::connections::Kafka;
 use futures::StreamExt as _;
+use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -70,8 +71,8 @@ use crate::runtime::LoadedPlugin;
 /// How the trigger runs, beyond each plugin's manifest limits.
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The Kafka connection (brokers, TLS, SASL, librdkafka settings).
+    pub kafka: Kafka,
     /// How often stored offsets are committed (`auto.commit.interval.ms`).
     pub commit_interval: Duration,
     /// The consumer's `session.timeout.ms`: how soon a dead host's partitions move on.
@@ -116,10 +117,10 @@ impl std::fmt::Debug for Hook {
 }
 
 impl TriggerConfig {
-    /// Defaults for `brokers`.
-    pub fn new(brokers: impl Into<String>) -> Self {
+    /// Defaults for `kafka` (or plain bootstrap servers).
+    pub fn new(kafka: impl Into<Kafka>) -> Self {
         TriggerConfig {
-            brokers: brokers.into(),
+            kafka: kafka.into(),
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
@@ -487,8 +488,9 @@ impl PluginConsumer {
             revoke_timeout: config.revoke_timeout,
             lag: lag.clone(),
         };
-        let consumer: StreamConsumer<RebalanceContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: StreamConsumer<RebalanceContext> = config
+            .kafka
+            .client_config()
             .set("group.id", spec.group_id())
             .set("client.id", format!("polyhost-{}", spec.name))
             .set("enable.auto.offset.store", "false")
@@ -509,10 +511,10 @@ impl PluginConsumer {
             )
             .create_with_context(context)
             .map_err(kafka)?;
-        let dead_letters = DeadLetters::connect(&config.brokers, &spec.name)
+        let dead_letters = DeadLetters::connect(&config.kafka, &spec.name)
             .await
             .map_err(kafka)?;
-        ensure_topics(&config.brokers, &spec.subscribe, config.topic_partitions)
+        ensure_topics(&config.kafka, &spec.subscribe, config.topic_partitions)
             .await
             .map_err(kafka)?;
         let topics: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();
@@ -813,7 +815,7 @@ struct FullQueue {
 /// Creates each of `topics` with `partitions` partitions, unless it exists (then it is
 /// left as it is). Topic patterns (starting with `^`) are skipped.
 pub async fn ensure_topics(
-    brokers: &str,
+    kafka: &Kafka,
     topics: &[String],
     partitions: i32,
 ) -> Result<(), KafkaError> {
@@ -825,9 +827,7 @@ pub async fn ensure_topics(
     if new.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let results = admin
         .create_topics(
             &new,
