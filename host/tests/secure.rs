@@ -1,7 +1,8 @@
-//! Secured connections, for real: a Redis server with a TLS listener and an ACL user, started
-//! by this test on a free port with certificates this test makes (its own CA). The host's
-//! settings connect through it with verification on, do a round trip, and are refused with
-//! a clear error for a wrong password and for a server whose CA they do not trust.
+//! Secured connections, for real: a Redis server with a TLS listener and an ACL user, and a
+//! PostgreSQL cluster that accepts only TLS with a SCRAM password, each started by this test
+//! on a free port with certificates this test makes (its own CA). The host's settings
+//! connect through them with verification on, do a round trip, and are refused with a clear
+//! error for a wrong password and for a server whose CA they do not trust.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -199,5 +200,216 @@ async fn redis_over_tls_with_an_acl_user() -> Result<()> {
 
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Whether this process runs as root (PostgreSQL then runs as the `postgres` user).
+fn root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// `program`, as the `postgres` user when running as root.
+fn as_postgres(program: &Path) -> Command {
+    if root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The newest PostgreSQL server binaries of Debian's packages.
+fn pg_bin() -> Result<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server binaries not found under /usr/lib/postgresql")?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("postgres").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().context("no PostgreSQL server binaries")
+}
+
+const PG_USER: &str = "polyhost_app";
+
+/// A private PostgreSQL cluster: TLS only (`hostssl … scram-sha-256`), one login.
+struct Postgres {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Postgres {
+    fn start(dir: &Path, pki: &Pki) -> Result<Postgres> {
+        let bin = pg_bin()?;
+        let data = dir.join("data");
+        std::fs::write(dir.join("pw"), format!("{PASSWORD}\n"))?;
+        std::fs::write(dir.join("server.crt"), &pki.cert)?;
+        std::fs::write(dir.join("server.key"), &pki.key)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )?;
+        if root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir)
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "chown of {} failed", dir.display());
+        }
+        let out = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", PG_USER, "-E", "UTF8", "--no-locale"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", dir.join("pw").display()))
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // TLS or nothing: no plain `host` line.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        let port = free_port()?;
+        let child = as_postgres(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string()])
+            .arg("-k")
+            .arg(dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.crt").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("server.key").display()))
+            .args(["-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting postgres")?;
+        let server = Postgres { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "postgres did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+}
+
+fn pg_settings(port: u16, ca: &Path, password: &str) -> Settings {
+    let mut s = Settings::builtin();
+    s.postgres.url = format!("postgres://{PG_USER}@127.0.0.1:{port}/postgres").into();
+    s.postgres.password = Some(Secret::new(password));
+    s.postgres.tls = Some(Tls {
+        ca_file: Some(ca.to_path_buf()),
+        cert_file: None,
+        key_file: None,
+        verify: true,
+    });
+    s
+}
+
+async fn pg_connect(settings: &Settings) -> Result<sqlx::PgConnection> {
+    use sqlx::Connection as _;
+    Ok(sqlx::PgConnection::connect_with(&settings.postgres.connect_options()?).await?)
+}
+
+#[tokio::test]
+async fn postgres_over_tls_with_a_scram_password() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("polyhost-secure-pg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let ours = pki("polyhost test CA")?;
+    let ca = std::env::temp_dir().join(format!("polyhost-secure-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&ca, &ours.ca)?;
+    let server = Postgres::start(&dir, &ours)?;
+
+    // sslmode verify-full against the project's CA, SCRAM: a round trip, over TLS.
+    let good = pg_settings(server.port, &ca, PASSWORD);
+    let mut conn = pg_connect(&good).await.context("connecting over TLS")?;
+    let (user, ssl): (String, bool) = sqlx::query_as(
+        "SELECT current_user::text, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    assert_eq!((user.as_str(), ssl), (PG_USER, true));
+    sqlx::query("CREATE TABLE IF NOT EXISTS t (v text)")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("INSERT INTO t VALUES ($1)")
+        .bind("over tls")
+        .execute(&mut conn)
+        .await?;
+    let v: String = sqlx::query_scalar("SELECT v FROM t")
+        .fetch_one(&mut conn)
+        .await?;
+    assert_eq!(v, "over tls");
+
+    // A wrong password: refused by the server, saying so.
+    let e = format!(
+        "{:#}",
+        pg_connect(&pg_settings(server.port, &ca, "not-the-password"))
+            .await
+            .expect_err("wrong password")
+    );
+    assert!(e.contains("password authentication failed"), "{e}");
+
+    // Another CA: the handshake fails before any password is sent.
+    let other = pki("another CA")?;
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca)?;
+    let e = format!(
+        "{:#}",
+        pg_connect(&pg_settings(server.port, &other_ca, PASSWORD))
+            .await
+            .expect_err("unknown CA")
+    );
+    assert!(
+        e.contains("UnknownIssuer") || e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+
+    // No TLS at all: this cluster has no plain `host` line.
+    let mut plain = pg_settings(server.port, &ca, PASSWORD);
+    plain.postgres.tls = None;
+    plain.postgres.sslmode = Some(polyhost::connections::SslMode::Disable);
+    let e = format!("{:#}", pg_connect(&plain).await.expect_err("plain refused"));
+    assert!(e.contains("no pg_hba.conf entry"), "{e}");
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&ca);
     Ok(())
 }
