@@ -1,5 +1,6 @@
-//! Secured connections, for real: a Redis server with a TLS listener and an ACL user, and a
-//! PostgreSQL cluster that accepts only TLS with a SCRAM password, each started by this test
+//! Secured connections, for real: a Kafka broker with a SASL_SSL listener and a SCRAM user, a
+//! Redis server with a TLS listener and an ACL user, and a PostgreSQL cluster that accepts
+//! only TLS with a SCRAM password, each started by this test
 //! on a free port with certificates this test makes (its own CA). The host's settings
 //! connect through them with verification on, do a round trip, and are refused with a clear
 //! error for a wrong password and for a server whose CA they do not trust.
@@ -412,4 +413,287 @@ async fn postgres_over_tls_with_a_scram_password() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&ca);
     Ok(())
+}
+
+/// `java` of Java 17 (Debian's OpenJDK first, then `JAVA_HOME`), as the services run Kafka.
+fn java() -> Result<PathBuf> {
+    let debian = std::fs::read_dir("/usr/lib/jvm").ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("java-17-"))
+            })
+            .map(|p| p.join("bin/java"))
+            .find(|j| j.is_file())
+    });
+    debian
+        .or_else(|| {
+            std::env::var_os("JAVA_HOME")
+                .map(|h| PathBuf::from(h).join("bin/java"))
+                .filter(|j| j.is_file())
+        })
+        .context("no Java 17 (cargo xtask services up installs it)")
+}
+
+/// The Kafka jars `cargo xtask services up` fetched (`<cache>/polyhost/kafka-<version>/libs`).
+fn kafka_libs() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("no cache directory")?
+        .join("polyhost");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .with_context(|| format!("{} (cargo xtask services up fills it)", cache.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kafka-"))
+                && p.join("libs").is_dir()
+        })
+        .map(|p| p.join("libs"))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no Kafka jars in the cache (cargo xtask services up fetches them)")
+}
+
+const KAFKA_USER: &str = "polyhost-app";
+
+/// A private one-node KRaft Kafka: a PLAINTEXT listener for itself, and the SASL_SSL
+/// listener the test uses (SCRAM-SHA-256; the user made when the storage is formatted).
+struct KafkaBroker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl KafkaBroker {
+    fn start(dir: &Path, pki: &Pki) -> Result<KafkaBroker> {
+        let java = java()?;
+        let classpath = format!("{}/*", kafka_libs()?.display());
+        let keystore = dir.join("keystore.pem");
+        std::fs::write(&keystore, format!("{}{}", pki.cert, pki.key))?;
+        let (plain, secure, controller) = (free_port()?, free_port()?, free_port()?);
+        let properties = dir.join("server.properties");
+        std::fs::write(
+            &properties,
+            format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{secure}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-256\n\
+                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+                 listener.name.sasl_ssl.ssl.keystore.location={}\n\
+                 log.dirs={}\n\
+                 num.partitions=1\n\
+                 offsets.topic.replication.factor=1\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 share.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\n\
+                 group.initial.rebalance.delay.ms=0\n",
+                keystore.display(),
+                dir.join("data").display(),
+            ),
+        )?;
+        let format = Command::new(&java)
+            .args(["-Xmx256m", "-cp", &classpath, "kafka.tools.StorageTool"])
+            .args([
+                "format",
+                "--standalone",
+                "-t",
+                "MkU3OEVBNTcwNTJENDM2Qg",
+                "-c",
+            ])
+            .arg(&properties)
+            .arg("--add-scram")
+            .arg(format!(
+                "SCRAM-SHA-256=[name={KAFKA_USER},password={PASSWORD}]"
+            ))
+            .output()?;
+        anyhow::ensure!(
+            format.status.success(),
+            "formatting the KRaft storage failed: {}",
+            String::from_utf8_lossy(&format.stderr)
+        );
+        let child = Command::new(&java)
+            .current_dir(dir)
+            .args(["-Xmx384m", "-XX:+UseG1GC", "-Djava.awt.headless=true"])
+            .args(["-cp", &classpath, "kafka.Kafka"])
+            .arg(&properties)
+            .stdout(std::fs::File::create(dir.join("kafka.out"))?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting Kafka")?;
+        let broker = KafkaBroker {
+            child,
+            port: secure,
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while std::net::TcpStream::connect(("127.0.0.1", secure)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Kafka did not listen on {secure}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(broker)
+    }
+}
+
+fn kafka_settings(port: u16, ca: &Path, password: &str) -> polyhost::connections::Kafka {
+    use polyhost::connections::{Kafka, Sasl, SaslMechanism};
+    let mut k = Kafka::from(format!("127.0.0.1:{port}"));
+    k.tls = Some(Tls {
+        ca_file: Some(ca.to_path_buf()),
+        cert_file: None,
+        key_file: None,
+        verify: true,
+    });
+    k.sasl = Some(Sasl {
+        mechanism: SaslMechanism::ScramSha256,
+        username: KAFKA_USER.to_string(),
+        password: Secret::new(password),
+    });
+    // Fail within the test's patience rather than librdkafka's minutes.
+    k.librdkafka
+        .0
+        .insert("socket.connection.setup.timeout.ms".into(), "5000".into());
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_sasl_ssl_with_a_scram_user() -> Result<()> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = std::env::temp_dir().join(format!("polyhost-secure-kafka-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let ours = pki("polyhost test CA")?;
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &ours.ca)?;
+    let broker = KafkaBroker::start(&dir, &ours)?;
+
+    // SASL_SSL, verified against the project's CA: the host's own topic creation, the
+    // messaging backend's producer, then a produce and a consume through the one builder.
+    let kafka = kafka_settings(broker.port, &ca, PASSWORD);
+    assert_eq!(kafka.security_protocol(), "sasl_ssl");
+    let topic = format!("secure-{}", uuid::Uuid::new_v4());
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        polyhost::trigger::ensure_topics(&kafka, std::slice::from_ref(&topic), 1),
+    )
+    .await
+    .context("creating the topic: no answer")?
+    .context("creating the topic over SASL_SSL")?;
+    let mut settings = Settings::builtin();
+    settings.kafka = kafka.clone();
+    let shared = polyhost::backends::messaging::Shared::connect(&settings).await?;
+    shared
+        .ping()
+        .await
+        .context("the messaging backend's ping")?;
+    let producer: FutureProducer = kafka.client_config().create()?;
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("over sasl_ssl"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .context("producing over SASL_SSL")?;
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", format!("secure-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    // Assigned, not subscribed: no group to join, or to leave when it is dropped.
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(&topic, 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .context("consuming: nothing within 60 s")??;
+    assert_eq!(m.payload(), Some(&b"over sasl_ssl"[..]));
+
+    // A wrong password: the broker refuses the SASL handshake, and librdkafka's error says
+    // so (without the password).
+    let e = refusal(&kafka_settings(broker.port, &ca, "not-the-password")).await?;
+    assert!(e.contains("Authentication failed"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+
+    // A CA the broker's certificate does not come from: the TLS handshake fails.
+    let other = pki("another CA")?;
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca)?;
+    let e = refusal(&kafka_settings(broker.port, &other_ca, PASSWORD)).await?;
+    assert!(e.contains("certificate verify failed"), "{e}");
+
+    // Destroying a client that used SASL_SSL waited on its broker thread indefinitely here
+    // (librdkafka 2.12.1 with OpenSSL 3), both for the consumer and the producers: the
+    // test's process ends soon and takes them along.
+    std::mem::forget(consumer);
+    std::mem::forget(producer);
+    std::mem::forget(shared);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The errors librdkafka reports to a client's context.
+#[derive(Default)]
+struct Errors(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::ClientContext for Errors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.lock().unwrap().push(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Errors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// What librdkafka says when a client built from `kafka` cannot get in (within 30 s).
+async fn refusal(kafka: &polyhost::connections::Kafka) -> Result<String> {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    // A producer: closing it does not wait for a group coordinator it never reached.
+    let client: BaseProducer<Errors> = kafka
+        .client_config()
+        .create_with_context(Errors::default())?;
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Metadata makes the client dial; polling delivers its errors.
+            let _ = client
+                .client()
+                .fetch_metadata(None, Duration::from_millis(500));
+            client.poll(Duration::from_millis(100));
+            let errors = client.context().0.lock().unwrap().join("\n");
+            if !errors.is_empty() {
+                return Ok(errors);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no error reported within 30 s");
+        }
+    })
+    .await?
 }
