@@ -1,6 +1,7 @@
 //! Secured connections, for real: a Kafka broker with a SASL_SSL listener and a SCRAM user, a
-//! Redis server with a TLS listener and an ACL user, and a PostgreSQL cluster that accepts
-//! only TLS with a SCRAM password, each started by this test
+//! Redis server with a TLS listener and an ACL user, a PostgreSQL cluster that accepts only
+//! TLS with a SCRAM password, and a FerretDB with a TLS listener whose logins PostgreSQL
+//! checks, each started by this test
 //! on a free port with certificates this test makes (its own CA). The host's settings
 //! connect through them with verification on, do a round trip, and are refused with a clear
 //! error for a wrong password and for a server whose CA they do not trust.
@@ -696,4 +697,188 @@ async fn refusal(kafka: &polyhost::connections::Kafka) -> Result<String> {
         }
     })
     .await?
+}
+
+/// The FerretDB binary `cargo xtask services up` built (`<cache>/polyhost/ferretdb-*/bin`).
+fn ferretdb_bin() -> Result<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("no cache directory")?
+        .join("polyhost");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)?
+        .flatten()
+        .map(|e| e.path().join("bin/ferretdb"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no FerretDB binary in the cache (cargo xtask services up builds it)")
+}
+
+/// A private FerretDB: only a TLS listener, on its own database of the PostgreSQL service,
+/// whose URL carries no credentials, so each client's (`PLAIN`) are PostgreSQL's to check.
+struct FerretDb {
+    child: Child,
+    port: u16,
+    database: String,
+}
+
+impl Drop for FerretDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FerretDb {
+    async fn start(dir: &Path, pki: &Pki) -> Result<FerretDb> {
+        use sqlx::Connection as _;
+        let service = Settings::default().postgres;
+        let database = format!("polyhost_secure_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect_with(&service.connect_options()?).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+            .execute(&mut admin)
+            .await?;
+        let mut url = url::Url::parse(service.url.expose())?;
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_path(&database);
+        std::fs::write(dir.join("server.pem"), &pki.cert)?;
+        std::fs::write(dir.join("server.key"), &pki.key)?;
+        let port = free_port()?;
+        let child = Command::new(ferretdb_bin()?)
+            .current_dir(dir)
+            .arg("--listen-addr=")
+            .arg(format!("--listen-tls=127.0.0.1:{port}"))
+            .arg(format!(
+                "--listen-tls-cert-file={}",
+                dir.join("server.pem").display()
+            ))
+            .arg(format!(
+                "--listen-tls-key-file={}",
+                dir.join("server.key").display()
+            ))
+            .arg("--handler=postgresql")
+            .arg(format!("--postgresql-url={url}"))
+            .arg(format!("--state-dir={}", dir.display()))
+            .args(["--telemetry=disable", "--debug-addr=-", "--log-level=warn"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("ferretdb.log"))?)
+            .spawn()
+            .context("starting FerretDB")?;
+        let server = FerretDb {
+            child,
+            port,
+            database,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "FerretDB did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+
+    /// Drops its database (after the process is gone).
+    async fn remove(self) -> Result<()> {
+        use sqlx::Connection as _;
+        let database = self.database.clone();
+        drop(self);
+        let service = Settings::default().postgres;
+        let mut admin = sqlx::PgConnection::connect_with(&service.connect_options()?).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+        ))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
+
+fn mongo_settings(port: u16, ca: &Path, password: &str) -> Result<Settings> {
+    let service = Settings::default().postgres;
+    let user = url::Url::parse(service.url.expose())?
+        .username()
+        .to_string();
+    let mut s = Settings::builtin();
+    s.mongodb.url = format!("mongodb://127.0.0.1:{port}/").into();
+    s.mongodb.username = Some(user);
+    s.mongodb.password = Some(Secret::new(password));
+    s.mongodb.auth_source = Some("$external".to_string());
+    s.mongodb.auth_mechanism = Some(polyhost::connections::MongoAuthMechanism::Plain);
+    s.mongodb.tls = Some(Tls {
+        ca_file: Some(ca.to_path_buf()),
+        cert_file: None,
+        key_file: None,
+        verify: true,
+    });
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferretdb_over_tls_with_a_login() -> Result<()> {
+    use mongodb::bson::doc;
+    let dir = std::env::temp_dir().join(format!("polyhost-secure-mongo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let ours = pki("polyhost test CA")?;
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &ours.ca)?;
+    let server = FerretDb::start(&dir, &ours).await?;
+    let password = Settings::default()
+        .postgres
+        .login_password()
+        .context("the PostgreSQL service's URL names no password")?;
+
+    // TLS verified against the project's CA, with a login: the backend's connect (a ping),
+    // then an insert and a find through the same client options.
+    let good = mongo_settings(server.port, &ca, &password)?;
+    polyhost::backends::documents::Shared::connect(&good)
+        .await
+        .context("the documents backend's connect over TLS")?;
+    let client = mongodb::Client::with_options(good.mongodb.client_options().await?)?;
+    let coll = client
+        .database("secure")
+        .collection::<mongodb::bson::Document>("t");
+    coll.insert_one(doc! { "_id": 1, "v": "over tls" }).await?;
+    let found = coll
+        .find_one(doc! { "_id": 1 })
+        .await?
+        .context("the document")?;
+    assert_eq!(found.get_str("v")?, "over tls");
+
+    // A wrong password: refused.
+    let wrong = mongo_settings(server.port, &ca, "not-the-password")?;
+    let e = format!(
+        "{:#}",
+        polyhost::backends::documents::Shared::connect(&wrong)
+            .await
+            .expect_err("wrong password")
+    );
+    assert!(e.to_lowercase().contains("auth"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+
+    // A CA the server's certificate does not come from: the TLS handshake fails.
+    let other = pki("another CA")?;
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&other_ca, &other.ca)?;
+    let untrusted = mongo_settings(server.port, &other_ca, &password)?;
+    let e = format!(
+        "{:#}",
+        polyhost::backends::documents::Shared::connect(&untrusted)
+            .await
+            .expect_err("unknown CA")
+    );
+    assert!(
+        e.contains("UnknownIssuer") || e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
+
+    server.remove().await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::elasticsearch::Elasticsearch;
 pub use self::kafka::{Kafka, LibrdkafkaOptions, Sasl, SaslMechanism};
-pub use self::mongodb::Mongodb;
+pub use self::mongodb::{MongoAuthMechanism, Mongodb};
 pub use self::postgres::{Postgres, SslMode};
 pub use self::redis::Redis;
 pub use self::secret::{MASK, Secret, ServiceUrl};
@@ -297,6 +297,8 @@ mod tests {
         url = "mongodb://docs:27018"
         username = "polyhost"
         password = "mongo-pw"
+        auth_source = "$external"
+        auth_mechanism = "PLAIN"
         tls = { ca_file = "/ca.pem" }
 
         [redis]

@@ -2,7 +2,7 @@
 //! and TLS.
 
 use anyhow::Context as _;
-use mongodb::options::{ClientOptions, Credential, TlsOptions};
+use mongodb::options::{AuthMechanism, ClientOptions, Credential, TlsOptions};
 use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_MONGODB_URI, Secret, ServiceUrl, Tls};
@@ -20,13 +20,29 @@ pub struct Mongodb {
     /// The password (a secret: a string or `{ env = "VARIABLE" }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
-    /// The database the user is defined in (default: the connection string's, else `admin`).
+    /// The database the user is defined in (default: the connection string's, else `admin`;
+    /// `$external` for `PLAIN`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_source: Option<String>,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-1` or `PLAIN` (FerretDB 1.x on PostgreSQL checks `PLAIN`
+    /// credentials against PostgreSQL); default: negotiated with the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_mechanism: Option<MongoAuthMechanism>,
     /// TLS: the CA to verify the server against; a client certificate is one PEM file
     /// holding the certificate and its key, given as `cert_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+}
+
+/// The authentication mechanisms the host offers for MongoDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MongoAuthMechanism {
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-1")]
+    ScramSha1,
+    #[serde(rename = "PLAIN")]
+    Plain,
 }
 
 fn default_url() -> ServiceUrl {
@@ -40,6 +56,7 @@ impl Default for Mongodb {
             username: None,
             password: None,
             auth_source: None,
+            auth_mechanism: None,
             tls: None,
         }
     }
@@ -61,6 +78,11 @@ impl Mongodb {
                     .username(user.clone())
                     .password(pw.expose().to_string())
                     .source(source)
+                    .mechanism(self.auth_mechanism.map(|m| match m {
+                        MongoAuthMechanism::ScramSha256 => AuthMechanism::ScramSha256,
+                        MongoAuthMechanism::ScramSha1 => AuthMechanism::ScramSha1,
+                        MongoAuthMechanism::Plain => AuthMechanism::Plain,
+                    }))
                     .build(),
             );
         }
