@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use polyhost::backends::keyvalue;
 use polyhost::backends::{Connections, Grants, Settings};
+use polyhost::connections::Kafka;
 use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{LoadedPlugin, Runtime, RuntimeConfig};
 use polyhost::trigger::{Processed, Trigger, TriggerConfig};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -79,7 +79,7 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let settings = Settings::default();
-    let brokers = settings.kafka_brokers.clone();
+    let kafka = settings.kafka.clone();
     let runtime = Runtime::new(
         RuntimeConfig {
             max_instances: 64,
@@ -91,11 +91,11 @@ async fn run() -> anyhow::Result<()> {
     let noop = plugin_file("noop_handler");
     // `POLYHOST_BENCH_ONLY=swap` runs the third part alone.
     if std::env::var("POLYHOST_BENCH_ONLY").as_deref() == Ok("swap") {
-        return swap_pause(&runtime, &brokers, &noop, n).await;
+        return swap_pause(&runtime, &kafka, &noop, n).await;
     }
     let topic = unique("topic");
-    create_topic(&brokers, &topic).await?;
-    produce(&brokers, &topic, n).await?;
+    create_topic(&kafka, &topic).await?;
+    produce(&kafka, &topic, n).await?;
     println!(
         "trigger benchmark: {n} CloudEvents (~300 B) on {PARTITIONS} partitions, batches of {BATCH}, medians of {ROUNDS} rounds\n"
     );
@@ -106,14 +106,14 @@ async fn run() -> anyhow::Result<()> {
     for _ in 0..ROUNDS {
         let spec = spec("bench-noop", &noop, &topic);
         let plugin = runtime.load(&spec).await?;
-        host.push(host_rate(&brokers, spec, plugin, n).await?);
-        native.push(native_rate(&brokers, &topic, n, None).await?);
+        host.push(host_rate(&kafka, spec, plugin, n).await?);
+        native.push(native_rate(&kafka, &topic, n, None).await?);
     }
     report("no-op handler", &host, &native, 0.50);
 
     // 2. batched write
     let writer = plugin_file("batch_writer");
-    let redis = redis::Client::open(settings.redis_url.as_str())?;
+    let redis = settings.redis.client()?;
     let mut conn = redis::aio::ConnectionManager::new(redis).await?;
     let prefix = unique("kv") + ":";
     let mut host = Vec::new();
@@ -128,10 +128,10 @@ async fn run() -> anyhow::Result<()> {
             polyhost::manifest::ConfigValue::String(format!("{prefix}host:")),
         );
         let plugin = runtime.load(&spec).await?;
-        host.push(host_rate(&brokers, spec, plugin, n).await?);
+        host.push(host_rate(&kafka, spec, plugin, n).await?);
         native.push(
             native_rate(
-                &brokers,
+                &kafka,
                 &topic,
                 n,
                 Some((&mut conn, &format!("{prefix}native:"))),
@@ -164,14 +164,12 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // 3. swap pause
-    delete_topic(&brokers, &topic).await;
-    swap_pause(&runtime, &brokers, &noop, n).await
+    delete_topic(&kafka, &topic).await;
+    swap_pause(&runtime, &kafka, &noop, n).await
 }
 
-async fn delete_topic(brokers: &str, topic: &str) {
-    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create();
+async fn delete_topic(kafka: &Kafka, topic: &str) {
+    let admin: Result<AdminClient<DefaultClientContext>, _> = kafka.client_config().create();
     if let Ok(admin) = admin {
         let _ = admin.delete_topics(&[topic], &AdminOptions::new()).await;
     }
@@ -204,10 +202,8 @@ fn report(what: &str, host: &[f64], native: &[f64], target: f64) {
     );
 }
 
-async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+async fn create_topic(kafka: &Kafka, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     admin
         .create_topics(
             &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
@@ -217,9 +213,9 @@ async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn produce(brokers: &str, topic: &str, n: usize) -> anyhow::Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+async fn produce(kafka: &Kafka, topic: &str, n: usize) -> anyhow::Result<()> {
+    let producer: FutureProducer = kafka
+        .client_config()
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .create()?;
@@ -252,14 +248,18 @@ async fn produce(brokers: &str, topic: &str, n: usize) -> anyhow::Result<()> {
 
 /// The host's rate: a trigger with `plugin` in a fresh group reads the whole topic.
 async fn host_rate(
-    brokers: &str,
+    kafka: &Kafka,
     spec: PluginSpec,
     plugin: Arc<LoadedPlugin>,
     n: usize,
 ) -> anyhow::Result<f64> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Processed>();
-    let trigger =
-        Trigger::start(TriggerConfig::new(brokers), vec![(spec, plugin)], Some(tx)).await?;
+    let trigger = Trigger::start(
+        TriggerConfig::new(kafka.clone()),
+        vec![(spec, plugin)],
+        Some(tx),
+    )
+    .await?;
     let mut started = None;
     let mut done = 0;
     while done < n {
@@ -277,14 +277,14 @@ async fn host_rate(
 /// A native consumer in a fresh group: reads the whole topic, storing offsets as it goes;
 /// with `redis`, writes each run of up to 256 records with one `MSET`.
 async fn native_rate(
-    brokers: &str,
+    kafka: &Kafka,
     topic: &str,
     n: usize,
     mut redis: Option<(&mut redis::aio::ConnectionManager, &str)>,
 ) -> anyhow::Result<f64> {
     let mut started = None;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = kafka
+        .client_config()
         .set("group.id", unique("native"))
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -330,15 +330,15 @@ fn rate_since(started: Option<Instant>, n: usize) -> f64 {
 /// Ten swaps under a full-speed stream against a window with none.
 async fn swap_pause(
     runtime: &Runtime,
-    brokers: &str,
+    kafka: &Kafka,
     noop: &PathBuf,
     n: usize,
 ) -> anyhow::Result<()> {
     // A longer stream of its own, so that the window lasts long enough to compare rates.
     let n = n * SWAP_STREAM;
     let topic = &unique("swap-topic");
-    create_topic(brokers, topic).await?;
-    produce(brokers, topic, n).await?;
+    create_topic(kafka, topic).await?;
+    produce(kafka, topic, n).await?;
     let mut pauses = Vec::new();
     let mut rates = Vec::new();
     for swaps in [0usize, 10] {
@@ -346,7 +346,7 @@ async fn swap_pause(
         let first = runtime.load(&spec).await?;
         let (tx, mut rx) = mpsc::unbounded_channel::<Processed>();
         let trigger = Trigger::start(
-            TriggerConfig::new(brokers),
+            TriggerConfig::new(kafka.clone()),
             vec![(spec.clone(), first)],
             Some(tx),
         )
@@ -386,7 +386,7 @@ async fn swap_pause(
         }
         trigger.shutdown().await?;
     }
-    delete_topic(brokers, topic).await;
+    delete_topic(kafka, topic).await;
     pauses.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| pauses[((pauses.len() - 1) as f64 * p).round() as usize];
     println!("hot swap under a full-speed stream of {n} events (no-op handler, 10 swaps)");

@@ -147,7 +147,7 @@ async fn guard(token: Option<&str>, req: Request, next: Next) -> Response {
 }
 
 async fn dlq_list(State(sup): State<Arc<Supervisor>>, Path(plugin): Path<String>) -> Response {
-    match crate::dlq::list(sup.brokers(), &plugin).await {
+    match crate::dlq::list(sup.kafka(), &plugin).await {
         Ok(letters) => Json(letters).into_response(),
         Err(e) => dlq_refusal(e),
     }
@@ -157,7 +157,7 @@ async fn dlq_show(
     State(sup): State<Arc<Supervisor>>,
     Path((plugin, partition, offset)): Path<(String, i32, i64)>,
 ) -> Response {
-    match crate::dlq::show(sup.brokers(), &plugin, partition, offset).await {
+    match crate::dlq::show(sup.kafka(), &plugin, partition, offset).await {
         Ok(letter) => Json(letter).into_response(),
         Err(e) => dlq_refusal(e),
     }
@@ -202,7 +202,7 @@ async fn dlq_replay(
         force: body.force,
         by: "admin-api".into(),
     };
-    match crate::dlq::replay(sup.brokers(), &request).await {
+    match crate::dlq::replay(sup.kafka(), &request).await {
         Ok(outcomes) if !body.all && outcomes.iter().any(|o| o.refused()) => (
             StatusCode::CONFLICT,
             Json(json!({

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use polyhost::backends::Settings;
+use polyhost::connections::ConnectionArgs;
 use polyhost::manifest::Manifest;
 use polyhost::runtime::RuntimeConfig;
 
@@ -27,7 +27,7 @@ pub enum Command {
         #[arg(long, short, default_value = "polyhost.toml")]
         manifest: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
         #[command(flatten)]
         runtime: RuntimeArgs,
         #[command(flatten)]
@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long)]
         rate: Option<f64>,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -70,7 +70,7 @@ pub enum Command {
         #[arg(long, short, default_value = "polyhost.toml")]
         manifest: PathBuf,
         #[command(flatten)]
-        settings: Settings,
+        connections: ConnectionArgs,
     },
     /// Print a running host's plugins: versions, state, counters, lag.
     Status {
@@ -133,14 +133,12 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
-        /// Kafka bootstrap servers.
-        #[arg(
-            long,
-            env = "KAFKA_BROKERS",
-            default_value = "127.0.0.1:9092",
-            global = true
-        )]
-        kafka_brokers: String,
+        /// Kafka bootstrap servers [default: the manifest's, else 127.0.0.1:9092].
+        #[arg(long, env = "KAFKA_BROKERS", global = true)]
+        kafka_brokers: Option<String>,
+        /// A manifest whose `[connections.kafka]` (TLS, SASL, librdkafka settings) to use.
+        #[arg(long, short, global = true)]
+        manifest: Option<PathBuf>,
     },
 }
 

@@ -21,8 +21,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::connections::Kafka;
 use base64::Engine as _;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -183,9 +183,9 @@ impl ReplayOutcome {
     }
 }
 
-fn reader(brokers: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn reader(kafka: &Kafka) -> Result<BaseConsumer, KafkaError> {
+    kafka
+        .client_config()
         // A group id is required by the client, but nothing is committed: partitions are
         // assigned, never subscribed, and offsets are never stored.
         .set("group.id", "polyhost-dlq-reader")
@@ -218,12 +218,12 @@ struct Record {
 /// Reads `topic` (every partition, or `only`: a partition and an offset to start from)
 /// from its start to its current end. `None` when the topic does not exist.
 fn read(
-    brokers: &str,
+    kafka: &Kafka,
     topic: &str,
     only: Option<(i32, i64)>,
     stop_after_first: bool,
 ) -> Result<Option<Vec<Record>>, DlqError> {
-    let consumer = reader(brokers)?;
+    let consumer = reader(kafka)?;
     let Some(parts) = partitions(&consumer, topic)? else {
         return Ok(None);
     };
@@ -394,9 +394,9 @@ impl DeadLetter {
 }
 
 /// Every replay recorded in the ledger, by dead letter (the latest of each).
-pub async fn ledger(brokers: &str) -> Result<HashMap<Position, Replay>, DlqError> {
-    let brokers = brokers.to_string();
-    let records = tokio::task::spawn_blocking(move || read(&brokers, LEDGER_TOPIC, None, false))
+pub async fn ledger(kafka: &Kafka) -> Result<HashMap<Position, Replay>, DlqError> {
+    let kafka = kafka.clone();
+    let records = tokio::task::spawn_blocking(move || read(&kafka, LEDGER_TOPIC, None, false))
         .await
         .map_err(|e| DlqError::Invalid(format!("the reader task failed: {e}")))??
         .unwrap_or_default();
@@ -417,14 +417,14 @@ pub async fn ledger(brokers: &str) -> Result<HashMap<Position, Replay>, DlqError
 
 /// Every dead letter of `plugin`, oldest first, each with its last replay. Empty when the
 /// plugin has no dead-letter topic (it never dead-lettered anything, or no such plugin).
-pub async fn list(brokers: &str, plugin: &str) -> Result<Vec<DeadLetter>, DlqError> {
+pub async fn list(kafka: &Kafka, plugin: &str) -> Result<Vec<DeadLetter>, DlqError> {
     let topic = letters::topic_for(plugin);
-    let (b, t) = (brokers.to_string(), topic.clone());
+    let (b, t) = (kafka.clone(), topic.clone());
     let records = tokio::task::spawn_blocking(move || read(&b, &t, None, false))
         .await
         .map_err(|e| DlqError::Invalid(format!("the reader task failed: {e}")))??
         .unwrap_or_default();
-    let replays = ledger(brokers).await?;
+    let replays = ledger(kafka).await?;
     let mut out: Vec<DeadLetter> = records.into_iter().map(DeadLetter::from_record).collect();
     out.sort_by(|a, b| a.at.cmp(&b.at));
     for d in &mut out {
@@ -435,13 +435,13 @@ pub async fn list(brokers: &str, plugin: &str) -> Result<Vec<DeadLetter>, DlqErr
 
 /// One dead letter of `plugin`, at `partition`/`offset` of its dead-letter topic.
 pub async fn show(
-    brokers: &str,
+    kafka: &Kafka,
     plugin: &str,
     partition: i32,
     offset: i64,
 ) -> Result<DeadLetter, DlqError> {
     let topic = letters::topic_for(plugin);
-    let (b, t) = (brokers.to_string(), topic.clone());
+    let (b, t) = (kafka.clone(), topic.clone());
     let records =
         tokio::task::spawn_blocking(move || read(&b, &t, Some((partition, offset)), true))
             .await
@@ -458,15 +458,13 @@ pub async fn show(
             DlqError::NotFound(format!("no dead letter at {topic}/{partition}/{offset}"))
         })?;
     let mut d = DeadLetter::from_record(record);
-    d.replayed = ledger(brokers).await?.get(&d.at).cloned();
+    d.replayed = ledger(kafka).await?.get(&d.at).cloned();
     Ok(d)
 }
 
 /// Creates the ledger topic (one partition, compacted) unless it exists.
-async fn ensure_ledger(brokers: &str) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+async fn ensure_ledger(kafka: &Kafka) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let topic =
         NewTopic::new(LEDGER_TOPIC, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
     for r in admin
@@ -484,9 +482,9 @@ async fn ensure_ledger(brokers: &str) -> Result<(), KafkaError> {
     Ok(())
 }
 
-fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn producer(kafka: &Kafka) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .client_config()
         .set("client.id", "polyhost-replay")
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -499,10 +497,10 @@ fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 /// [`REPLAY_AT`] added) and recorded in the ledger. A dead letter already replayed is
 /// refused unless `force`; a dry run sends and records nothing.
 pub async fn replay(
-    brokers: &str,
+    kafka: &Kafka,
     request: &ReplayRequest,
 ) -> Result<Vec<ReplayOutcome>, DlqError> {
-    let all = list(brokers, &request.plugin).await?;
+    let all = list(kafka, &request.plugin).await?;
     let chosen: Vec<Result<&DeadLetter, Position>> = match &request.selection {
         Selection::Offsets(offsets) => {
             if offsets.is_empty() {
@@ -574,8 +572,8 @@ pub async fn replay(
             continue;
         }
         if sender.is_none() {
-            ensure_ledger(brokers).await?;
-            sender = Some(producer(brokers)?);
+            ensure_ledger(kafka).await?;
+            sender = Some(producer(kafka)?);
         }
         let sender = sender.as_ref().expect("created above");
         let replay = send(sender, d, &original, request).await?;

@@ -4,14 +4,15 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use polyhost::connections::Kafka;
 use polyhost::dlq::{self, ReplayRequest, Selection};
 
 use crate::cli::DlqCommand;
 
-pub async fn run(brokers: &str, command: DlqCommand) -> Result<ExitCode> {
+pub async fn run(kafka: &Kafka, command: DlqCommand) -> Result<ExitCode> {
     match command {
         DlqCommand::List { plugin, json } => {
-            let letters = dlq::list(brokers, &plugin).await?;
+            let letters = dlq::list(kafka, &plugin).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
                 return Ok(ExitCode::SUCCESS);
@@ -29,7 +30,7 @@ pub async fn run(brokers: &str, command: DlqCommand) -> Result<ExitCode> {
             offset,
             partition,
         } => {
-            let d = dlq::show(brokers, &plugin, partition, offset).await?;
+            let d = dlq::show(kafka, &plugin, partition, offset).await?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -61,7 +62,7 @@ pub async fn run(brokers: &str, command: DlqCommand) -> Result<ExitCode> {
                 force,
                 by,
             };
-            let outcomes = dlq::replay(brokers, &request).await?;
+            let outcomes = dlq::replay(kafka, &request).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcomes)?);
             } else {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
+use crate::connections::Kafka;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -71,7 +71,7 @@ const CHUNK: u32 = 256;
 /// returns an empty list, or `stop` turns true; returns how many events the broker
 /// acknowledged. Topics the generator writes are created (with `partitions`) if missing.
 pub async fn run(
-    brokers: &str,
+    connection: &Kafka,
     spec: &PluginSpec,
     plugin: Arc<LoadedPlugin>,
     pace: Pace,
@@ -90,11 +90,11 @@ pub async fn run(
         .map(|g| g.publish.iter().cloned().collect())
         .unwrap_or_default();
     let topics: Vec<String> = granted.iter().cloned().collect();
-    crate::trigger::ensure_topics(brokers, &topics, partitions)
+    crate::trigger::ensure_topics(connection, &topics, partitions)
         .await
         .map_err(kafka)?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = connection
+        .client_config()
         .set("client.id", format!("polyhost-{name}"))
         .set("enable.idempotence", "true")
         .set("acks", "all")

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod backends;
 pub mod bindings;
 pub mod budget;
+pub mod connections;
 pub mod console;
 pub mod dlq;
 pub mod error;

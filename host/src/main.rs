@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser as _;
 use polyhost::backends::{Connections, Settings};
+use polyhost::connections::{ConnectionArgs, Kafka};
 use polyhost::generate::Pace;
 use polyhost::manifest::{ConfigValue, Kind, Manifest, PluginSpec};
 use polyhost::runtime::Runtime;
@@ -75,18 +76,18 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Run {
             manifest,
-            settings,
+            connections,
             runtime,
             admin,
             watch,
-        } => run(&manifest, settings, &runtime, &admin, watch).await,
+        } => run(&manifest, connections, &runtime, &admin, watch).await,
         Command::Generate {
             manifest,
             plugin,
             count,
             seed,
             rate,
-            settings,
+            connections,
             runtime,
         } => {
             generate(
@@ -95,7 +96,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 count,
                 seed,
                 rate,
-                settings,
+                connections,
                 &runtime,
             )
             .await
@@ -103,8 +104,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Migrate {
             source,
             manifest,
-            settings,
-        } => migrate(&source, &manifest, &settings).await,
+            connections,
+        } => migrate(&source, &manifest, &connections).await,
         Command::Status { admin, json } => {
             let plugins = client::plugins(&admin.admin_addr).await?;
             if json {
@@ -139,7 +140,20 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Dlq {
             command,
             kafka_brokers,
-        } => dlq_cli::run(&kafka_brokers, command).await,
+            manifest,
+        } => {
+            let mut kafka = match &manifest {
+                Some(path) => match load_manifest(path) {
+                    Ok(m) => m.connections.kafka,
+                    Err(code) => return Ok(code),
+                },
+                None => Kafka::default(),
+            };
+            if let Some(b) = kafka_brokers {
+                kafka.brokers = b;
+            }
+            dlq_cli::run(&kafka, command).await
+        }
         Command::Rollback { plugin, admin } => {
             client::post(
                 &admin.admin_addr,
@@ -194,7 +208,7 @@ async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
 
 async fn run(
     path: &Path,
-    settings: Settings,
+    connections: ConnectionArgs,
     args: &RuntimeArgs,
     admin: &AdminArgs,
     watch: bool,
@@ -203,9 +217,11 @@ async fn run(
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let brokers = settings.kafka_brokers.clone();
+    let settings = connections.apply(manifest.connections.clone());
+    tracing::info!(connections = ?settings, "connection settings");
+    let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
-    let supervisor = Supervisor::start(runtime, &manifest, TriggerConfig::new(brokers)).await?;
+    let supervisor = Supervisor::start(runtime, &manifest, TriggerConfig::new(kafka)).await?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, server) = polyhost::admin::serve(admin.admin_addr, supervisor.clone(), async {
         let _ = admin_stopped.await;
@@ -239,7 +255,7 @@ async fn generate(
     count: u64,
     seed: Option<u64>,
     rate: Option<f64>,
-    settings: Settings,
+    connections: ConnectionArgs,
     args: &RuntimeArgs,
 ) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
@@ -273,7 +289,8 @@ async fn generate(
     if let Some(r) = rate {
         pace.rate = (r > 0.0).then_some(r);
     }
-    let brokers = settings.kafka_brokers.clone();
+    let settings = connections.apply(manifest.connections.clone());
+    let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
     let loaded = runtime
         .load(&spec)
@@ -285,11 +302,11 @@ async fn generate(
         let _ = stop.send(true);
     });
     let acked = polyhost::generate::run(
-        &brokers,
+        &kafka,
         &spec,
         loaded,
         pace,
-        TriggerConfig::new(brokers.clone()).topic_partitions,
+        TriggerConfig::new(kafka.clone()).topic_partitions,
         stopping,
     )
     .await?;
@@ -302,12 +319,13 @@ async fn generate(
     })
 }
 
-async fn migrate(source: &Path, path: &Path, settings: &Settings) -> Result<ExitCode> {
+async fn migrate(source: &Path, path: &Path, connections: &ConnectionArgs) -> Result<ExitCode> {
     let manifest = match load_manifest(path) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let n = polyhost::backends::sql::migrate(settings, source, &manifest).await?;
+    let settings = connections.apply(manifest.connections.clone());
+    let n = polyhost::backends::sql::migrate(&settings, source, &manifest).await?;
     println!("migrations applied from {} ({n} in all)", source.display());
     Ok(ExitCode::SUCCESS)
 }

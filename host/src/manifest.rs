@@ -33,6 +33,9 @@ pub struct Manifest {
     pub path: Option<PathBuf>,
     /// The plugins, in manifest order.
     pub plugins: Vec<PluginSpec>,
+    /// `[connections]`: how the host reaches its services (the defaults when absent).
+    /// The command line and the environment override it (see [`crate::connections`]).
+    pub connections: crate::connections::Settings,
 }
 
 /// What a plugin is for.
@@ -285,12 +288,42 @@ impl Manifest {
             .map_err(|e: toml::de::Error| vec![ManifestError::top(e.to_string().trim_end())])?;
         let mut errors = Vec::new();
         for key in doc.keys() {
-            if key != "plugin" {
+            if key != "plugin" && key != "connections" {
                 errors.push(ManifestError::top(format!(
-                    "unknown top-level key `{key}` (expected `[[plugin]]` entries)"
+                    "unknown top-level key `{key}` (expected `[[plugin]]` entries and \
+                     `[connections]`)"
                 )));
             }
         }
+        let connections = match doc.get("connections") {
+            None => crate::connections::Settings::builtin(),
+            Some(section) => match serde_path_to_error::deserialize(section.clone()) {
+                Ok(c) => {
+                    let c: crate::connections::Settings = c;
+                    for (key, message) in c.validate() {
+                        errors.push(ManifestError {
+                            plugin: None,
+                            key: Some(format!("connections.{key}")),
+                            message,
+                        });
+                    }
+                    c
+                }
+                Err(e) => {
+                    let path = e.path().to_string();
+                    errors.push(ManifestError {
+                        plugin: None,
+                        key: Some(if path == "." {
+                            "connections".to_string()
+                        } else {
+                            format!("connections.{path}")
+                        }),
+                        message: e.into_inner().message().trim_end().to_string(),
+                    });
+                    crate::connections::Settings::builtin()
+                }
+            },
+        };
         let entries = match doc.get("plugin") {
             None => Vec::new(),
             Some(toml::Value::Array(a)) => a.clone(),
@@ -343,6 +376,7 @@ impl Manifest {
             Ok(Manifest {
                 path: None,
                 plugins,
+                connections,
             })
         } else {
             Err(errors)
@@ -618,6 +652,14 @@ wasm = "/abs/event_generator.wasm"
             ("[plugins]\nname = 1\n".into(), "unknown top-level key `plugins`"),
             ("".into(), "no `[[plugin]]` entry"),
             ("[[plugin]\nname=".into(), "TOML parse error"),
+            (
+                format!("{}\n[connections.kafka]\nbrokerz = \"k:9092\"\n", entry("")),
+                "`connections.kafka.brokerz`: unknown field `brokerz`",
+            ),
+            (
+                format!("{}\n[connections.redis.tls]\ncert_file = \"/c.pem\"\n", entry("")),
+                "`connections.redis.tls.key_file`: `cert_file` needs its `key_file`",
+            ),
         ];
         for (text, expected) in cases {
             let errors = Manifest::parse(&text, Path::new("/m"))
@@ -628,5 +670,21 @@ wasm = "/abs/event_generator.wasm"
                 "expected a message containing {expected:?} for:\n{text}\ngot: {all:#?}"
             );
         }
+    }
+
+    #[test]
+    fn the_connections_section_is_read() {
+        let entry = |extra: &str| {
+            format!("[[plugin]]\nname = \"p1\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n{extra}")
+        };
+        let text = format!(
+            "{}\n[connections.kafka]\nbrokers = \"kafka-1:9094\"\nsasl = {{ mechanism = \"PLAIN\", username = \"u\", password = \"p\" }}\n",
+            entry("")
+        );
+        let m = Manifest::parse(&text, Path::new("/m")).unwrap();
+        assert_eq!(m.connections.kafka.brokers, "kafka-1:9094");
+        assert_eq!(m.connections.kafka.security_protocol(), "sasl_plaintext");
+        let plain = Manifest::parse(&entry(""), Path::new("/m")).unwrap();
+        assert_eq!(plain.connections, crate::connections::Settings::builtin());
     }
 }

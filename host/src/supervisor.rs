@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
+use crate::connections::Kafka;
 use crate::generate::{self, Pace};
 use crate::manifest::{Kind, Manifest, PluginSpec};
 use crate::metrics::{self, Metrics, SwapChangeLabels, SwapLabels};
@@ -110,7 +111,7 @@ pub struct PluginStatus {
 /// The host.
 pub struct Supervisor {
     runtime: Runtime,
-    brokers: String,
+    kafka: Kafka,
     manifest_path: Option<PathBuf>,
     topic_partitions: i32,
     trigger: Mutex<Option<Trigger>>,
@@ -137,12 +138,12 @@ impl Supervisor {
             tracing::info!(plugin = %p.name, kind = %p.kind, digest = p.short_digest(), cache = ?p.cache, "plugin loaded");
             loaded.push((spec.clone(), p));
         }
-        let brokers = trigger_config.brokers.clone();
+        let kafka = trigger_config.kafka.clone();
         let topic_partitions = trigger_config.topic_partitions;
         let trigger = Trigger::start(trigger_config, loaded.clone(), None).await?;
         let sup = Arc::new(Supervisor {
             runtime,
-            brokers,
+            kafka,
             manifest_path: manifest.path.clone(),
             topic_partitions,
             trigger: Mutex::new(Some(trigger)),
@@ -171,12 +172,12 @@ impl Supervisor {
 
     fn start_generator(&self, spec: &PluginSpec, plugin: Arc<LoadedPlugin>) -> GeneratorRun {
         let (stop, stopping) = watch::channel(false);
-        let brokers = self.brokers.clone();
+        let kafka = self.kafka.clone();
         let spec = spec.clone();
         let partitions = self.topic_partitions;
         let task = tokio::spawn(async move {
             let r = generate::run(
-                &brokers,
+                &kafka,
                 &spec,
                 plugin,
                 Pace::from_config(&spec),
@@ -218,9 +219,9 @@ impl Supervisor {
         &self.runtime
     }
 
-    /// The Kafka bootstrap servers the host consumes from (the console's dead letters).
-    pub fn brokers(&self) -> &str {
-        &self.brokers
+    /// The Kafka connection the host consumes with (the console's dead letters).
+    pub fn kafka(&self) -> &Kafka {
+        &self.kafka
     }
 
     /// Every plugin's manifest entry as it runs now (the console's graph and limits).

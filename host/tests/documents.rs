@@ -487,10 +487,8 @@ async fn calls_outside_the_grant_or_carrying_code_never_reach_the_server() -> Re
 
 #[tokio::test]
 async fn connecting_to_an_absent_server_fails_fast() {
-    let settings = Settings {
-        mongodb_uri: "mongodb://127.0.0.1:1".to_string(),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.mongodb.url = "mongodb://127.0.0.1:1".into();
     let started = Instant::now();
     let result = documents::Shared::connect(&settings).await;
     let error = result.expect_err("no server listens on port 1");

@@ -103,9 +103,10 @@ async fn load(db: u32) -> Result<(Runtime, Arc<polyhost::runtime::LoadedPlugin>)
             max_memory_mb: 128,
             ..RuntimeConfig::default()
         },
-        Arc::new(Connections::new(Settings {
-            redis_url: redis_url(db),
-            ..Settings::default()
+        Arc::new(Connections::new({
+            let mut settings = Settings::default();
+            settings.redis.url = redis_url(db).into();
+            settings
         })),
     )?;
     let mut spec = PluginSpec::new("ranking-handler", plugin_path());

@@ -851,14 +851,14 @@ async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> 
         f.small_dead_letter_topic(LIMIT).await?;
         let dlq_topic = dlq::topic_for(&f.plugin);
         // (`connect` first: it waits for a topic created a moment ago to be known.)
-        let learned = dlq::DeadLetters::connect(&f.kafka.url, &f.plugin).await?;
+        let learned = dlq::DeadLetters::connect(&f.kafka.url.as_str().into(), &f.plugin).await?;
         assert_eq!(learned.limit(), LIMIT);
         assert_eq!(
-            dlq::max_message_bytes(&f.kafka.url, &dlq_topic).await?,
+            dlq::max_message_bytes(&f.kafka.url.as_str().into(), &dlq_topic).await?,
             LIMIT
         );
         // A producer that believes the broker takes 10 MB: the broker itself refuses.
-        let wrong = dlq::DeadLetters::new(&f.kafka.url, &f.plugin, 10_000_000)?;
+        let wrong = dlq::DeadLetters::new(&f.kafka.url.as_str().into(), &f.plugin, 10_000_000)?;
         let record = OwnedMessage::new(
             Some(vec![b'v'; 300_000]),
             Some(b"k".to_vec()),

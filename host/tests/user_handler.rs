@@ -24,7 +24,6 @@ use polyhost::backends::{Settings, messaging, sql};
 use polyhost::bindings::polyhost::platform::types::{Event, Outcome};
 use polyhost::manifest::{ConfigValue, Manifest, PluginSpec};
 use polyhost::runtime::{LoadedPlugin, Records};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
@@ -136,9 +135,7 @@ async fn batches_take_fixed_round_trips_and_a_bad_event_is_rejected_alone() -> R
     )
     .await?;
     let derived = unique_name("derived");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = settings.kafka.client_config().create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     admin
         .create_topics(
@@ -225,7 +222,7 @@ async fn batches_take_fixed_round_trips_and_a_bad_event_is_rejected_alone() -> R
         "{outcomes:?}"
     );
 
-    let mut db = PgConnection::connect(&settings.database_url)
+    let mut db = PgConnection::connect(settings.postgres.url.expose())
         .await
         .context("connecting to DATABASE_URL")?;
     let read = async |db: &mut PgConnection| -> Result<Value> {

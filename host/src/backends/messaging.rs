@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -119,8 +118,9 @@ impl Shared {
     /// background: a broker that is down makes publishes fail as unavailable (and be
     /// retried), rather than stopping the host here.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
+        let producer = settings
+            .kafka
+            .client_config()
             .set("client.id", "polyhost")
             // Idempotence keeps retried sends from duplicating or reordering records within
             // a partition; it needs acks from every in-sync replica.

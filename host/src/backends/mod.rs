@@ -43,51 +43,8 @@ use crate::state::HostState;
 
 pub use unit::{Backend, Data, GrantProblem, Registered, View, view};
 
-/// Connection settings for every backend, from the environment with local defaults.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Settings {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-    /// PostgreSQL URL; each plugin connects as its own role on this server and database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/polyhost"
-    )]
-    pub database_url: String,
-    /// MongoDB URL.
-    #[arg(long, env = "MONGODB_URI", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_uri: String,
-    /// Redis URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// Elasticsearch URL.
-    #[arg(
-        long,
-        env = "ELASTICSEARCH_URL",
-        default_value = "http://127.0.0.1:9200"
-    )]
-    pub elasticsearch_url: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        fn env(name: &str, default: &str) -> String {
-            std::env::var(name).unwrap_or_else(|_| default.to_string())
-        }
-        Settings {
-            kafka_brokers: env("KAFKA_BROKERS", "127.0.0.1:9092"),
-            database_url: env(
-                "DATABASE_URL",
-                "postgres://postgres:postgres@127.0.0.1:5432/polyhost",
-            ),
-            mongodb_uri: env("MONGODB_URI", "mongodb://127.0.0.1:27017"),
-            redis_url: env("REDIS_URL", "redis://127.0.0.1:6379"),
-            elasticsearch_url: env("ELASTICSEARCH_URL", "http://127.0.0.1:9200"),
-        }
-    }
-}
+/// The connection settings, in [`crate::connections`]; re-exported for the backends.
+pub use crate::connections::Settings;
 
 #[macro_use]
 mod registry;

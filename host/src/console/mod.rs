@@ -461,15 +461,26 @@ pub fn audit_request(q: &AuditQuery) -> Value {
 /// `GET /api/audit?user=&title=&type=&from=&to=`: `{total, by_type: [{type, count}],
 /// timeline: [{time, count}], hits: [...]}` from `audit-events-*` (no index yet: zeros).
 pub async fn audit(State(sup): State<Arc<Supervisor>>, Query(q): Query<AuditQuery>) -> Response {
-    let es = sup
-        .runtime()
-        .connections()
-        .settings
-        .elasticsearch_url
-        .trim_end_matches('/')
-        .to_string();
-    let url = format!("{es}/audit-events-*/_search?ignore_unavailable=true&allow_no_indices=true");
-    let client = reqwest::Client::new();
+    let settings = &sup.runtime().connections().settings.elasticsearch;
+    // `es` is shown in errors: without the URL's password.
+    let es = settings.url.redacted().trim_end_matches('/').to_string();
+    let url = format!(
+        "{}/audit-events-*/_search?ignore_unavailable=true&allow_no_indices=true",
+        settings.url.expose().trim_end_matches('/')
+    );
+    let client = match settings
+        .http(reqwest::Client::builder())
+        .and_then(|b| Ok(b.build()?))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({ "error": format!("Elasticsearch at {es}: {e:#}") })),
+            )
+                .into_response();
+        }
+    };
     let answer = client
         .post(&url)
         .timeout(Duration::from_secs(10))

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, TopicPartitionList};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -51,8 +51,9 @@ impl PluginConsumer {
             revoke_timeout: config.revoke_timeout,
             lag: lag.clone(),
         };
-        let consumer: StreamConsumer<RebalanceContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let consumer: StreamConsumer<RebalanceContext> = config
+            .kafka
+            .client_config()
             .set("group.id", spec.group_id())
             .set("client.id", format!("polyhost-{}", spec.name))
             .set("enable.auto.offset.store", "false")
@@ -73,10 +74,10 @@ impl PluginConsumer {
             )
             .create_with_context(context)
             .map_err(kafka)?;
-        let dead_letters = DeadLetters::connect(&config.brokers, &spec.name)
+        let dead_letters = DeadLetters::connect(&config.kafka, &spec.name)
             .await
             .map_err(kafka)?;
-        ensure_topics(&config.brokers, &spec.subscribe, config.topic_partitions)
+        ensure_topics(&config.kafka, &spec.subscribe, config.topic_partitions)
             .await
             .map_err(kafka)?;
         let topics: Vec<&str> = spec.subscribe.iter().map(String::as_str).collect();

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use crate::connections::Kafka;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -354,13 +354,13 @@ impl DeadLetters {
     /// Creates `plugin`'s dead-letter topic unless it exists, reads the largest record it
     /// accepts (its `max.message.bytes`; [`DEFAULT_MAX_MESSAGE_BYTES`] if that cannot be
     /// read), and makes the producer for it.
-    pub async fn connect(brokers: &str, plugin: &str) -> Result<Self, KafkaError> {
+    pub async fn connect(kafka: &Kafka, plugin: &str) -> Result<Self, KafkaError> {
         let topic = topic_for(plugin);
-        super::ensure_topics(brokers, std::slice::from_ref(&topic), 1).await?;
+        super::ensure_topics(kafka, std::slice::from_ref(&topic), 1).await?;
         // A topic created a moment ago may not be known to every broker yet: a few tries.
         let mut tries = 0;
         let limit = loop {
-            match max_message_bytes(brokers, &topic).await {
+            match max_message_bytes(kafka, &topic).await {
                 Ok(limit) => break limit,
                 Err(e) if tries < 5 => {
                     tries += 1;
@@ -373,18 +373,18 @@ impl DeadLetters {
                 }
             }
         };
-        Self::new(brokers, plugin, limit)
+        Self::new(kafka, plugin, limit)
     }
 
     /// An idempotent producer (`acks=all`) for `plugin`'s dead-letter topic, whose records
     /// may be at most `limit` bytes (the topic's `max.message.bytes`). The producer's own
     /// `message.max.bytes` is set to the same, so a record the broker would refuse is
     /// refused locally, at once.
-    pub fn new(brokers: &str, plugin: &str, limit: usize) -> Result<Self, KafkaError> {
+    pub fn new(kafka: &Kafka, plugin: &str, limit: usize) -> Result<Self, KafkaError> {
         // librdkafka's accepted range for `message.max.bytes`.
         let limit = limit.clamp(1000, 1_000_000_000);
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer = kafka
+            .client_config()
             .set("client.id", format!("polyhost-dlq-{plugin}"))
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -467,10 +467,8 @@ impl DeadLetters {
 
 /// The `max.message.bytes` of `topic` (which falls back to the broker's
 /// `message.max.bytes` when the topic does not set it).
-pub async fn max_message_bytes(brokers: &str, topic: &str) -> Result<usize, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub async fn max_message_bytes(kafka: &Kafka, topic: &str) -> Result<usize, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let results = admin
         .describe_configs(
             &[ResourceSpecifier::Topic(topic)],

@@ -61,6 +61,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::connections::Kafka;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use tokio::sync::{mpsc, watch};
@@ -78,8 +79,8 @@ use crate::runtime::LoadedPlugin;
 /// How the trigger runs, beyond each plugin's manifest limits.
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// The Kafka connection (brokers, TLS, SASL, librdkafka settings).
+    pub kafka: Kafka,
     /// How often stored offsets are committed (`auto.commit.interval.ms`).
     pub commit_interval: Duration,
     /// The consumer's `session.timeout.ms`: how soon a dead host's partitions move on.
@@ -124,10 +125,10 @@ impl std::fmt::Debug for Hook {
 }
 
 impl TriggerConfig {
-    /// Defaults for `brokers`.
-    pub fn new(brokers: impl Into<String>) -> Self {
+    /// Defaults for `kafka` (or plain bootstrap servers).
+    pub fn new(kafka: impl Into<Kafka>) -> Self {
         TriggerConfig {
-            brokers: brokers.into(),
+            kafka: kafka.into(),
             commit_interval: Duration::from_secs(1),
             session_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use crate::connections::Kafka;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 /// Creates each of `topics` with `partitions` partitions, unless it exists (then it is
 /// left as it is). Topic patterns (starting with `^`) are skipped.
 pub async fn ensure_topics(
-    brokers: &str,
+    kafka: &Kafka,
     topics: &[String],
     partitions: i32,
 ) -> Result<(), KafkaError> {
@@ -23,9 +23,7 @@ pub async fn ensure_topics(
     if new.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let results = admin
         .create_topics(
             &new,

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
-use mongodb::options::{ClientOptions, FindOptions as MongoFindOptions};
+use mongodb::options::FindOptions as MongoFindOptions;
 use serde::Deserialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -149,9 +149,7 @@ impl Shared {
     /// server fails here, within the server-selection timeout, rather than on a plugin's
     /// first call.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-        let mut options = ClientOptions::parse(&settings.mongodb_uri)
-            .await
-            .context("parsing the MongoDB connection string")?;
+        let mut options = settings.mongodb.client_options().await?;
         options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         options.connect_timeout = Some(SERVER_SELECTION_TIMEOUT);
         // Bounds the commands in flight on the server; see `STATEMENTS_PER_COMMAND`.

@@ -150,8 +150,7 @@ impl Shared {
     /// Connects to `settings.redis_url`. An absent server fails here, within the connect
     /// timeout, rather than on a plugin's first call.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-        let client =
-            redis::Client::open(settings.redis_url.as_str()).context("parsing the Redis URL")?;
+        let client = settings.redis.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))

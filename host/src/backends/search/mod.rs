@@ -160,17 +160,16 @@ impl Shared {
     /// Builds the client for `settings.elasticsearch_url` and asks for the cluster's health,
     /// so that an absent server fails here rather than on a plugin's first call.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-        let url = Url::parse(&settings.elasticsearch_url).with_context(|| {
-            format!(
-                "parsing the Elasticsearch URL `{}`",
-                settings.elasticsearch_url
-            )
-        })?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
+        let es = &settings.elasticsearch;
+        let url = Url::parse(es.url.expose())
+            .with_context(|| format!("parsing the Elasticsearch URL `{}`", es.url))?;
+        let builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
             .timeout(REQUEST_TIMEOUT)
             // The server is addressed directly; an HTTP(S)_PROXY meant for downloads must
             // not capture the host's requests.
-            .disable_proxy()
+            .disable_proxy();
+        let transport = es
+            .transport(builder)?
             .build()
             .context("building the Elasticsearch transport")?;
         anyhow::ensure!(
@@ -178,9 +177,12 @@ impl Shared {
             "the Elasticsearch URL `{url}` is not an HTTP URL"
         );
         let client = Elasticsearch::new(transport);
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
+        let http = es
+            .http(
+                reqwest::Client::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .no_proxy(),
+            )?
             .build()
             .context("building the Elasticsearch HTTP client")?;
         // A red cluster still serves the indices whose shards are up: not a reason to stop.

@@ -19,7 +19,6 @@ mod host;
 mod value;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -147,8 +146,7 @@ impl Shared {
     /// first statement, so a database that is briefly down delays events (the calls fail
     /// as unavailable, and are retried) instead of stopping the host.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Shared> {
-        let options = PgConnectOptions::from_str(&settings.database_url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL URL: {e}"))?;
+        let options = settings.postgres.connect_options()?;
         Ok(Shared {
             options,
             pools: Mutex::default(),
@@ -647,8 +645,7 @@ pub async fn migrate(
 ) -> anyhow::Result<usize> {
     use anyhow::Context as _;
     use sqlx::Connection as _;
-    let options = PgConnectOptions::from_str(&settings.database_url)
-        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    let options = settings.postgres.connect_options()?;
     let mut conn = PgConnection::connect_with(&options)
         .await
         .context("cannot connect to DATABASE_URL")?;
@@ -659,9 +656,7 @@ pub async fn migrate(
         .run(&mut conn)
         .await
         .context("applying the migrations")?;
-    let password = url::Url::parse(&settings.database_url)
-        .ok()
-        .and_then(|u| u.password().map(|p| p.to_string()));
+    let password = settings.postgres.login_password();
     for spec in &manifest.plugins {
         let Some(grant) = &spec.grants.sql else {
             continue;
@@ -858,10 +853,8 @@ mod tests {
 
     #[tokio::test]
     async fn each_plugin_logs_in_as_its_role_and_reloads_share_its_pool() {
-        let settings = Settings {
-            database_url: "postgres://postgres:pw@127.0.0.1:5432/polyhost".into(),
-            ..Settings::default()
-        };
+        let mut settings = Settings::default();
+        settings.postgres.url = "postgres://postgres:pw@127.0.0.1:5432/polyhost".into();
         let shared = Shared::connect(&settings).await.unwrap();
         let limits = crate::manifest::Limits::default();
         let grant = Grant {
