@@ -634,6 +634,10 @@ async fn kafka_over_sasl_ssl_with_a_scram_user() -> Result<()> {
         .await
         .context("consuming: nothing within 60 s")??;
     assert_eq!(m.payload(), Some(&b"over sasl_ssl"[..]));
+    // A received message keeps its partition, and so its broker, referenced inside
+    // librdkafka: destroying the consumer waits until it is gone. (The borrow checker does
+    // not stop a `BorrowedMessage` from outliving its consumer when it is dropped implicitly.)
+    drop(m);
 
     // A wrong password: the broker refuses the SASL handshake, and librdkafka's error says
     // so (without the password).
@@ -648,12 +652,19 @@ async fn kafka_over_sasl_ssl_with_a_scram_user() -> Result<()> {
     let e = refusal(&kafka_settings(broker.port, &other_ca, PASSWORD)).await?;
     assert!(e.contains("certificate verify failed"), "{e}");
 
-    // Destroying a client that used SASL_SSL waited on its broker thread indefinitely here
-    // (librdkafka 2.12.1 with OpenSSL 3), both for the consumer and the producers: the
-    // test's process ends soon and takes them along.
-    std::mem::forget(consumer);
-    std::mem::forget(producer);
-    std::mem::forget(shared);
+    // The clients that used SASL_SSL close, promptly, while their broker is up. (On a thread
+    // of their own: a closing that hung on a blocking-pool thread would hold up the runtime's
+    // shutdown, and the test, past the bound.)
+    let (closed, closing) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        drop(producer);
+        drop(shared);
+        let _ = closed.send(());
+    });
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .context("closing the SASL_SSL clients: not done within 10 s")??;
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
