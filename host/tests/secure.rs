@@ -652,22 +652,64 @@ async fn kafka_over_sasl_ssl_with_a_scram_user() -> Result<()> {
     let e = refusal(&kafka_settings(broker.port, &other_ca, PASSWORD)).await?;
     assert!(e.contains("certificate verify failed"), "{e}");
 
-    // The clients that used SASL_SSL close, promptly, while their broker is up. (On a thread
-    // of their own: a closing that hung on a blocking-pool thread would hold up the runtime's
-    // shutdown, and the test, past the bound.)
-    let (closed, closing) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
+    // The host's own consumer over SASL_SSL, the dead-letter reader (a group id, assigned
+    // partitions): it reads a plugin's dead letter and closes, within the bound.
+    let plugin = format!("secure-{}", uuid::Uuid::new_v4());
+    let letters = polyhost::trigger::dlq::topic_for(&plugin);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        polyhost::trigger::ensure_topics(&kafka, std::slice::from_ref(&letters), 1),
+    )
+    .await
+    .context("creating the dead-letter topic: no answer")??;
+    producer
+        .send(
+            FutureRecord::to(&letters).key("k").payload("a dead letter"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .context("producing a dead letter over SASL_SSL")?;
+    let listed = within(Duration::from_secs(60), {
+        let kafka = kafka.clone();
+        async move { polyhost::dlq::list(&kafka, &plugin).await }
+    })
+    .await
+    .context("listing dead letters over SASL_SSL")??;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+
+    // The clients that used SASL_SSL close, promptly, while their broker is up.
+    within(Duration::from_secs(10), async move {
         drop(consumer);
         drop(producer);
         drop(shared);
-        let _ = closed.send(());
-    });
-    tokio::time::timeout(Duration::from_secs(10), closing)
-        .await
-        .context("closing the SASL_SSL clients: not done within 10 s")??;
+    })
+    .await
+    .context("closing the SASL_SSL clients")?;
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Runs `work` on a runtime and a thread of its own, failing when it is not done within
+/// `limit`: a Kafka client whose closing hung would otherwise hold up the test's runtime at
+/// its shutdown (which waits for blocking tasks), and so the test, past the bound.
+async fn within<T: Send + 'static>(
+    limit: Duration,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        let _ = done.send(runtime.block_on(work));
+    });
+    tokio::time::timeout(limit, result)
+        .await
+        .with_context(|| format!("not done within {limit:?}"))?
+        .context("the work's thread ended without an answer")
 }
 
 /// The errors librdkafka reports to a client's context.
