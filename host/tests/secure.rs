@@ -346,7 +346,19 @@ fn pg_settings(port: u16, ca: &Path, password: &str) -> Settings {
 
 async fn pg_connect(settings: &Settings) -> Result<sqlx::PgConnection> {
     use sqlx::Connection as _;
-    Ok(sqlx::PgConnection::connect_with(&settings.postgres.connect_options()?).await?)
+    let options = settings.postgres.connect_options()?;
+    // The server listens before it lets anyone in ("the database system is starting up").
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sqlx::PgConnection::connect_with(&options).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("57P03") && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            connected => return Ok(connected?),
+        }
+    }
 }
 
 #[tokio::test]
