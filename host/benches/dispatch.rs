@@ -140,7 +140,13 @@ async fn run(dir: &Path) {
         cache_dir: None,
         ..RuntimeConfig::default()
     };
-    let runtime = Runtime::new(config, Arc::new(Connections::new(Settings::default()))).unwrap();
+    let runtime = Runtime::new(
+        config,
+        Arc::new(Connections::new(
+            Settings::from_env().expect("connection settings"),
+        )),
+    )
+    .unwrap();
     let mut plugins = Vec::new();
     for (label, name) in GUESTS {
         let mut spec = PluginSpec::new(name, dir.join(format!("{name}.wasm")));

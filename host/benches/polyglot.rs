@@ -89,7 +89,13 @@ async fn run() {
         cache_dir: Some(target.join("polyglot-test-cache")),
         ..RuntimeConfig::default()
     };
-    let runtime = Runtime::new(config, Arc::new(Connections::new(Settings::default()))).unwrap();
+    let runtime = Runtime::new(
+        config,
+        Arc::new(Connections::new(
+            Settings::from_env().expect("connection settings"),
+        )),
+    )
+    .unwrap();
     let samples: usize = std::env::var("POLYGLOT_BENCH_SAMPLES")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -78,7 +78,7 @@ async fn run() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let settings = Settings::default();
+    let settings = Settings::from_env()?;
     let kafka = settings.kafka.clone();
     let runtime = Runtime::new(
         RuntimeConfig {

@@ -181,7 +181,7 @@ async fn check(path: &Path, args: &RuntimeArgs) -> Result<ExitCode> {
     };
     let runtime = Runtime::new(
         args.config(&manifest),
-        Arc::new(Connections::new(Settings::default())),
+        Arc::new(Connections::new(Settings::from_env()?)),
     )?;
     let mut failed = false;
     for spec in &manifest.plugins {
@@ -217,7 +217,7 @@ async fn run(
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let settings = connections.apply(manifest.connections.clone());
+    let settings = connections.resolve(&manifest.connections)?;
     tracing::info!(connections = ?settings, "connection settings");
     let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
@@ -289,7 +289,7 @@ async fn generate(
     if let Some(r) = rate {
         pace.rate = (r > 0.0).then_some(r);
     }
-    let settings = connections.apply(manifest.connections.clone());
+    let settings = connections.resolve(&manifest.connections)?;
     let kafka = settings.kafka.clone();
     let runtime = Runtime::new(args.config(&manifest), Arc::new(Connections::new(settings)))?;
     let loaded = runtime
@@ -324,7 +324,7 @@ async fn migrate(source: &Path, path: &Path, connections: &ConnectionArgs) -> Re
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    let settings = connections.apply(manifest.connections.clone());
+    let settings = connections.resolve(&manifest.connections)?;
     let n = polyhost::backends::sql::migrate(&settings, source, &manifest).await?;
     println!("migrations applied from {} ({n} in all)", source.display());
     Ok(ExitCode::SUCCESS)

@@ -297,29 +297,20 @@ impl Manifest {
         }
         let connections = match doc.get("connections") {
             None => crate::connections::Settings::builtin(),
-            Some(section) => match serde_path_to_error::deserialize(section.clone()) {
-                Ok(c) => {
-                    let c: crate::connections::Settings = c;
-                    for (key, message) in c.validate() {
+            Some(section) => match crate::connections::Settings::parse(section.clone()) {
+                Ok(c) => c,
+                Err(problems) => {
+                    for (key, message) in problems {
                         errors.push(ManifestError {
                             plugin: None,
-                            key: Some(format!("connections.{key}")),
+                            key: Some(if key.is_empty() {
+                                "connections".to_string()
+                            } else {
+                                format!("connections.{key}")
+                            }),
                             message,
                         });
                     }
-                    c
-                }
-                Err(e) => {
-                    let path = e.path().to_string();
-                    errors.push(ManifestError {
-                        plugin: None,
-                        key: Some(if path == "." {
-                            "connections".to_string()
-                        } else {
-                            format!("connections.{path}")
-                        }),
-                        message: e.into_inner().message().trim_end().to_string(),
-                    });
                     crate::connections::Settings::builtin()
                 }
             },

@@ -10,7 +10,6 @@
 //! missing the test installs `chromium` and `chromium-driver` with apt-get (as root), and
 //! fails saying so when it cannot.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

@@ -56,7 +56,7 @@ fn service_addresses_come_out_of_their_urls() {
 #[tokio::test]
 async fn kafka_round_trips_a_keyed_message_with_a_header() -> Result<()> {
     use rdkafka::{
-        ClientConfig, Message as _,
+        Message as _,
         admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
         client::DefaultClientContext,
         consumer::{Consumer as _, StreamConsumer},
@@ -70,15 +70,10 @@ async fn kafka_round_trips_a_keyed_message_with_a_header() -> Result<()> {
     let group = unique_name("kafka");
 
     let config = |extra: &[(&str, &str)]| {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.url)
-            // librdkafka retries an unreachable broker forever; bound each attempt so the
-            // request timeouts below are what ends a test against an absent broker.
-            .set(
-                "socket.connection.setup.timeout.ms",
-                CLIENT_TIMEOUT.as_millis().to_string(),
-            );
+        // The host's settings (TLS and SASL when secured); librdkafka retries an unreachable
+        // broker forever, so each attempt is bounded and the request timeouts below are what
+        // ends a test against an absent broker.
+        let mut config = common::kafka_config();
         for (key, value) in extra {
             config.set(*key, *value);
         }
@@ -200,17 +195,10 @@ async fn kafka_round_trips_a_keyed_message_with_a_header() -> Result<()> {
 
 #[tokio::test]
 async fn postgres_round_trips_bound_parameters() -> Result<()> {
-    use sqlx::{Connection as _, PgConnection};
-
     let postgres = Service::postgres();
     // One connection rather than a pool: a pool retries a refused connection until its
     // acquire timeout and then reports only "pool timed out", hiding the cause.
-    let mut connection = within(
-        &postgres,
-        "connecting",
-        PgConnection::connect(&postgres.url),
-    )
-    .await?;
+    let mut connection = common::postgres().await?;
 
     let table = unique_name("postgres");
     let create = format!(
@@ -280,32 +268,12 @@ async fn postgres_round_trips_bound_parameters() -> Result<()> {
 
 #[tokio::test]
 async fn mongodb_finds_an_inserted_document() -> Result<()> {
-    use mongodb::{
-        Client,
-        bson::{Document, doc},
-        options::ClientOptions,
-    };
+    use mongodb::bson::{Document, doc};
 
     let mongodb = Service::mongodb();
-    let mut options = within(
-        &mongodb,
-        "parsing the connection string",
-        ClientOptions::parse(&mongodb.url),
-    )
-    .await?;
-    // The driver waits 30 s for a server by default; an absent one should fail sooner.
-    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
-    options.connect_timeout = Some(CLIENT_TIMEOUT);
-    let client =
-        Client::with_options(options).with_context(|| format!("{mongodb}: building the client"))?;
-    // The driver connects lazily; a ping makes an absent server fail here, before there is
-    // anything to clean up.
-    within(
-        &mongodb,
-        "ping",
-        client.database("admin").run_command(doc! { "ping": 1 }),
-    )
-    .await?;
+    // The host's settings (TLS and login when secured); server selection bounded, and a ping
+    // made, so that an absent server fails here, before there is anything to clean up.
+    let client = common::mongodb().await?;
 
     // A database of its own, rather than a collection in a shared one, so that dropping it
     // removes everything the test made, indexes included.
@@ -366,8 +334,7 @@ async fn redis_keeps_a_key_with_its_ttl() -> Result<()> {
     };
 
     let redis = Service::redis();
-    let client = redis::Client::open(redis.url.as_str())
-        .with_context(|| format!("{redis}: parsing the URL"))?;
+    let client = common::redis()?;
     // The manager retries a failed connection six times with backoff by default; one retry
     // is enough to show a service that is there.
     let config = ConnectionManagerConfig::new()
@@ -434,11 +401,14 @@ async fn elasticsearch_finds_an_indexed_document() -> Result<()> {
     let elasticsearch = Service::elasticsearch();
     let url = Url::parse(&elasticsearch.url)
         .with_context(|| format!("{elasticsearch}: parsing the URL"))?;
-    let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+    let builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
         .timeout(CLIENT_TIMEOUT)
         // The service is addressed directly; an HTTP(S)_PROXY set for package downloads must
         // not capture requests to it.
-        .disable_proxy()
+        .disable_proxy();
+    let transport = common::settings()
+        .elasticsearch
+        .transport(builder)?
         .build()
         .with_context(|| format!("{elasticsearch}: building the transport"))?;
     let mut client = Elasticsearch::new(transport);

@@ -4,7 +4,6 @@
 //! state-changing calls (same-origin without a token, the token when
 //! `POLYHOST_ADMIN_TOKEN` is set).
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

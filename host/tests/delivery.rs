@@ -2,7 +2,6 @@
 //! a `kill -9` loses nothing after a restart, and two hosts share a plugin's partitions
 //! through the consumer group, one of them dying mid-stream.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

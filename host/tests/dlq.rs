@@ -3,7 +3,6 @@
 //! a hot swap, the dead letter is replayed and processed exactly once, and a second replay
 //! is refused (unless forced, which the handler's idempotence then absorbs).
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

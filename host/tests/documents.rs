@@ -6,7 +6,6 @@
 //! xtask plugins`); fails, rather than skips, without them. Each test works in a database of
 //! its own, granted to its plugin, and drops it afterwards.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -14,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use common::{CLIENT_TIMEOUT, Service, unique_name, with_cleanup, within};
+use common::{Service, unique_name, with_cleanup, within};
 use futures::{AsyncReadExt as _, TryStreamExt as _};
 use harness::{runtime, test_plugin};
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{ClientOptions, GridFsBucketOptions};
+use mongodb::options::GridFsBucketOptions;
 use polyhost::backends::{Settings, documents};
 use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{LoadedPlugin, Runtime};
@@ -78,22 +77,7 @@ impl Fixture {
 /// database whatever happened.
 async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
     let mongodb = Service::mongodb();
-    let mut options = within(
-        &mongodb,
-        "parsing the connection string",
-        ClientOptions::parse(&mongodb.url),
-    )
-    .await?;
-    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
-    options.connect_timeout = Some(CLIENT_TIMEOUT);
-    let client = mongodb::Client::with_options(options)
-        .with_context(|| format!("{mongodb}: building the client"))?;
-    within(
-        &mongodb,
-        "ping",
-        client.database("admin").run_command(doc! { "ping": 1 }),
-    )
-    .await?;
+    let client = common::mongodb().await?;
     let db = client.database(&unique_name("docs"));
 
     let rt = runtime();
@@ -487,7 +471,7 @@ async fn calls_outside_the_grant_or_carrying_code_never_reach_the_server() -> Re
 
 #[tokio::test]
 async fn connecting_to_an_absent_server_fails_fast() {
-    let mut settings = Settings::default();
+    let mut settings = Settings::from_env().expect("connection settings");
     settings.mongodb.url = "mongodb://127.0.0.1:1".into();
     let started = Instant::now();
     let result = documents::Shared::connect(&settings).await;

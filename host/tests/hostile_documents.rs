@@ -6,7 +6,6 @@
 //! Needs MongoDB (FerretDB here) and Kafka (`cargo xtask services up`) and the test plugins
 //! (`cargo xtask plugins -p hostile-documents`); fails, rather than skips, without them.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -15,7 +14,7 @@ use common::{CLIENT_TIMEOUT, Service, unique_name, with_cleanup, within};
 use futures::{AsyncWriteExt as _, TryStreamExt as _};
 use harness::{batch, event, runtime, test_plugin};
 use mongodb::bson::{Document, doc};
-use mongodb::options::{ClientOptions, GridFsBucketOptions};
+use mongodb::options::GridFsBucketOptions;
 use polyhost::backends::{documents, messaging};
 use polyhost::bindings::polyhost::platform::types::Outcome;
 use polyhost::manifest::PluginSpec;
@@ -75,15 +74,10 @@ const ATTACKS: &[(&str, &str)] = &[
     ("publish-huge-headers", "invalid"),
 ];
 
-fn kafka_config(kafka: &Service) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.url)
-        .set(
-            "socket.connection.setup.timeout.ms",
-            CLIENT_TIMEOUT.as_millis().to_string(),
-        )
-        .set("allow.auto.create.topics", "false");
+/// The host's Kafka settings for this run; asking about a topic never creates it.
+fn kafka_config() -> ClientConfig {
+    let mut config = common::kafka_config();
+    config.set("allow.auto.create.topics", "false");
     config
 }
 
@@ -113,18 +107,11 @@ async fn snapshot(
 #[tokio::test]
 async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Result<()> {
     let mongodb = Service::mongodb();
-    let mut options = within(
-        &mongodb,
-        "parsing the URL",
-        ClientOptions::parse(&mongodb.url),
-    )
-    .await?;
-    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
-    let client = mongodb::Client::with_options(options)?;
+    let client = common::mongodb().await?;
     let db = client.database(&unique_name("hostile"));
 
     let kafka = Service::kafka();
-    let admin: AdminClient<DefaultClientContext> = kafka_config(&kafka).create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka_config().create()?;
     let admin_options = AdminOptions::new()
         .request_timeout(Some(CLIENT_TIMEOUT))
         .operation_timeout(Some(CLIENT_TIMEOUT));
@@ -260,7 +247,7 @@ async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Resu
 
             // Kafka: the other topic was never created; the granted one holds exactly the
             // message whose header and key named the other topic.
-            let base: BaseConsumer = kafka_config(&kafka).create()?;
+            let base: BaseConsumer = kafka_config().create()?;
             let (t, st) = (topic.clone(), secret_topic.clone());
             let (metadata, watermarks, record) =
                 tokio::task::spawn_blocking(move || -> Result<_> {
@@ -316,7 +303,7 @@ async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Resu
 }
 
 fn base_config_for_read() -> Result<BaseConsumer> {
-    Ok(kafka_config(&Service::kafka())
+    Ok(kafka_config()
         .set("group.id", unique_name("hostile"))
         .set("enable.auto.commit", "false")
         .create()?)
@@ -327,7 +314,7 @@ fn base_config_for_read() -> Result<BaseConsumer> {
 #[tokio::test]
 async fn a_message_over_the_broker_limit_is_invalid() -> Result<()> {
     let kafka = Service::kafka();
-    let admin: AdminClient<DefaultClientContext> = kafka_config(&kafka).create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka_config().create()?;
     let admin_options = AdminOptions::new()
         .request_timeout(Some(CLIENT_TIMEOUT))
         .operation_timeout(Some(CLIENT_TIMEOUT));
@@ -377,7 +364,7 @@ async fn a_message_over_the_broker_limit_is_invalid() -> Result<()> {
                 [Outcome::Reject(why)] if why.starts_with("invalid:") => {}
                 other => bail!("expected invalid, got {other:?}"),
             }
-            let base: BaseConsumer = kafka_config(&kafka).create()?;
+            let base: BaseConsumer = kafka_config().create()?;
             let t = topic.clone();
             let marks =
                 tokio::task::spawn_blocking(move || base.fetch_watermarks(&t, 0, CLIENT_TIMEOUT))

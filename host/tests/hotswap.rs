@@ -3,7 +3,6 @@
 //! processing goes on, rollback restores the previous version, `--watch` swaps on a new
 //! file but never on a partial one, and a manifest reload adds and removes plugins.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

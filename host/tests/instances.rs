@@ -127,8 +127,13 @@ async fn a_component_over_an_engine_limit_is_refused_naming_the_setting() {
         max_core_instances_per_component: 1,
         ..RuntimeConfig::default()
     };
-    let rt =
-        Runtime::new(config, Arc::new(Connections::new(Settings::default()))).expect("runtime");
+    let rt = Runtime::new(
+        config,
+        Arc::new(Connections::new(
+            Settings::from_env().expect("connection settings"),
+        )),
+    )
+    .expect("runtime");
     let mut spec = PluginSpec::new("small-engine", test_plugin("noop-handler"));
     spec.subscribe = vec!["t".into()];
     let err = rt.check(&spec).await.expect_err("must be refused");

@@ -10,7 +10,6 @@
 // The scripts are long `json!` literals.
 #![recursion_limit = "512"]
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -101,7 +100,7 @@ impl Fixture {
 /// deletes every key of the test whatever happened.
 async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
     let redis = Service::redis();
-    let client = redis::Client::open(redis.url.as_str())?;
+    let client = common::redis()?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CLIENT_TIMEOUT))
         .set_response_timeout(Some(CLIENT_TIMEOUT))
@@ -662,7 +661,7 @@ async fn a_hostile_plugin_stays_inside_its_grant_and_its_limits() -> Result<()> 
     const RESULT_CAP: u64 = 2 << 20;
     const PLANTED: usize = 100 << 20;
     let redis = Service::redis();
-    let client = redis::Client::open(redis.url.as_str())?;
+    let client = common::redis()?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CLIENT_TIMEOUT))
         .set_response_timeout(Some(std::time::Duration::from_secs(60)))

@@ -6,7 +6,6 @@
 //! fails, rather than skips, without them. Each test publishes to a topic of its own and
 //! deletes it afterwards.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -45,7 +44,7 @@ impl Fixture {
 
     /// Every record of the test topic's one partition, read from the start.
     async fn records(&self) -> Result<Vec<OwnedMessage>> {
-        let consumer: StreamConsumer = config(&self.kafka)
+        let consumer: StreamConsumer = config()
             // Assigned, not subscribed, and nothing committed: no group is left behind.
             .set("group.id", unique_name("kafka"))
             .set("enable.auto.commit", "false")
@@ -72,7 +71,7 @@ impl Fixture {
     /// appended, so a record that should not be there shows even if nothing reads it.
     async fn watermarks(&self) -> Result<(i64, i64)> {
         let topic = self.topic.clone();
-        let base: BaseConsumer = config(&self.kafka)
+        let base: BaseConsumer = config()
             .create()
             .with_context(|| format!("{}: building a metadata client", self.kafka))?;
         tokio::task::spawn_blocking(move || base.fetch_watermarks(&topic, 0, CLIENT_TIMEOUT))
@@ -82,7 +81,7 @@ impl Fixture {
 
     /// Whether the broker knows a topic named `name`; asked without creating it.
     async fn topic_exists(&self, name: &str) -> Result<bool> {
-        let base: BaseConsumer = config(&self.kafka)
+        let base: BaseConsumer = config()
             .create()
             .with_context(|| format!("{}: building a metadata client", self.kafka))?;
         let metadata =
@@ -93,14 +92,9 @@ impl Fixture {
     }
 }
 
-fn config(kafka: &Service) -> ClientConfig {
-    let mut config = ClientConfig::new();
+fn config() -> ClientConfig {
+    let mut config = common::kafka_config();
     config
-        .set("bootstrap.servers", &kafka.url)
-        .set(
-            "socket.connection.setup.timeout.ms",
-            CLIENT_TIMEOUT.as_millis().to_string(),
-        )
         // Asking about a topic must never create it (librdkafka's consumers default to
         // this; said here because the denied topic's absence is what a test checks).
         .set("allow.auto.create.topics", "false");
@@ -111,7 +105,7 @@ fn config(kafka: &Service) -> ClientConfig {
 /// loads the probe granted only that topic, runs `body`, and deletes the topics.
 async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
     let kafka = Service::kafka();
-    let admin: AdminClient<DefaultClientContext> = config(&kafka)
+    let admin: AdminClient<DefaultClientContext> = config()
         .create()
         .with_context(|| format!("{kafka}: building the admin client"))?;
     let options = AdminOptions::new()

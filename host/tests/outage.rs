@@ -3,7 +3,6 @@
 //! back; a plugin that does not need it goes on meanwhile. Its own test binary, since it
 //! takes Redis away from every test running at the time.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

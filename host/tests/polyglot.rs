@@ -5,7 +5,6 @@
 //! `examples/watch-history-js` to `target/plugins/`). The compiled components are cached
 //! under `target/polyglot-test-cache`, so only the first run compiles them.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 #[allow(unused_imports)]

@@ -8,7 +8,6 @@
 //! are not published: the test grants a topic of its own, so the publish is refused (and
 //! logged) rather than reaching the platform's `streaming.derived`.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -18,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, ensure};
 use common::{Service, unique_name, within};
-use polyhost::backends::{Connections, Settings, keyvalue, messaging};
+use polyhost::backends::{Connections, keyvalue, messaging};
 use polyhost::bindings::polyhost::platform::types::{Event, Outcome};
 use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{Records, Runtime, RuntimeConfig};
@@ -45,6 +44,13 @@ const PREFIXES: &[&str] = &[
 
 fn plugin_path() -> PathBuf {
     harness::platform_plugin("ranking-handler")
+}
+
+/// The host's Redis settings for this run (TLS and ACL user when secured), on database `db`.
+fn redis_settings(db: u32) -> polyhost::connections::Redis {
+    let mut redis = common::settings().redis.clone();
+    redis.url = redis_url(db).into();
+    redis
 }
 
 /// The Redis URL with database `db`.
@@ -104,8 +110,8 @@ async fn load(db: u32) -> Result<(Runtime, Arc<polyhost::runtime::LoadedPlugin>)
             ..RuntimeConfig::default()
         },
         Arc::new(Connections::new({
-            let mut settings = Settings::default();
-            settings.redis.url = redis_url(db).into();
+            let mut settings = common::settings().clone();
+            settings.redis = redis_settings(db);
             settings
         })),
     )?;
@@ -129,7 +135,7 @@ async fn load(db: u32) -> Result<(Runtime, Arc<polyhost::runtime::LoadedPlugin>)
 /// A connection to Redis database `db`, emptied.
 async fn fresh(db: u32) -> Result<redis::aio::MultiplexedConnection> {
     let redis = Service::redis();
-    let client = redis::Client::open(redis_url(db))?;
+    let client = redis_settings(db).client()?;
     let mut conn = within(
         &redis,
         "connecting",

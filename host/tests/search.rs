@@ -10,7 +10,6 @@
 // The scripts are long `json!` literals.
 #![recursion_limit = "512"]
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 mod process;

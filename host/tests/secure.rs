@@ -800,7 +800,7 @@ impl Drop for FerretDb {
 impl FerretDb {
     async fn start(dir: &Path, pki: &Pki) -> Result<FerretDb> {
         use sqlx::Connection as _;
-        let service = Settings::default().postgres;
+        let service = Settings::from_env()?.postgres;
         let database = format!("polyhost_secure_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect_with(&service.connect_options()?).await?;
         sqlx::query(&format!("CREATE DATABASE \"{database}\""))
@@ -854,7 +854,7 @@ impl FerretDb {
         use sqlx::Connection as _;
         let database = self.database.clone();
         drop(self);
-        let service = Settings::default().postgres;
+        let service = Settings::from_env()?.postgres;
         let mut admin = sqlx::PgConnection::connect_with(&service.connect_options()?).await?;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
@@ -866,7 +866,7 @@ impl FerretDb {
 }
 
 fn mongo_settings(port: u16, ca: &Path, password: &str) -> Result<Settings> {
-    let service = Settings::default().postgres;
+    let service = Settings::from_env()?.postgres;
     let user = url::Url::parse(service.url.expose())?
         .username()
         .to_string();
@@ -894,7 +894,7 @@ async fn ferretdb_over_tls_with_a_login() -> Result<()> {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &ours.ca)?;
     let server = FerretDb::start(&dir, &ours).await?;
-    let password = Settings::default()
+    let password = Settings::from_env()?
         .postgres
         .login_password()
         .context("the PostgreSQL service's URL names no password")?;

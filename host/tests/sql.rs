@@ -1,13 +1,13 @@
 //! The sql backend (`polyhost:platform/sql`) against the real server: the `sql-probe` plugin
 //! runs scripts of calls with their expected results, and each test then reads back, as the
-//! superuser of `DATABASE_URL`, what PostgreSQL really holds.
+//! superuser of `DATABASE_URL` (or of the connections file's `[postgres]`), what PostgreSQL
+//! really holds.
 //!
-//! Each test makes a schema and a LOGIN role of its own (with the password of
-//! `DATABASE_URL`, and GRANTs on some of the schema's tables only), grants the probe that
+//! Each test makes a schema and a LOGIN role of its own (with the superuser's password, and
+//! GRANTs on some of the schema's tables only), grants the probe that
 //! role, and drops both afterwards. Needs PostgreSQL (`cargo xtask services up`) and the test
 //! plugins (`cargo xtask plugins`); fails, rather than skips, without them.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -21,7 +21,7 @@ use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{LoadedPlugin, Runtime};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
-use sqlx::{Connection as _, PgConnection, Row as _};
+use sqlx::{PgConnection, Row as _};
 
 const UUID_A: &str = "67e55044-10b1-426f-9247-bb680e5fe0c8";
 const UUID_B: &str = "00000000-0000-0000-0000-000000000001";
@@ -105,15 +105,10 @@ impl Fixture {
 /// of them, loads the probe granted that role, runs `body`, and drops everything.
 async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
     let postgres = Service::postgres();
-    let mut admin = within(
-        &postgres,
-        "connecting",
-        PgConnection::connect(&postgres.url),
-    )
-    .await?;
-    let password = url::Url::parse(&postgres.url)
-        .ok()
-        .and_then(|u| u.password().map(percent_decode))
+    let mut admin = common::postgres().await?;
+    let password = common::settings()
+        .postgres
+        .login_password()
         .unwrap_or_default();
     let schema = unique_name("sql");
     let role = unique_name("sqlrole");
@@ -207,30 +202,6 @@ async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Res
         },
     )
     .await
-}
-
-/// `%xx` escapes of a URL's password, decoded.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            text.get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok()),
-        ) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Every column of `items`, in table order.

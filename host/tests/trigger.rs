@@ -6,7 +6,6 @@
 //! Needs Kafka (`cargo xtask services up`) and the test plugins (`cargo xtask plugins`).
 //! Each test uses topics, a plugin name and a group of its own, and deletes its topics.
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -25,7 +24,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers as _, Message as _, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -39,13 +38,9 @@ fn logs() {
     }
 }
 
-fn config(kafka: &Service) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.url).set(
-        "socket.connection.setup.timeout.ms",
-        CLIENT_TIMEOUT.as_millis().to_string(),
-    );
-    config
+/// The host's Kafka settings for this run (TLS and SASL when secured).
+fn kafka() -> polyhost::connections::Kafka {
+    common::settings().kafka.clone()
 }
 
 /// A test's topic and plugin name, deleted (with the dead-letter topic) on drop of the
@@ -61,7 +56,7 @@ struct Fixture {
 impl Fixture {
     async fn new(partitions: i32) -> Result<Fixture> {
         let kafka = Service::kafka();
-        let admin: AdminClient<DefaultClientContext> = config(&kafka).create()?;
+        let admin: AdminClient<DefaultClientContext> = common::kafka_config().create()?;
         let topic = unique_name("trig");
         let created = within(
             &kafka,
@@ -104,7 +99,7 @@ impl Fixture {
 
     /// Produces `(key, value)` records and waits for every acknowledgement.
     async fn produce(&self, records: &[(String, Vec<u8>)]) -> Result<()> {
-        let producer: FutureProducer = config(&self.kafka)
+        let producer: FutureProducer = common::kafka_config()
             .set("enable.idempotence", "true")
             .create()?;
         let sends = records.iter().map(|(k, v)| {
@@ -130,7 +125,7 @@ impl Fixture {
 
     /// The group's committed offsets, per partition.
     async fn committed(&self, group: &str) -> Result<Vec<i64>> {
-        let consumer: BaseConsumer = config(&self.kafka).set("group.id", group).create()?;
+        let consumer: BaseConsumer = common::kafka_config().set("group.id", group).create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.partitions {
             tpl.add_partition(&self.topic, p);
@@ -151,7 +146,7 @@ impl Fixture {
     /// Every record of the dead-letter topic, once it holds `n` (and checks it holds no more).
     async fn dead_letters(&self, n: usize) -> Result<Vec<OwnedMessage>> {
         let topic = dlq::topic_for(&self.plugin);
-        let consumer: StreamConsumer = config(&self.kafka)
+        let consumer: StreamConsumer = common::kafka_config()
             .set("group.id", unique_name("dlqreader"))
             .create()?;
         let mut tpl = TopicPartitionList::new();
@@ -229,12 +224,8 @@ async fn every_event_is_processed_and_committed() -> Result<()> {
         let rt = runtime();
         let plugin = rt.load(&spec).await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let trigger = Trigger::start(
-            TriggerConfig::new(f.kafka.url.clone()),
-            vec![(spec, plugin)],
-            Some(tx),
-        )
-        .await?;
+        let trigger =
+            Trigger::start(TriggerConfig::new(kafka()), vec![(spec, plugin)], Some(tx)).await?;
         let seen = collect(&mut rx, Duration::from_secs(60), |s| {
             s.iter()
                 .filter_map(|p| p.id.clone())
@@ -313,12 +304,8 @@ async fn poison_rejects_and_traps_are_dead_lettered_and_the_rest_go_on() -> Resu
         let plugin = rt.load(&spec).await?;
         let digest = plugin.digest.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let trigger = Trigger::start(
-            TriggerConfig::new(f.kafka.url.clone()),
-            vec![(spec, plugin)],
-            Some(tx),
-        )
-        .await?;
+        let trigger =
+            Trigger::start(TriggerConfig::new(kafka()), vec![(spec, plugin)], Some(tx)).await?;
         let seen = collect(&mut rx, Duration::from_secs(60), |s| s.len() >= N).await;
         trigger.shutdown().await?;
         let seen = seen?;
@@ -391,7 +378,7 @@ async fn retried_events_are_handed_over_again_and_never_dead_lettered() -> Resul
         let rt = runtime();
         let plugin = rt.load(&spec).await?;
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let mut config = TriggerConfig::new(kafka());
         config.backoff.base = Duration::from_millis(10);
         config.backoff.cap = Duration::from_millis(100);
         let trigger = Trigger::start(config, vec![(spec, plugin)], Some(tx)).await?;
@@ -453,7 +440,7 @@ async fn a_drained_trigger_commits_what_it_finished_and_a_restart_loses_nothing(
         let plugin = rt.load(&spec).await?;
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let config = TriggerConfig::new(f.kafka.url.clone());
+        let config = TriggerConfig::new(kafka());
         let first = Trigger::start(
             config.clone(),
             vec![(spec.clone(), plugin.clone())],
@@ -521,7 +508,7 @@ async fn two_triggers_share_the_partitions_and_one_leaving_loses_nothing() -> Re
         let group = spec.group_id();
         let rt = runtime();
         let plugin = rt.load(&spec).await?;
-        let config = TriggerConfig::new(f.kafka.url.clone());
+        let config = TriggerConfig::new(kafka());
 
         let (tx_a, mut rx_a) = mpsc::unbounded_channel();
         let (tx_b, mut rx_b) = mpsc::unbounded_channel();
@@ -669,11 +656,7 @@ async fn a_5mb_reject_reason_is_dead_lettered_capped_and_the_partition_goes_on()
             .collect();
         f.produce(&records).await?;
         let (seen, group) = f
-            .run_until(
-                "hostile-handler",
-                TriggerConfig::new(f.kafka.url.clone()),
-                N,
-            )
+            .run_until("hostile-handler", TriggerConfig::new(kafka()), N)
             .await?;
 
         let by_offset: BTreeMap<i64, &Processed> = seen.iter().map(|p| (p.offset, p)).collect();
@@ -759,11 +742,7 @@ async fn a_record_too_large_for_the_dead_letter_topic_is_dead_lettered_reduced()
             .collect();
         f.produce(&records).await?;
         let (seen, group) = f
-            .run_until(
-                "hostile-handler",
-                TriggerConfig::new(f.kafka.url.clone()),
-                N,
-            )
+            .run_until("hostile-handler", TriggerConfig::new(kafka()), N)
             .await?;
         assert_eq!(seen.len(), N);
         let dead: BTreeSet<i64> = seen
@@ -821,7 +800,7 @@ async fn a_dead_letter_refused_even_reduced_is_dropped_and_the_partition_goes_on
             })
             .collect();
         f.produce(&records).await?;
-        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let mut config = TriggerConfig::new(kafka());
         config.backoff.base = Duration::from_millis(10);
         let (seen, group) = f.run_until("hostile-handler", config, N).await?;
         assert_eq!(seen.len(), N);
@@ -851,14 +830,11 @@ async fn a_dead_letter_the_broker_refuses_is_sent_once_more_as_an_envelope() -> 
         f.small_dead_letter_topic(LIMIT).await?;
         let dlq_topic = dlq::topic_for(&f.plugin);
         // (`connect` first: it waits for a topic created a moment ago to be known.)
-        let learned = dlq::DeadLetters::connect(&f.kafka.url.as_str().into(), &f.plugin).await?;
+        let learned = dlq::DeadLetters::connect(&kafka(), &f.plugin).await?;
         assert_eq!(learned.limit(), LIMIT);
-        assert_eq!(
-            dlq::max_message_bytes(&f.kafka.url.as_str().into(), &dlq_topic).await?,
-            LIMIT
-        );
+        assert_eq!(dlq::max_message_bytes(&kafka(), &dlq_topic).await?, LIMIT);
         // A producer that believes the broker takes 10 MB: the broker itself refuses.
-        let wrong = dlq::DeadLetters::new(&f.kafka.url.as_str().into(), &f.plugin, 10_000_000)?;
+        let wrong = dlq::DeadLetters::new(&kafka(), &f.plugin, 10_000_000)?;
         let record = OwnedMessage::new(
             Some(vec![b'v'; 300_000]),
             Some(b"k".to_vec()),
@@ -943,7 +919,7 @@ async fn a_partition_worker_that_dies_is_restarted_and_nothing_is_lost_or_repeat
             })
             .collect();
         f.produce(&records).await?;
-        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let mut config = TriggerConfig::new(kafka());
         let fired = Arc::new(AtomicBool::new(false));
         let (topic, once) = (f.topic.clone(), fired.clone());
         // One worker dies once, at offset 20 of its partition, before handing it over.
@@ -982,7 +958,7 @@ async fn an_event_the_host_keeps_dying_on_is_dead_lettered_and_the_partition_goe
             .map(|i| (format!("k{i}"), cloudevent(&format!("e{i}"), "test.ok", i)))
             .collect();
         f.produce(&records).await?;
-        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let mut config = TriggerConfig::new(kafka());
         let topic = f.topic.clone();
         config.before_hand_over = Some(Hook(Arc::new(move |t, _, o| {
             if t == topic && o == 7 {
@@ -1027,7 +1003,7 @@ async fn a_worker_that_dies_with_its_partition_paused_is_restarted_and_loses_not
             .map(|i| (format!("k{i}"), cloudevent(&format!("e{i}"), "test.ok", i)))
             .collect();
         f.produce(&records).await?;
-        let mut config = TriggerConfig::new(f.kafka.url.clone());
+        let mut config = TriggerConfig::new(kafka());
         // A tiny queue and a slow worker, so its partition is paused when it dies.
         config.queued_records = 4;
         config.queued_batches = 1;

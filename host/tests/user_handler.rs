@@ -9,7 +9,6 @@
 //! PostgreSQL and Kafka (`cargo xtask services up`) and the plugin
 //! (`cargo xtask plugins -p user-handler`).
 
-#[allow(dead_code)]
 mod common;
 mod harness;
 
@@ -17,17 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use common::{Service, unique_name, within};
 use harness::{batch, runtime};
-use polyhost::backends::{Settings, messaging, sql};
+use polyhost::backends::{messaging, sql};
 use polyhost::bindings::polyhost::platform::types::{Event, Outcome};
 use polyhost::manifest::{ConfigValue, Manifest, PluginSpec};
 use polyhost::runtime::{LoadedPlugin, Records};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
-use sqlx::{Connection as _, PgConnection};
+use sqlx::PgConnection;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -123,7 +122,7 @@ async fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_take_fixed_round_trips_and_a_bad_event_is_rejected_alone() -> Result<()> {
-    let settings = Settings::default();
+    let settings = common::settings();
     let postgres = Service::postgres();
     // The platform's schema and the plugin's role (idempotent).
     let manifest = Manifest::load(&root().join("polyhost.toml"))
@@ -131,7 +130,7 @@ async fn batches_take_fixed_round_trips_and_a_bad_event_is_rejected_alone() -> R
     within(
         &postgres,
         "applying the migrations",
-        sql::migrate(&settings, &root().join("migrations"), &manifest),
+        sql::migrate(settings, &root().join("migrations"), &manifest),
     )
     .await?;
     let derived = unique_name("derived");
@@ -222,9 +221,7 @@ async fn batches_take_fixed_round_trips_and_a_bad_event_is_rejected_alone() -> R
         "{outcomes:?}"
     );
 
-    let mut db = PgConnection::connect(settings.postgres.url.expose())
-        .await
-        .context("connecting to DATABASE_URL")?;
+    let mut db = common::postgres().await?;
     let read = async |db: &mut PgConnection| -> Result<Value> {
         let (v,): (Value,) = sqlx::query_as(concat!(
             "SELECT jsonb_build_object(",

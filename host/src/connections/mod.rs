@@ -15,10 +15,15 @@
 //! tls = { ca_file = "/etc/polyhost/ca.pem" }      # sslmode verify-full
 //! ```
 //!
+//! The same keys may instead come from a connections file of their own (`--connections`, or
+//! `POLYHOST_CONNECTIONS`), written without the `connections.` prefix (`[kafka]`,
+//! `[postgres]`, …): a deployment then keeps its secrets out of the manifest. The file, when
+//! given, stands for the manifest's whole section.
+//!
 //! Precedence, key by key: the command line, then the environment (`KAFKA_BROKERS`,
-//! `DATABASE_URL`, `MONGODB_URI`, `REDIS_URL`, `ELASTICSEARCH_URL`), then the manifest,
-//! then the defaults below. Secrets are [`Secret`]s: never printed, by `Debug`, `Display`,
-//! logs or the admin API.
+//! `DATABASE_URL`, `MONGODB_URI`, `REDIS_URL`, `ELASTICSEARCH_URL`), then the connections
+//! file or else the manifest, then the defaults below. Secrets are [`Secret`]s: never
+//! printed, by `Debug`, `Display`, logs or the admin API.
 
 mod elasticsearch;
 mod kafka;
@@ -71,14 +76,63 @@ pub struct Settings {
     pub elasticsearch: Elasticsearch,
 }
 
-/// The defaults, with the environment's URLs over them (as the command line reads them).
+/// The built-in defaults ([`Settings::builtin`]); the environment is not read.
 impl Default for Settings {
     fn default() -> Self {
-        ConnectionArgs::from_env().apply(Settings::builtin())
+        Settings::builtin()
     }
 }
 
 impl Settings {
+    /// What the environment alone says: the connections file of `POLYHOST_CONNECTIONS` (else
+    /// the defaults), with the environment's URLs over it, as `polyhost run` reads them for a
+    /// manifest without a `[connections]` section.
+    pub fn from_env() -> anyhow::Result<Self> {
+        ConnectionArgs::from_env().resolve(&Settings::builtin())
+    }
+
+    /// The settings of a `[connections]` section (the manifest's, or a connections file's
+    /// whole text): strict, every problem found as (its key under `connections.`, what is
+    /// wrong).
+    pub fn parse(section: toml::Value) -> Result<Self, Vec<(String, String)>> {
+        match serde_path_to_error::deserialize::<_, Settings>(section) {
+            Ok(settings) => match settings.validate() {
+                errors if errors.is_empty() => Ok(settings),
+                errors => Err(errors),
+            },
+            Err(e) => {
+                let path = e.path().to_string();
+                Err(vec![(
+                    if path == "." { String::new() } else { path },
+                    e.into_inner().message().trim_end().to_string(),
+                )])
+            }
+        }
+    }
+
+    /// A connections file: the keys of `[connections]`, without the prefix.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the connections file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("{}: not TOML", path.display()))?;
+        Settings::parse(toml::Value::Table(table)).map_err(|errors| {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|(key, message)| {
+                    if key.is_empty() {
+                        format!("{}: {message}", path.display())
+                    } else {
+                        format!("{}: `{key}`: {message}", path.display())
+                    }
+                })
+                .collect();
+            anyhow::anyhow!(lines.join("\n"))
+        })
+    }
+
     /// The built-in defaults alone: local services, no TLS, no authentication beyond
     /// `DEFAULT_DATABASE_URL`'s.
     pub fn builtin() -> Self {
@@ -220,9 +274,18 @@ impl Tls {
 }
 
 /// The service addresses the command line and the environment may give; each one given
-/// replaces the manifest's (`[connections]`) for that service.
+/// replaces the manifest's (`[connections]`) for that service. A connections file given
+/// replaces the manifest's whole section.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConnectionArgs {
+    /// A connections file: the manifest's `[connections]` keys without the prefix (`[kafka]`,
+    /// `[postgres]`, …), used instead of the manifest's section.
+    #[arg(
+        long = "connections",
+        env = "POLYHOST_CONNECTIONS",
+        value_name = "FILE"
+    )]
+    pub connections_file: Option<PathBuf>,
     /// Kafka bootstrap servers [default: the manifest's, else 127.0.0.1:9092].
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -246,6 +309,7 @@ impl ConnectionArgs {
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         ConnectionArgs {
+            connections_file: var("POLYHOST_CONNECTIONS").map(PathBuf::from),
             kafka_brokers: var("KAFKA_BROKERS"),
             database_url: var("DATABASE_URL"),
             mongodb_uri: var("MONGODB_URI"),
@@ -254,9 +318,28 @@ impl ConnectionArgs {
         }
     }
 
-    /// `settings` (the manifest's, or [`Settings::builtin`]) with the addresses given here
-    /// over them.
-    pub fn apply(&self, mut settings: Settings) -> Settings {
+    /// The settings to connect with: the connections file's when one is given, else
+    /// `manifest` (the manifest's section, or [`Settings::builtin`]), with the addresses given
+    /// here over them.
+    pub fn resolve(&self, manifest: &Settings) -> anyhow::Result<Settings> {
+        let base = match &self.connections_file {
+            Some(path) => {
+                if *manifest != Settings::builtin() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the manifest's [connections] section is ignored: a connections file \
+                         is given"
+                    );
+                }
+                Settings::from_file(path)?
+            }
+            None => manifest.clone(),
+        };
+        Ok(self.apply(base))
+    }
+
+    /// `settings` with the addresses given here over them.
+    fn apply(&self, mut settings: Settings) -> Settings {
         if let Some(b) = &self.kafka_brokers {
             settings.kafka.brokers = b.clone();
         }
@@ -278,6 +361,8 @@ impl ConnectionArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const SECURED: &str = r#"
@@ -365,6 +450,70 @@ mod tests {
         let s = args.apply(manifest);
         assert_eq!(s.kafka.brokers, "from-manifest:9092");
         assert_eq!(s.redis.url.expose(), "redis://from-env:6379");
+    }
+
+    /// A file in a directory of its own under the system's temporary one.
+    fn file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("polyhost-conn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_connections_file_stands_for_the_manifests_section() {
+        let manifest: Settings = toml::from_str(
+            "[kafka]\nbrokers = \"from-manifest:9092\"\n[redis]\nurl = \"redis://m:1\"",
+        )
+        .unwrap();
+        let path = file(
+            "connections.toml",
+            "[postgres]\nurl = \"postgres://app@db:5433/p\"\npassword = \"pw\"\n\
+             [redis]\nurl = \"redis://from-file:6380/0\"\nusername = \"app\"",
+        );
+        let args = ConnectionArgs {
+            connections_file: Some(path),
+            elasticsearch_url: Some("http://from-env:9200".into()),
+            ..Default::default()
+        };
+        let s = args.resolve(&manifest).unwrap();
+        // The whole section is the file's: the manifest's Kafka brokers are not kept.
+        assert_eq!(s.kafka.brokers, DEFAULT_KAFKA_BROKERS);
+        assert_eq!(s.postgres.url.expose(), "postgres://app@db:5433/p");
+        assert_eq!(s.postgres.login_password().as_deref(), Some("pw"));
+        assert_eq!(s.redis.url.expose(), "redis://from-file:6380/0");
+        assert_eq!(s.redis.username.as_deref(), Some("app"));
+        // An address from the environment or the command line still wins.
+        assert_eq!(s.elasticsearch.url.expose(), "http://from-env:9200");
+        // Without a file, the manifest's.
+        let s = ConnectionArgs::default().resolve(&manifest).unwrap();
+        assert_eq!(s.kafka.brokers, "from-manifest:9092");
+    }
+
+    #[test]
+    fn a_bad_connections_file_is_named_with_its_key() {
+        let path = file(
+            "bad.toml",
+            "[redis]\nurl = \"redis://x\"\nuser = \"typo\"\n",
+        );
+        let e = Settings::from_file(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("`redis.user`: unknown field"), "{e}");
+        let path = file("pairs.toml", "[mongodb]\nusername = \"u\"\n");
+        let e = Settings::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("`mongodb.password`"), "{e}");
+        let e = Settings::from_file(Path::new("/nonexistent/c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/c.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_url_password_is_decoded_for_the_plugin_roles() {
+        let s: Settings =
+            toml::from_str("[postgres]\nurl = \"postgres://u:p%40ss%3Aw@db/x\"").unwrap();
+        assert_eq!(s.postgres.login_password().as_deref(), Some("p@ss:w"));
     }
 
     #[test]

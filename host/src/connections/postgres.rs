@@ -104,15 +104,16 @@ impl Postgres {
         Ok(o)
     }
 
-    /// The password the host logs in with: `password`, else the URL's.
+    /// The password the host logs in with: `password`, else the URL's (its `%xx` escapes
+    /// decoded, as the client decodes them).
     pub fn login_password(&self) -> Option<String> {
         self.password
             .as_ref()
             .map(|p| p.expose().to_string())
             .or_else(|| {
-                url::Url::parse(self.url.expose())
-                    .ok()
-                    .and_then(|u| u.password().map(str::to_string))
+                let url = url::Url::parse(self.url.expose()).ok()?;
+                let password = percent_encoding::percent_decode_str(url.password()?);
+                Some(password.decode_utf8_lossy().into_owned())
             })
     }
 }

@@ -2,6 +2,14 @@
 //! for it, and how to name and remove what a test creates. A service that does not accept
 //! connections fails the test at once, naming the step that starts it
 //! (`cargo xtask services up`).
+//!
+//! Where the services are, and how to reach them, is what the host reads: [`settings`], the
+//! defaults or `POLYHOST_CONNECTIONS`' connections file (the secured services of
+//! `cargo xtask services up --secure`: TLS and logins), with the environment's URLs over
+//! them. The tests' own clients are built from the same settings by the host's own code
+//! ([`kafka_config`], [`postgres`], [`mongodb`], [`redis`]), so a suite runs unchanged
+//! against plain or secured services.
+#![allow(dead_code)]
 
 use std::{
     borrow::Cow,
@@ -10,9 +18,11 @@ use std::{
     future::IntoFuture,
     net::{TcpStream, ToSocketAddrs},
     panic::{AssertUnwindSafe, resume_unwind},
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
+
+use polyhost::connections::Settings;
 
 use anyhow::{Context as _, Result, anyhow};
 use futures::FutureExt as _;
@@ -37,42 +47,55 @@ pub struct Service {
     pub url: String,
 }
 
+/// The host's connection settings for this run (see the module's comment): read once.
+pub fn settings() -> &'static Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        Settings::from_env().unwrap_or_else(|e| panic!("the connection settings: {e:#}"))
+    })
+}
+
+/// Whether this run uses a connections file (`POLYHOST_CONNECTIONS`).
+fn connections_file() -> Option<String> {
+    std::env::var("POLYHOST_CONNECTIONS")
+        .ok()
+        .filter(|f| !f.is_empty())
+}
+
 impl Service {
     pub fn kafka() -> Self {
-        Self::from_env("Kafka", "KAFKA_BROKERS", "127.0.0.1:9092")
+        Self::checked("Kafka", "KAFKA_BROKERS", &settings().kafka.brokers)
     }
 
     pub fn postgres() -> Self {
-        Self::from_env(
+        Self::checked(
             "PostgreSQL",
             "DATABASE_URL",
-            "postgres://postgres:postgres@127.0.0.1:5432/polyhost",
+            settings().postgres.url.expose(),
         )
     }
 
     pub fn mongodb() -> Self {
-        Self::from_env("MongoDB", "MONGODB_URI", "mongodb://127.0.0.1:27017")
+        Self::checked("MongoDB", "MONGODB_URI", settings().mongodb.url.expose())
     }
 
     pub fn redis() -> Self {
-        Self::from_env("Redis", "REDIS_URL", "redis://127.0.0.1:6379")
+        Self::checked("Redis", "REDIS_URL", settings().redis.url.expose())
     }
 
     pub fn elasticsearch() -> Self {
-        Self::from_env(
+        Self::checked(
             "Elasticsearch",
             "ELASTICSEARCH_URL",
-            "http://127.0.0.1:9200",
+            settings().elasticsearch.url.expose(),
         )
     }
 
-    fn from_env(name: &'static str, var: &str, default: &str) -> Self {
-        // An empty variable is treated as unset, as a CI matrix often exports every name.
-        let url = std::env::var(var)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .unwrap_or_else(|| default.to_owned());
-        let service = Self { name, url };
+    fn checked(name: &'static str, var: &str, url: &str) -> Self {
+        let service = Self {
+            name,
+            url: url.to_owned(),
+        };
         service.require(var);
         service
     }
@@ -89,11 +112,17 @@ impl Service {
             .entry(self.url.clone())
             .or_insert_with(|| accepts_connections(address(&self.url)));
         if let Err(why) = answer {
-            panic!(
-                "{self} does not accept connections ({why}): start the test services with \
-                 `cargo xtask services up`, or set {var} to where {} runs",
-                self.name
-            );
+            match connections_file() {
+                Some(file) => panic!(
+                    "{self} (from POLYHOST_CONNECTIONS={file}) does not accept connections \
+                     ({why}): start the secured services with `cargo xtask services up --secure`"
+                ),
+                None => panic!(
+                    "{self} does not accept connections ({why}): start the test services with \
+                     `cargo xtask services up`, or set {var} to where {} runs",
+                    self.name
+                ),
+            }
         }
     }
 }
@@ -196,4 +225,63 @@ pub async fn with_cleanup<T: ?Sized>(
             resume_unwind(panic)
         }
     }
+}
+
+/// A Kafka client configuration for [`settings`] (TLS and SASL included), with connection
+/// attempts bounded by [`CLIENT_TIMEOUT`] so that an absent broker fails a test in seconds.
+pub fn kafka_config() -> rdkafka::ClientConfig {
+    Service::kafka();
+    let mut config = settings().kafka.client_config();
+    config.set(
+        "socket.connection.setup.timeout.ms",
+        CLIENT_TIMEOUT.as_millis().to_string(),
+    );
+    config
+}
+
+/// A PostgreSQL connection for [`settings`] (TLS and password included).
+pub async fn postgres() -> Result<sqlx::PgConnection> {
+    use sqlx::Connection as _;
+    let service = Service::postgres();
+    let options = settings().postgres.connect_options()?;
+    within(
+        &service,
+        "connecting",
+        sqlx::PgConnection::connect_with(&options),
+    )
+    .await
+}
+
+/// A MongoDB client for [`settings`] (TLS and login included), answering a `ping`, with
+/// server selection bounded by [`CLIENT_TIMEOUT`].
+pub async fn mongodb() -> Result<mongodb::Client> {
+    let service = Service::mongodb();
+    let mut options = within(
+        &service,
+        "reading the client options",
+        settings().mongodb.client_options(),
+    )
+    .await?;
+    options.server_selection_timeout = Some(CLIENT_TIMEOUT);
+    options.connect_timeout = Some(CLIENT_TIMEOUT);
+    let client = mongodb::Client::with_options(options)
+        .with_context(|| format!("{service}: building the client"))?;
+    within(
+        &service,
+        "ping",
+        client
+            .database("admin")
+            .run_command(mongodb::bson::doc! { "ping": 1 }),
+    )
+    .await?;
+    Ok(client)
+}
+
+/// A Redis client for [`settings`] (TLS and ACL user included).
+pub fn redis() -> Result<redis::Client> {
+    let service = Service::redis();
+    settings()
+        .redis
+        .client()
+        .with_context(|| format!("{service}: building the client"))
 }

@@ -44,7 +44,13 @@ pub fn runtime_with_cache(cache: Option<PathBuf>) -> Runtime {
         cache_dir: cache,
         ..RuntimeConfig::default()
     };
-    Runtime::new(config, Arc::new(Connections::new(Settings::default()))).expect("runtime")
+    Runtime::new(
+        config,
+        Arc::new(Connections::new(
+            Settings::from_env().expect("connection settings"),
+        )),
+    )
+    .expect("runtime")
 }
 
 /// A runtime with no on-disk cache.

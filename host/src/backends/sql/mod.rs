@@ -765,7 +765,9 @@ mod tests {
     /// (unchecked) statements, since the allowlist keeps a plugin from opening one.
     #[tokio::test]
     async fn a_connection_back_inside_a_transaction_is_closed_not_pooled() {
-        let shared = Shared::connect(&Settings::default()).await.unwrap();
+        let shared = Shared::connect(&Settings::from_env().expect("connection settings"))
+            .await
+            .unwrap();
         let plugin = format!("idle-check-{}", uuid::Uuid::new_v4().simple());
         let grant = Grant {
             role: shared.options.get_username().to_owned(),
@@ -853,7 +855,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_plugin_logs_in_as_its_role_and_reloads_share_its_pool() {
-        let mut settings = Settings::default();
+        let mut settings = Settings::from_env().expect("connection settings");
         settings.postgres.url = "postgres://postgres:pw@127.0.0.1:5432/polyhost".into();
         let shared = Shared::connect(&settings).await.unwrap();
         let limits = crate::manifest::Limits::default();
