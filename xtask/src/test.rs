@@ -6,7 +6,10 @@
 //!    plugins' own unit tests (pytest, `node --test`);
 //! 4. clippy with `-D warnings`, on the host target for the workspace and on `wasm32-wasip2`
 //!    for the plugins;
-//! 5. every test of the workspace.
+//! 5. every test of the workspace;
+//! 6. the host's connectivity and backend suites again, against the secured services
+//!    (`services up --secure`: TLS and logins on Kafka, PostgreSQL, FerretDB and Redis),
+//!    through their connections file (`POLYHOST_CONNECTIONS`).
 
 use anyhow::Result;
 
@@ -18,6 +21,9 @@ pub struct Args {
     /// Skip fmt and clippy (for a quick rerun of the tests alone).
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the second pass against the secured services.
+    #[arg(long)]
+    pub no_secure: bool,
     /// Extra arguments handed to `cargo test` (e.g. `-p polyhost --test runtime`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cargo_test_args: Vec<String>,
@@ -55,8 +61,40 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let mut test = cmd::cargo();
     test.arg("test");
-    if args.cargo_test_args.is_empty() {
-        test.arg("--workspace");
+    if !args.cargo_test_args.is_empty() {
+        // A chosen subset: that alone.
+        return cmd::run(test.args(&args.cargo_test_args));
     }
-    cmd::run(test.args(&args.cargo_test_args))
+    cmd::run(test.arg("--workspace"))?;
+    if !args.no_secure {
+        secured()?;
+    }
+    Ok(())
+}
+
+/// The suites that reach the services through the host's connection settings: each runs
+/// unchanged against the secured services when `POLYHOST_CONNECTIONS` names their file.
+/// (Elasticsearch has no secured sibling: its integ-test distribution has no TLS.)
+const SECURED_SUITES: &[&str] = &[
+    "connectivity",
+    "sql",
+    "user_handler",
+    "documents",
+    "hostile_documents",
+    "keyvalue",
+    "ranking",
+    "messaging",
+    "trigger",
+];
+
+/// The secured pass: the secured services up, then [`SECURED_SUITES`] against them.
+fn secured() -> Result<()> {
+    let file = services::up_secure()?;
+    let mut test = cmd::cargo();
+    test.env("POLYHOST_CONNECTIONS", &file)
+        .args(["test", "-p", "polyhost"]);
+    for suite in SECURED_SUITES {
+        test.args(["--test", suite]);
+    }
+    cmd::run(&mut test)
 }

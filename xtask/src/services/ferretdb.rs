@@ -10,6 +10,11 @@
 //! panics at start ("Invalid build/version/version.txt"): the module zip lacks the generated
 //! `build/version/version.txt`. So the module is downloaded (`go mod download`), copied,
 //! given that file, and built with `go build ./cmd/ferretdb`.
+//!
+//! `mongodb-secure` (`services up --secure`): the same binary with a TLS listener only
+//! (127.0.0.1:27018, the [`secure`] certificate), on the database `ferretdb` of
+//! `postgres-secure`, reached over TLS with no login of its own: each client's login
+//! (`PLAIN`, `authSource=$external`) is the one FerretDB gives PostgreSQL, which checks it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,10 +23,13 @@ use std::process::{Child, Command};
 use anyhow::{Context, Result, bail};
 
 use super::layout::{Layout, mkdir};
+use super::secure::Secrets;
 use super::system::{quiet, run_logged, say, which};
 use super::{Service, postgres, process, versions};
 
 pub const ADDR: &str = "127.0.0.1:27017";
+/// `mongodb-secure`'s TLS listener.
+pub const SECURE_ADDR: &str = "127.0.0.1:27018";
 const MODULE: &str = "github.com/FerretDB/FerretDB";
 const WHO: &str = "mongodb";
 /// FerretDB's database in the PostgreSQL service.
@@ -49,17 +57,30 @@ fn binary(layout: &Layout) -> PathBuf {
 /// How long FerretDB's start waits for PostgreSQL (started alongside) to answer.
 const POSTGRES_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// The PostgreSQL service FerretDB keeps its data in.
+fn backend(service: Service) -> Service {
+    if service.secure() {
+        Service::PostgresSecure
+    } else {
+        Service::Postgres
+    }
+}
+
 /// The binary in the cache (built once), the state directory, and the database `ferretdb`
 /// in PostgreSQL (which `up` starts in parallel: waited for here).
-pub fn prepare(layout: &Layout) -> Result<()> {
-    if !binary(layout).is_file() {
-        build(layout)?;
+pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
+    {
+        // `mongodb` and `mongodb-secure` start in parallel: one build.
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _once = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        if !binary(layout).is_file() {
+            build(layout)?;
+        }
     }
-    let dir = layout.dir(Service::Mongodb);
-    mkdir(&dir.join("state"))?;
+    mkdir(&state_dir(layout, service))?;
     let deadline = std::time::Instant::now() + POSTGRES_WAIT;
     loop {
-        match postgres::ensure_database(DATABASE) {
+        match postgres::ensure_database(backend(service), DATABASE) {
             Ok(()) => return Ok(()),
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(e.context(
@@ -139,34 +160,56 @@ fn build(layout: &Layout) -> Result<()> {
 /// clients. PostgreSQL's `max_connections` is 200 (see `postgres.rs`).
 const POOL_MAX_CONNS: u32 = 120;
 
-pub fn spawn(layout: &Layout) -> Result<Child> {
-    let dir = layout.dir(Service::Mongodb);
+pub fn spawn(layout: &Layout, service: Service) -> Result<Child> {
     let mut cmd = process::detached(binary(layout), None);
-    cmd.current_dir(&dir)
-        .arg(format!("--listen-addr={ADDR}"))
-        .arg("--handler=postgresql")
-        .arg(format!(
+    cmd.current_dir(layout.dir(service));
+    if service.secure() {
+        let s = Secrets::read(layout)?;
+        cmd.arg("--listen-addr=")
+            .arg(format!("--listen-tls={SECURE_ADDR}"))
+            .arg(format!("--listen-tls-cert-file={}", path(&s.cert())))
+            .arg(format!("--listen-tls-key-file={}", path(&s.key())))
+            .arg(format!(
+                "--postgresql-url=postgres://{}/{DATABASE}?sslmode=verify-full&sslrootcert={}\
+                 &pool_max_conns={POOL_MAX_CONNS}",
+                postgres::SECURE_ADDR,
+                path(&s.ca())
+            ));
+    } else {
+        cmd.arg(format!("--listen-addr={ADDR}")).arg(format!(
             "--postgresql-url={}?pool_max_conns={POOL_MAX_CONNS}",
             postgres::url(DATABASE)
-        ))
-        .arg(format!("--state-dir={}", path(&dir.join("state"))))
+        ));
+    }
+    cmd.arg("--handler=postgresql")
+        .arg(format!("--state-dir={}", path(&state_dir(layout, service))))
         .args(["--telemetry=disable", "--debug-addr=-", "--log-level=info"]);
-    process::spawn_logged(&mut cmd, &log(layout))
+    process::spawn_logged(&mut cmd, &log(layout, service))
+}
+
+fn state_dir(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("state")
 }
 
 fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn log(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Mongodb).join("ferretdb.log")
+fn log(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("ferretdb.log")
 }
 
-pub fn logs(layout: &Layout) -> Vec<PathBuf> {
-    vec![log(layout)]
+pub fn logs(layout: &Layout, service: Service) -> Vec<PathBuf> {
+    vec![log(layout, service)]
 }
 
-/// Our server's command line names our binary.
-pub fn marker(layout: &Layout) -> String {
-    binary(layout).display().to_string()
+/// Our server's command line names its state directory (one per service).
+pub fn marker(layout: &Layout, service: Service) -> String {
+    state_dir(layout, service).display().to_string()
+}
+
+/// `mongodb-secure` answers: TLS, `hello`.
+pub fn secure_probe() -> Result<String> {
+    let s = Secrets::read(&Layout::get()?)?;
+    super::probe::mongodb_tls(SECURE_ADDR, &s.ca())
 }

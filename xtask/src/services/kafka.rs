@@ -7,6 +7,11 @@
 //! - State: `<state>/kafka/{server.properties,log4j2.properties,data/,logs/server.log}`; the
 //!   storage is formatted once (`kafka.tools.StorageTool format --standalone`).
 //! - Listeners: PLAINTEXT 127.0.0.1:9092, CONTROLLER 127.0.0.1:9093.
+//!
+//! `kafka-secure` (`services up --secure`): a second node in `<state>/kafka-secure/`, its
+//! clients' listener SASL_SSL 127.0.0.1:9094 (SCRAM-SHA-256, the [`secure`] certificate as a
+//! PEM keystore, the SCRAM user made when the storage is formatted); its own traffic
+//! (inter-broker, controller) and xtask's probe on loopback PLAINTEXT 9096 and 9097.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,10 +20,15 @@ use std::process::Child;
 use anyhow::{Context, Result};
 
 use super::layout::{Layout, mkdir};
+use super::secure::{self, Secrets};
 use super::system::{random_u64, run_logged, which};
 use super::{Service, process, versions};
 
 pub const ADDR: &str = "127.0.0.1:9092";
+/// `kafka-secure`'s clients' listener (SASL_SSL).
+pub const SECURE_ADDR: &str = "127.0.0.1:9094";
+/// `kafka-secure`'s own PLAINTEXT listener (inter-broker traffic and the probe).
+pub const SECURE_INTERNAL_ADDR: &str = "127.0.0.1:9096";
 const WHO: &str = "kafka";
 
 /// The `java` of Java 17 (Debian's OpenJDK 17 first, then `$JAVA_HOME`, then `PATH`).
@@ -67,37 +77,68 @@ fn libs(layout: &Layout) -> PathBuf {
     home(layout).join("libs")
 }
 
-fn properties(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Kafka).join("server.properties")
+fn properties(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("server.properties")
 }
 
-fn data_dir(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Kafka).join("data")
+fn data_dir(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("data")
 }
 
-fn logs_dir(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Kafka).join("logs")
+fn logs_dir(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("logs")
+}
+
+/// The listeners of `kafka` (PLAINTEXT) or `kafka-secure` (SASL_SSL for clients).
+fn listeners(layout: &Layout, service: Service) -> Result<String> {
+    if !service.secure() {
+        return Ok("controller.quorum.bootstrap.servers=127.0.0.1:9093\n\
+                   listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n\
+                   advertised.listeners=PLAINTEXT://127.0.0.1:9092\n\
+                   listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            .to_owned());
+    }
+    // Kafka's PEM keystore: the certificate chain and the (unencrypted PKCS #8) key.
+    let s = Secrets::read(layout)?;
+    let keystore = layout.dir(service).join("keystore.pem");
+    fs::write(
+        &keystore,
+        format!(
+            "{}{}",
+            fs::read_to_string(s.cert())?,
+            fs::read_to_string(s.key())?
+        ),
+    )?;
+    super::system::chmod(&keystore, "600")?;
+    Ok(format!(
+        "controller.quorum.bootstrap.servers=127.0.0.1:9097\n\
+         listeners=SASL_SSL://{SECURE_ADDR},PLAINTEXT://{SECURE_INTERNAL_ADDR},CONTROLLER://127.0.0.1:9097\n\
+         advertised.listeners=SASL_SSL://{SECURE_ADDR},PLAINTEXT://{SECURE_INTERNAL_ADDR}\n\
+         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+         sasl.enabled.mechanisms=SCRAM-SHA-256\n\
+         listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+         listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+         listener.name.sasl_ssl.ssl.keystore.location={}\n",
+        keystore.display()
+    ))
 }
 
 /// The Kafka jars in the cache (fetched once), the configuration, the storage formatted once.
-pub fn prepare(layout: &Layout) -> Result<()> {
+pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
     fetch_libs(layout)?;
-    let dir = layout.dir(Service::Kafka);
+    let dir = layout.dir(service);
     mkdir(&dir)?;
-    mkdir(&data_dir(layout))?;
-    mkdir(&logs_dir(layout))?;
+    mkdir(&data_dir(layout, service))?;
+    mkdir(&logs_dir(layout, service))?;
     fs::write(
-        properties(layout),
+        properties(layout, service),
         format!(
             "# Written by `cargo xtask services up`; rewritten on every start.\n\
              process.roles=broker,controller\n\
              node.id=1\n\
-             controller.quorum.bootstrap.servers=127.0.0.1:9093\n\
-             listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:9092\n\
+             {}\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
              log.dirs={}\n\
              num.partitions=4\n\
              default.replication.factor=1\n\
@@ -109,7 +150,8 @@ pub fn prepare(layout: &Layout) -> Result<()> {
              share.coordinator.state.topic.replication.factor=1\n\
              share.coordinator.state.topic.min.isr=1\n\
              group.initial.rebalance.delay.ms=0\n",
-            data_dir(layout).display()
+            listeners(layout, service)?,
+            data_dir(layout, service).display()
         ),
     )?;
     fs::write(
@@ -130,17 +172,25 @@ pub fn prepare(layout: &Layout) -> Result<()> {
              logger.controller.level=INFO\n\
              logger.state.name=state.change.logger\n\
              logger.state.level=WARN\n",
-            server_log(layout).display()
+            server_log(layout, service).display()
         ),
     )?;
-    if !data_dir(layout).join("meta.properties").is_file() {
-        let mut format = java_command(layout)?;
+    if !data_dir(layout, service).join("meta.properties").is_file() {
+        let mut format = java_command(layout, service)?;
         format
             .arg("kafka.tools.StorageTool")
             .args(["format", "--standalone", "-t", &cluster_id(), "-c"])
-            .arg(properties(layout));
+            .arg(properties(layout, service));
+        if service.secure() {
+            let s = Secrets::read(layout)?;
+            format.arg("--add-scram").arg(format!(
+                "SCRAM-SHA-256=[name={},password={}]",
+                secure::USER,
+                s.password
+            ));
+        }
         run_logged(
-            WHO,
+            service.name(),
             "formatting the KRaft storage",
             &mut format,
             &dir.join("format.log"),
@@ -150,10 +200,10 @@ pub fn prepare(layout: &Layout) -> Result<()> {
 }
 
 /// `java` with Kafka's class path and JVM options (Kafka's defaults, a small heap).
-fn java_command(layout: &Layout) -> Result<std::process::Command> {
+fn java_command(layout: &Layout, service: Service) -> Result<std::process::Command> {
     let java = java().context("no Java found (install openjdk-17-jre-headless)")?;
     let mut cmd = process::detached(java, None);
-    cmd.current_dir(layout.dir(Service::Kafka))
+    cmd.current_dir(layout.dir(service))
         .args([
             "-Xms256m",
             "-Xmx768m",
@@ -167,12 +217,12 @@ fn java_command(layout: &Layout) -> Result<std::process::Command> {
         .arg("-Djava.awt.headless=true")
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
-            layout
-                .dir(Service::Kafka)
-                .join("log4j2.properties")
-                .display()
+            layout.dir(service).join("log4j2.properties").display()
         ))
-        .arg(format!("-Dkafka.logs.dir={}", logs_dir(layout).display()))
+        .arg(format!(
+            "-Dkafka.logs.dir={}",
+            logs_dir(layout, service).display()
+        ))
         .arg("-cp")
         .arg(format!("{}/*", libs(layout).display()));
     Ok(cmd)
@@ -200,6 +250,9 @@ fn cluster_id() -> String {
 
 /// The runtime class path of Kafka in `<cache>/kafka-<v>/libs`, copied there by Maven.
 fn fetch_libs(layout: &Layout) -> Result<()> {
+    // `kafka` and `kafka-secure` start in parallel: one fetch.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let libs = libs(layout);
     if libs
         .join(format!(
@@ -278,27 +331,36 @@ fn fetch_libs(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-pub fn spawn(layout: &Layout) -> Result<Child> {
-    let mut cmd = java_command(layout)?;
-    cmd.arg("kafka.Kafka").arg(properties(layout));
-    process::spawn_logged(&mut cmd, &stdout_log(layout))
+pub fn spawn(layout: &Layout, service: Service) -> Result<Child> {
+    let mut cmd = java_command(layout, service)?;
+    cmd.arg("kafka.Kafka").arg(properties(layout, service));
+    process::spawn_logged(&mut cmd, &stdout_log(layout, service))
 }
 
-fn server_log(layout: &Layout) -> PathBuf {
-    logs_dir(layout).join("server.log")
+fn server_log(layout: &Layout, service: Service) -> PathBuf {
+    logs_dir(layout, service).join("server.log")
 }
 
-fn stdout_log(layout: &Layout) -> PathBuf {
-    logs_dir(layout).join("stdout.log")
+fn stdout_log(layout: &Layout, service: Service) -> PathBuf {
+    logs_dir(layout, service).join("stdout.log")
 }
 
-pub fn logs(layout: &Layout) -> Vec<PathBuf> {
-    vec![stdout_log(layout), server_log(layout)]
+pub fn logs(layout: &Layout, service: Service) -> Vec<PathBuf> {
+    vec![stdout_log(layout, service), server_log(layout, service)]
 }
 
 /// Our broker's command line names our `server.properties`.
-pub fn marker(layout: &Layout) -> String {
-    properties(layout).display().to_string()
+pub fn marker(layout: &Layout, service: Service) -> String {
+    properties(layout, service).display().to_string()
+}
+
+/// `kafka-secure` answers: a TLS handshake on the clients' listener with the certificate the
+/// project's CA signed, and `ApiVersions` and `Metadata` on its own listener.
+pub fn secure_probe() -> Result<String> {
+    let s = Secrets::read(&Layout::get()?)?;
+    super::probe::tls(SECURE_ADDR, &s.ca())?;
+    let metadata = super::probe::kafka(SECURE_INTERNAL_ADDR)?;
+    Ok(format!("TLS on {SECURE_ADDR}, {metadata}"))
 }
 
 #[cfg(test)]

@@ -28,6 +28,12 @@
 //!
 //! A test that needs a service gone for a while runs `cargo xtask services stop redis`, then
 //! `cargo xtask services start redis` (which returns once Redis answers again).
+//!
+//! `up --secure` starts, besides, a secured sibling of four of them — `kafka-secure`
+//! (SASL_SSL, SCRAM), `postgres-secure` (TLS only, SCRAM), `mongodb-secure` (FerretDB, TLS
+//! only, logins) and `redis-secure` (TLS only, an ACL user) — with certificates of the
+//! project's own CA, and writes the host's settings for them to a connections file (see
+//! [`secure`]); natively only.
 
 mod compose;
 mod elasticsearch;
@@ -38,6 +44,7 @@ mod postgres;
 mod probe;
 mod process;
 mod redis;
+mod secure;
 mod system;
 mod versions;
 
@@ -55,11 +62,19 @@ use system::say;
 #[derive(Subcommand, Clone, Copy, Debug)]
 pub enum Action {
     /// Start every service that is not answering yet, and wait until all answer.
-    Up,
-    /// Stop the services that `up` started.
+    Up {
+        /// Also the secured services (TLS and authentication on), and their connections file.
+        #[arg(long)]
+        secure: bool,
+    },
+    /// Stop the services that `up` started (the secured ones too).
     Down,
     /// Print each service, its address and whether it answers.
-    Status,
+    Status {
+        /// Also the secured services.
+        #[arg(long)]
+        secure: bool,
+    },
     /// Start one service unless it answers, and wait until it answers.
     Start {
         #[arg(value_enum)]
@@ -88,6 +103,14 @@ pub enum Service {
     /// Elasticsearch, 127.0.0.1:9200.
     #[value(alias = "es")]
     Elasticsearch,
+    /// Kafka, SASL_SSL with SCRAM, 127.0.0.1:9094 (`up --secure`).
+    KafkaSecure,
+    /// PostgreSQL, TLS only, 127.0.0.1:5433 (`up --secure`).
+    PostgresSecure,
+    /// FerretDB, TLS only, logins checked by `postgres-secure`, 127.0.0.1:27018 (`up --secure`).
+    MongodbSecure,
+    /// Redis, TLS only, an ACL user, 127.0.0.1:6380 (`up --secure`).
+    RedisSecure,
 }
 
 impl Service {
@@ -100,6 +123,14 @@ impl Service {
         Service::Elasticsearch,
     ];
 
+    /// The secured services of `up --secure`.
+    pub const SECURE: [Service; 4] = [
+        Service::KafkaSecure,
+        Service::PostgresSecure,
+        Service::MongodbSecure,
+        Service::RedisSecure,
+    ];
+
     /// The name on the command line, in `docker-compose.yml` and in the state directory.
     pub fn name(self) -> &'static str {
         match self {
@@ -108,7 +139,16 @@ impl Service {
             Service::Mongodb => "mongodb",
             Service::Redis => "redis",
             Service::Elasticsearch => "elasticsearch",
+            Service::KafkaSecure => "kafka-secure",
+            Service::PostgresSecure => "postgres-secure",
+            Service::MongodbSecure => "mongodb-secure",
+            Service::RedisSecure => "redis-secure",
         }
+    }
+
+    /// Whether this is a secured sibling (`up --secure`).
+    pub fn secure(self) -> bool {
+        Service::SECURE.contains(&self)
     }
 
     /// `host:port`.
@@ -119,12 +159,17 @@ impl Service {
             Service::Mongodb => ferretdb::ADDR,
             Service::Redis => redis::ADDR,
             Service::Elasticsearch => "127.0.0.1:9200",
+            Service::KafkaSecure => kafka::SECURE_ADDR,
+            Service::PostgresSecure => postgres::SECURE_ADDR,
+            Service::MongodbSecure => ferretdb::SECURE_ADDR,
+            Service::RedisSecure => redis::SECURE_ADDR,
         }
     }
 
-    /// The environment variable the host and the tests read, and its value.
-    pub fn env(self) -> (&'static str, &'static str) {
-        match self {
+    /// The environment variable the host and the tests read, and its value; `None` for a
+    /// secured service, whose settings are in the connections file instead.
+    pub fn env(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
             Service::Kafka => ("KAFKA_BROKERS", "127.0.0.1:9092"),
             Service::Postgres => (
                 "DATABASE_URL",
@@ -133,34 +178,41 @@ impl Service {
             Service::Mongodb => ("MONGODB_URI", "mongodb://127.0.0.1:27017"),
             Service::Redis => ("REDIS_URL", "redis://127.0.0.1:6379"),
             Service::Elasticsearch => ("ELASTICSEARCH_URL", elasticsearch::URL),
-        }
+            Service::KafkaSecure
+            | Service::PostgresSecure
+            | Service::MongodbSecure
+            | Service::RedisSecure => return None,
+        })
     }
 
     /// A real request: `Ok(what it answered)` when the service works.
     fn probe(self) -> Result<String> {
         match self {
             Service::Kafka => probe::kafka(kafka::ADDR),
-            Service::Postgres => postgres::answer(),
+            Service::Postgres | Service::PostgresSecure => postgres::answer(self),
             Service::Mongodb => probe::mongodb(ferretdb::ADDR),
             Service::Redis => probe::redis(redis::ADDR),
             Service::Elasticsearch => probe::elasticsearch(elasticsearch::URL),
+            Service::KafkaSecure => kafka::secure_probe(),
+            Service::MongodbSecure => ferretdb::secure_probe(),
+            Service::RedisSecure => redis::secure_probe(),
         }
     }
 
     /// [`Service::probe`], after finishing a fresh start (PostgreSQL: the `polyhost` database).
     fn ready(self) -> Result<String> {
         match self {
-            Service::Postgres => postgres::ready(),
+            Service::Postgres | Service::PostgresSecure => postgres::ready(self),
             _ => self.probe(),
         }
     }
 
     fn missing_packages(self) -> Vec<&'static str> {
         match self {
-            Service::Kafka => kafka::missing_packages(),
-            Service::Postgres => postgres::missing_packages(),
-            Service::Mongodb => ferretdb::missing_packages(),
-            Service::Redis => redis::missing_packages(),
+            Service::Kafka | Service::KafkaSecure => kafka::missing_packages(),
+            Service::Postgres | Service::PostgresSecure => postgres::missing_packages(),
+            Service::Mongodb | Service::MongodbSecure => ferretdb::missing_packages(),
+            Service::Redis | Service::RedisSecure => redis::missing_packages(),
             Service::Elasticsearch => elasticsearch::missing_packages(),
         }
     }
@@ -168,10 +220,10 @@ impl Service {
     /// Downloads, builds, data directories and configuration, before a start.
     fn prepare(self, layout: &Layout) -> Result<()> {
         match self {
-            Service::Kafka => kafka::prepare(layout),
-            Service::Postgres => postgres::prepare(layout),
-            Service::Mongodb => ferretdb::prepare(layout),
-            Service::Redis => redis::prepare(layout),
+            Service::Kafka | Service::KafkaSecure => kafka::prepare(layout, self),
+            Service::Postgres | Service::PostgresSecure => postgres::prepare(layout, self),
+            Service::Mongodb | Service::MongodbSecure => ferretdb::prepare(layout, self),
+            Service::Redis | Service::RedisSecure => redis::prepare(layout, self),
             Service::Elasticsearch => elasticsearch::prepare(layout),
         }
     }
@@ -179,10 +231,10 @@ impl Service {
     /// Starts the service detached, its output in its log.
     fn spawn(self, layout: &Layout) -> Result<Child> {
         match self {
-            Service::Kafka => kafka::spawn(layout),
-            Service::Postgres => postgres::spawn(layout),
-            Service::Mongodb => ferretdb::spawn(layout),
-            Service::Redis => redis::spawn(layout),
+            Service::Kafka | Service::KafkaSecure => kafka::spawn(layout, self),
+            Service::Postgres | Service::PostgresSecure => postgres::spawn(layout, self),
+            Service::Mongodb | Service::MongodbSecure => ferretdb::spawn(layout, self),
+            Service::Redis | Service::RedisSecure => redis::spawn(layout, self),
             Service::Elasticsearch => elasticsearch::spawn(layout),
         }
     }
@@ -190,10 +242,10 @@ impl Service {
     /// The logs whose tails explain a failed start.
     fn logs(self, layout: &Layout) -> Vec<PathBuf> {
         match self {
-            Service::Kafka => kafka::logs(layout),
-            Service::Postgres => postgres::logs(layout),
-            Service::Mongodb => ferretdb::logs(layout),
-            Service::Redis => redis::logs(layout),
+            Service::Kafka | Service::KafkaSecure => kafka::logs(layout, self),
+            Service::Postgres | Service::PostgresSecure => postgres::logs(layout, self),
+            Service::Mongodb | Service::MongodbSecure => ferretdb::logs(layout, self),
+            Service::Redis | Service::RedisSecure => redis::logs(layout, self),
             Service::Elasticsearch => elasticsearch::logs(layout),
         }
     }
@@ -201,10 +253,10 @@ impl Service {
     /// A string the command line of our process contains (guards against recycled pids).
     fn marker(self, layout: &Layout) -> String {
         match self {
-            Service::Kafka => kafka::marker(layout),
-            Service::Postgres => postgres::marker(layout),
-            Service::Mongodb => ferretdb::marker(layout),
-            Service::Redis => redis::marker(layout),
+            Service::Kafka | Service::KafkaSecure => kafka::marker(layout, self),
+            Service::Postgres | Service::PostgresSecure => postgres::marker(layout, self),
+            Service::Mongodb | Service::MongodbSecure => ferretdb::marker(layout, self),
+            Service::Redis | Service::RedisSecure => redis::marker(layout, self),
             Service::Elasticsearch => elasticsearch::marker(layout),
         }
     }
@@ -212,7 +264,7 @@ impl Service {
     /// The service's own pid file, besides ours.
     fn own_pid_file(self, layout: &Layout) -> Option<PathBuf> {
         match self {
-            Service::Postgres => postgres::own_pid_file(layout),
+            Service::Postgres | Service::PostgresSecure => postgres::own_pid_file(layout, self),
             Service::Elasticsearch => elasticsearch::own_pid_file(layout),
             _ => None,
         }
@@ -227,10 +279,10 @@ impl Service {
     /// How long a start may take until the service answers.
     fn start_timeout(self) -> Duration {
         Duration::from_secs(match self {
-            Service::Kafka => 180,
-            Service::Postgres => 60,
-            Service::Mongodb => 60,
-            Service::Redis => 30,
+            Service::Kafka | Service::KafkaSecure => 180,
+            Service::Postgres | Service::PostgresSecure => 60,
+            Service::Mongodb | Service::MongodbSecure => 60,
+            Service::Redis | Service::RedisSecure => 30,
             Service::Elasticsearch => 300,
         })
     }
@@ -239,9 +291,13 @@ impl Service {
     /// does not wait for clients to leave), and how long to wait before `KILL`.
     fn stop_signal(self) -> (&'static str, Duration) {
         match self {
-            Service::Postgres => ("INT", Duration::from_secs(60)),
-            Service::Kafka | Service::Elasticsearch => ("TERM", Duration::from_secs(60)),
-            Service::Mongodb | Service::Redis => ("TERM", Duration::from_secs(20)),
+            Service::Postgres | Service::PostgresSecure => ("INT", Duration::from_secs(60)),
+            Service::Kafka | Service::KafkaSecure | Service::Elasticsearch => {
+                ("TERM", Duration::from_secs(60))
+            }
+            Service::Mongodb | Service::MongodbSecure | Service::Redis | Service::RedisSecure => {
+                ("TERM", Duration::from_secs(20))
+            }
         }
     }
 }
@@ -251,7 +307,10 @@ impl std::str::FromStr for Service {
 
     fn from_str(name: &str) -> Result<Self> {
         <Service as ValueEnum>::from_str(name, true).map_err(|_| {
-            anyhow!("unknown service {name:?} (kafka, postgres, mongodb, redis, elasticsearch)")
+            anyhow!(
+                "unknown service {name:?} (kafka, postgres, mongodb, redis, elasticsearch, \
+                 or one of them with -secure)"
+            )
         })
     }
 }
@@ -259,9 +318,10 @@ impl std::str::FromStr for Service {
 pub fn run(action: Action) -> Result<()> {
     system::start_clock();
     match action {
-        Action::Up => up(),
+        Action::Up { secure: false } => up(),
+        Action::Up { secure: true } => up_secure().map(drop),
         Action::Down => down(),
-        Action::Status => status(),
+        Action::Status { secure } => status(secure),
         Action::Start { service } => start_one(service.name()),
         Action::Stop { service } => stop_one(service.name()),
     }
@@ -275,11 +335,26 @@ pub fn up() -> Result<()> {
     } else {
         native_up(&Service::ALL)?;
     }
-    for service in Service::ALL {
-        let (var, value) = service.env();
+    for (var, value) in Service::ALL.into_iter().filter_map(Service::env) {
         println!("{var}={value}");
     }
     Ok(())
+}
+
+/// Brings every service up, the secured ones too, and returns their connections file (for
+/// `POLYHOST_CONNECTIONS`).
+pub fn up_secure() -> Result<PathBuf> {
+    system::start_clock();
+    if compose::available() {
+        bail!("`services up --secure` runs the services natively only (POLYHOST_SERVICES=native)");
+    }
+    native_up(&everything())?;
+    for (var, value) in Service::ALL.into_iter().filter_map(Service::env) {
+        println!("{var}={value}");
+    }
+    let file = secure::connections_file(&Layout::get()?);
+    println!("POLYHOST_CONNECTIONS={}", file.display());
+    Ok(file)
 }
 
 /// Starts one service by name (unless it answers) and waits until it answers.
@@ -294,7 +369,7 @@ pub fn stop_one(name: &str) -> Result<()> {
 
 fn start(service: Service) -> Result<()> {
     system::start_clock();
-    if compose::available() {
+    if compose::available() && !service.secure() {
         compose::start(service)
     } else {
         native_up(&[service])
@@ -303,7 +378,7 @@ fn start(service: Service) -> Result<()> {
 
 fn stop(service: Service) -> Result<()> {
     system::start_clock();
-    if compose::available() {
+    if compose::available() && !service.secure() {
         compose::stop(service)
     } else {
         let layout = Layout::get()?;
@@ -364,6 +439,9 @@ fn native_up(services: &[Service]) -> Result<()> {
     packages.sort();
     packages.dedup();
     system::apt_install(&packages, layout.root)?;
+    if services.iter().any(|s| s.secure()) {
+        secure::Secrets::ensure(&layout)?;
+    }
 
     let started = Instant::now();
     let results = parallel(services, |s| ensure(&layout, s));
@@ -504,7 +582,7 @@ fn down() -> Result<()> {
     let _lock = layout.lock()?;
     all_ok(
         "did not stop",
-        parallel(&Service::ALL, |s| native_stop(&layout, s)),
+        parallel(&everything(), |s| native_stop(&layout, s)),
     )
 }
 
@@ -527,7 +605,12 @@ fn native_stop(layout: &Layout, service: Service) -> Result<()> {
     Ok(())
 }
 
-fn status() -> Result<()> {
+/// The plain services and their secured siblings.
+fn everything() -> Vec<Service> {
+    Service::ALL.into_iter().chain(Service::SECURE).collect()
+}
+
+fn status(secure: bool) -> Result<()> {
     let compose = compose::available();
     let layout = if compose {
         compose::ps()?;
@@ -535,9 +618,14 @@ fn status() -> Result<()> {
     } else {
         Some(Layout::get()?)
     };
-    let probes = parallel(&Service::ALL, |s| s.probe());
+    let services = if secure {
+        everything()
+    } else {
+        Service::ALL.to_vec()
+    };
+    let probes = parallel(&services, |s| s.probe());
     println!(
-        "{:<14} {:<16} {:<8} {:<8} ANSWERS",
+        "{:<16} {:<16} {:<8} {:<8} ANSWERS",
         "SERVICE", "ADDRESS", "MODE", "PID"
     );
     let mut silent = 0;
@@ -554,7 +642,7 @@ fn status() -> Result<()> {
             }
         };
         println!(
-            "{:<14} {:<16} {:<8} {:<8} {answer}",
+            "{:<16} {:<16} {:<8} {:<8} {answer}",
             service.name(),
             service.addr(),
             if compose { "compose" } else { "native" },

@@ -6,6 +6,10 @@
 //!
 //! This is a throwaway development cluster: `fsync`, `full_page_writes` and
 //! `synchronous_commit` are off for speed.
+//!
+//! `postgres-secure` (`services up --secure`): a second cluster in `<state>/postgres-secure/`
+//! on 127.0.0.1:5433 that takes TCP only over TLS (`hostssl`, the [`secure`] certificate) with
+//! a SCRAM password; its superuser is [`secure::USER`]. xtask itself uses its Unix socket.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,16 +18,19 @@ use std::process::Child;
 use anyhow::{Context, Result};
 
 use super::layout::{Layout, mkdir};
+use super::secure::{self, Secrets};
 use super::system::{chmod, chown, run_logged, say};
 use super::{Service, probe, process, versions};
 
 pub const ADDR: &str = "127.0.0.1:5432";
+/// `postgres-secure`'s address (TLS only).
+pub const SECURE_ADDR: &str = "127.0.0.1:5433";
+const SECURE_PORT: u16 = 5433;
 const USER: &str = "postgres";
 const PASSWORD: &str = "postgres";
 const DATABASE: &str = "polyhost";
 /// The OS user PostgreSQL runs as when xtask runs as root.
 const OS_USER: &str = "postgres";
-const WHO: &str = "postgres";
 /// The line of `postgresql.conf` that reads our settings.
 const INCLUDE: &str = "include 'polyhost.conf'";
 
@@ -56,12 +63,21 @@ pub fn missing_packages() -> Vec<&'static str> {
     }
 }
 
-fn data_dir(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Postgres).join("data")
+fn data_dir(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("data")
 }
 
-fn socket_dir(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Postgres).join("run")
+fn socket_dir(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("run")
+}
+
+/// The superuser of `service`'s cluster and its password.
+fn superuser(layout: &Layout, service: Service) -> Result<(&'static str, String)> {
+    Ok(if service.secure() {
+        (secure::USER, Secrets::read(layout)?.password)
+    } else {
+        (USER, PASSWORD.to_owned())
+    })
 }
 
 fn run_as(layout: &Layout) -> Option<&'static str> {
@@ -69,12 +85,13 @@ fn run_as(layout: &Layout) -> Option<&'static str> {
 }
 
 /// `initdb` once, then (every time) our configuration.
-pub fn prepare(layout: &Layout) -> Result<()> {
+pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
     let bin =
         bin_dir().context("PostgreSQL server binaries not found under /usr/lib/postgresql")?;
-    let dir = layout.dir(Service::Postgres);
-    let data = data_dir(layout);
-    let socket = socket_dir(layout);
+    let dir = layout.dir(service);
+    let data = data_dir(layout, service);
+    let socket = socket_dir(layout, service);
+    let (user, password) = superuser(layout, service)?;
     mkdir(&dir)?;
     mkdir(&socket)?;
     if let Some(user) = run_as(layout) {
@@ -91,7 +108,7 @@ pub fn prepare(layout: &Layout) -> Result<()> {
         }
         mkdir(&data)?;
         let pwfile = dir.join("initdb.pw");
-        fs::write(&pwfile, format!("{PASSWORD}\n"))?;
+        fs::write(&pwfile, format!("{password}\n"))?;
         chmod(&pwfile, "600")?;
         if let Some(user) = run_as(layout) {
             chown(&data, user)?;
@@ -102,23 +119,57 @@ pub fn prepare(layout: &Layout) -> Result<()> {
             .current_dir(&dir)
             .arg("-D")
             .arg(&data)
-            .args(["-U", USER, "-E", "UTF8", "--no-locale"])
+            .args(["-U", user, "-E", "UTF8", "--no-locale"])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
             .arg(format!("--pwfile={}", pwfile.display()));
-        let result = run_logged(WHO, "initdb", &mut initdb, &dir.join("initdb.log"));
+        let result = run_logged(
+            service.name(),
+            "initdb",
+            &mut initdb,
+            &dir.join("initdb.log"),
+        );
         let _ = fs::remove_file(&pwfile);
         result?;
+        if service.secure() {
+            // TCP over TLS only, with a password; the local socket is xtask's.
+            fs::write(
+                data.join("pg_hba.conf"),
+                "# Written by `cargo xtask services up --secure`.\n\
+                 local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )?;
+        }
         let mut text = fs::read_to_string(&conf)?;
         text.push_str(&format!("\n# cargo xtask services\n{INCLUDE}\n"));
         fs::write(&conf, text)?;
     }
+    let ssl = if service.secure() {
+        // PostgreSQL wants its key owned by its user and private: copies beside the data.
+        let secrets = Secrets::read(layout)?;
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        fs::copy(secrets.cert(), &cert)?;
+        fs::copy(secrets.key(), &key)?;
+        chmod(&key, "600")?;
+        if let Some(user) = run_as(layout) {
+            chown(&cert, user)?;
+            chown(&key, user)?;
+        }
+        format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        )
+    } else {
+        String::new()
+    };
     let ours = data.join("polyhost.conf");
     fs::write(
         &ours,
         format!(
             "# Written by `cargo xtask services up`; rewritten on every start.\n\
              listen_addresses = '127.0.0.1'\n\
-             port = 5432\n\
+             port = {port}\n\
+             {ssl}\
              unix_socket_directories = '{}'\n\
              max_connections = 200\n\
              shared_buffers = 128MB\n\
@@ -129,7 +180,8 @@ pub fn prepare(layout: &Layout) -> Result<()> {
              synchronous_commit = off\n\
              log_min_messages = warning\n\
              log_connections = off\n",
-            socket.display()
+            socket.display(),
+            port = if service.secure() { SECURE_PORT } else { 5432 },
         ),
     )?;
     if let Some(user) = run_as(layout) {
@@ -138,59 +190,63 @@ pub fn prepare(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-pub fn spawn(layout: &Layout) -> Result<Child> {
+pub fn spawn(layout: &Layout, service: Service) -> Result<Child> {
     let bin = bin_dir().context("PostgreSQL server binaries not found")?;
     let mut cmd = process::detached(bin.join("postgres"), run_as(layout));
-    cmd.current_dir(layout.dir(Service::Postgres))
+    cmd.current_dir(layout.dir(service))
         .arg("-D")
-        .arg(data_dir(layout));
-    process::spawn_logged(&mut cmd, &log(layout))
+        .arg(data_dir(layout, service));
+    process::spawn_logged(&mut cmd, &log(layout, service))
 }
 
-fn log(layout: &Layout) -> PathBuf {
-    layout.dir(Service::Postgres).join("postgres.log")
+fn log(layout: &Layout, service: Service) -> PathBuf {
+    layout.dir(service).join("postgres.log")
 }
 
-pub fn logs(layout: &Layout) -> Vec<PathBuf> {
-    vec![log(layout)]
+pub fn logs(layout: &Layout, service: Service) -> Vec<PathBuf> {
+    vec![log(layout, service)]
 }
 
 /// Our postmaster's command line names our data directory.
-pub fn marker(layout: &Layout) -> String {
-    data_dir(layout).display().to_string()
+pub fn marker(layout: &Layout, service: Service) -> String {
+    data_dir(layout, service).display().to_string()
 }
 
 /// PostgreSQL's own pid file (its first line is the postmaster's pid).
-pub fn own_pid_file(layout: &Layout) -> Option<PathBuf> {
-    Some(data_dir(layout).join("postmaster.pid"))
+pub fn own_pid_file(layout: &Layout, service: Service) -> Option<PathBuf> {
+    Some(data_dir(layout, service).join("postmaster.pid"))
 }
 
 /// The server answers on the `postgres` database; the `polyhost` database is created when
 /// missing; then the full probe.
-pub fn ready() -> Result<String> {
-    ensure_database(DATABASE)?;
-    answer()
+pub fn ready(service: Service) -> Result<String> {
+    ensure_database(service, DATABASE)?;
+    answer(service)
+}
+
+/// A simple query as the superuser of `service`'s cluster: over TCP for `postgres`, over the
+/// Unix socket for `postgres-secure`.
+fn query(service: Service, database: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    if service.secure() {
+        let layout = Layout::get()?;
+        let socket = socket_dir(&layout, service);
+        probe::postgres_socket_query(&socket, SECURE_PORT, secure::USER, database, sql)
+    } else {
+        probe::postgres_query(ADDR, USER, PASSWORD, database, sql)
+    }
 }
 
 /// Creates the database `name` unless it exists (`name` is one of ours: a plain identifier).
-pub fn ensure_database(name: &str) -> Result<()> {
-    let exists = !probe::postgres_query(
-        ADDR,
-        USER,
-        PASSWORD,
+pub fn ensure_database(service: Service, name: &str) -> Result<()> {
+    let exists = !query(
+        service,
         "postgres",
         &format!("select 1 from pg_database where datname = '{name}'"),
     )?
     .is_empty();
     if !exists {
-        say(WHO, format_args!("creating database {name}"));
-        probe::postgres_query(
-            ADDR,
-            USER,
-            PASSWORD,
-            "postgres",
-            &format!("create database {name}"),
-        )?;
+        say(service.name(), format_args!("creating database {name}"));
+        query(service, "postgres", &format!("create database {name}"))?;
     }
     Ok(())
 }
@@ -200,9 +256,9 @@ pub fn url(name: &str) -> String {
     format!("postgres://{USER}:{PASSWORD}@{ADDR}/{name}")
 }
 
-/// `select version()` in the `polyhost` database as `postgres`/`postgres`.
-pub fn answer() -> Result<String> {
-    let rows = probe::postgres_query(ADDR, USER, PASSWORD, DATABASE, "select version()")?;
+/// `select version()` in the `polyhost` database as the superuser.
+pub fn answer(service: Service) -> Result<String> {
+    let rows = query(service, DATABASE, "select version()")?;
     let version = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())

@@ -2,10 +2,13 @@
 //! Redis (`PING`), Kafka (`ApiVersions`, then `Metadata` listing the broker), MongoDB
 //! (`OP_MSG` `ping`) and Elasticsearch (`GET /_cluster/health`); PostgreSQL through the
 //! `postgres` client (startup, authentication, a simple query), which is also what creates
-//! the database.
+//! the database. The secured services (`services up --secure`) answer the same requests over
+//! TLS ([`tls`], rustls, verifying the server against the project's CA).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -31,23 +34,75 @@ pub fn port_open(addr: &str) -> bool {
     connect(addr).is_ok()
 }
 
+/// A TLS connection to `addr` (an IP address and port), its handshake done: the server's
+/// certificate must chain to the CA in `ca` (PEM) and name the address.
+pub fn tls(
+    addr: &str,
+    ca: &Path,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("cannot read the CA {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let name = ServerName::try_from(host.to_owned())?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)?;
+    let mut sock = connect(addr)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .with_context(|| format!("TLS handshake with {addr}"))?;
+    }
+    Ok(rustls::StreamOwned::new(conn, sock))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis
 
 /// `PING` → `+PONG`.
 pub fn redis(addr: &str) -> Result<String> {
-    let mut s = connect(addr)?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).context("no answer to PING")?;
-    let reply = String::from_utf8_lossy(&buf[..n]);
-    ensure!(
-        reply.starts_with("+PONG"),
-        "PING answered {:?}",
-        reply.lines().next().unwrap_or_default()
-    );
+    redis_call(&mut connect(addr)?, &["PING"], "+PONG")?;
     Ok("PING → PONG".into())
 }
+
+/// Over TLS: `AUTH user password` → `+OK`, then `PING` → `+PONG`.
+pub fn redis_tls(addr: &str, ca: &Path, user: &str, password: &str) -> Result<String> {
+    let mut s = tls(addr, ca)?;
+    redis_call(&mut s, &["AUTH", user, password], "+OK").context("AUTH")?;
+    redis_call(&mut s, &["PING"], "+PONG")?;
+    Ok(format!("TLS, AUTH {user}, PING → PONG"))
+}
+
+/// One command as a RESP array; its reply must start with `expected`.
+fn redis_call(s: &mut impl ReadWrite, args: &[&str], expected: &str) -> Result<()> {
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    s.write_all(command.as_bytes())?;
+    s.flush()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).context("no answer")?;
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    ensure!(
+        reply.starts_with(expected),
+        "{} answered {:?}",
+        args[0],
+        reply.lines().next().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// A byte stream a probe talks over: a `TcpStream`, or TLS over one.
+pub trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 // ---------------------------------------------------------------------------------------------
 // Kafka
@@ -183,9 +238,22 @@ impl Reader<'_> {
 
 /// `OP_MSG {ping: 1, $db: "admin"}` → `{ok: 1}`.
 pub fn mongodb(addr: &str) -> Result<String> {
+    mongodb_command(&mut connect(addr)?, "ping")
+}
+
+/// Over TLS: `OP_MSG {hello: 1, $db: "admin"}` → `{ok: 1}` (`hello` needs no login, which a
+/// secured server asks for before a `ping`).
+pub fn mongodb_tls(addr: &str, ca: &Path) -> Result<String> {
+    let answer = mongodb_command(&mut tls(addr, ca)?, "hello")?;
+    Ok(format!("TLS, {answer}"))
+}
+
+/// `OP_MSG {<command>: 1, $db: "admin"}` → `{ok: 1}`.
+fn mongodb_command(s: &mut impl ReadWrite, command: &str) -> Result<String> {
     let mut doc = Vec::new();
     doc.push(0x10); // int32
-    doc.extend_from_slice(b"ping\0");
+    doc.extend_from_slice(command.as_bytes());
+    doc.push(0);
     doc.extend_from_slice(&1i32.to_le_bytes());
     doc.push(0x02); // string
     doc.extend_from_slice(b"$db\0");
@@ -203,11 +271,12 @@ pub fn mongodb(addr: &str) -> Result<String> {
     msg.push(0); // section kind 0: body
     msg.extend_from_slice(&bson);
 
-    let mut s = connect(addr)?;
     s.write_all(&((msg.len() + 4) as i32).to_le_bytes())?;
     s.write_all(&msg)?;
+    s.flush()?;
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).context("no answer to OP_MSG ping")?;
+    s.read_exact(&mut len)
+        .with_context(|| format!("no answer to OP_MSG {command}"))?;
     let len = i32::from_le_bytes(len);
     ensure!((21..16 << 20).contains(&len), "bad OP_MSG reply size {len}");
     let mut resp = vec![0u8; len as usize - 4];
@@ -258,11 +327,11 @@ pub fn mongodb(addr: &str) -> Result<String> {
                 d.take(16)?;
                 continue;
             }
-            other => bail!("unexpected BSON type {other:#x} in the ping reply"),
+            other => bail!("unexpected BSON type {other:#x} in the {command} reply"),
         };
         if name == "ok" {
-            ensure!(value == 1.0, "ping answered ok: {value}");
-            return Ok("OP_MSG ping → ok: 1".into());
+            ensure!(value == 1.0, "{command} answered ok: {value}");
+            return Ok(format!("OP_MSG {command} → ok: 1"));
         }
     }
 }
@@ -308,16 +377,43 @@ pub fn postgres_query(
     let sa: SocketAddr = addr
         .parse()
         .with_context(|| format!("bad address {addr}"))?;
-    let mut client = postgres::Config::new()
+    let mut config = postgres::Config::new();
+    config
         .host(&sa.ip().to_string())
         .port(sa.port())
+        .password(password);
+    postgres_rows(config, addr, user, database, sql)
+}
+
+/// [`postgres_query`] over the server's Unix socket in `dir` (the secured cluster's, which
+/// lets its local socket in without a password and TCP in only over TLS).
+pub fn postgres_socket_query(
+    dir: &Path,
+    port: u16,
+    user: &str,
+    database: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>> {
+    let mut config = postgres::Config::new();
+    config.host_path(dir).port(port);
+    let at = format!("{}/.s.PGSQL.{port}", dir.display());
+    postgres_rows(config, &at, user, database, sql)
+}
+
+fn postgres_rows(
+    mut config: postgres::Config,
+    at: &str,
+    user: &str,
+    database: &str,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>> {
+    let mut client = config
         .user(user)
-        .password(password)
         .dbname(database)
         .application_name("polyhost-xtask")
         .connect_timeout(CONNECT_TIMEOUT)
         .connect(postgres::NoTls)
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .with_context(|| format!("cannot connect to {at}"))?;
     let rows = client
         .simple_query(sql)?
         .into_iter()
