@@ -57,6 +57,38 @@ impl View<'_, Sql> {
     ) -> Result<&mut Transaction, HostError> {
         self.table.get_mut(t).map_err(HostError::trap)
     }
+
+    /// One statement `sql` in transaction `t`: checked by [`admit`], then `run` on the
+    /// transaction's connection under the plugin's permit and host-call timeout; what it
+    /// gave is remembered by [`after_statement`], a refusal included.
+    async fn in_transaction<T>(
+        &mut self,
+        t: &Resource<Transaction>,
+        sql: &str,
+        what: &'static str,
+        run: impl AsyncFnOnce(&Client, &mut Lease, Caps) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
+        let t = self.sql_transaction(t)?;
+        let mut checked = None;
+        let result = match admit(sql, Scope::Transaction, caps) {
+            Ok(c) => {
+                checked = Some(c);
+                with_timeout(timeout, what, async {
+                    let _permit = client.permit().await?;
+                    run(&client, &mut t.lease, caps).await
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        after_statement(t, checked, &result);
+        result
+    }
 }
 
 impl Host for View<'_, Sql> {
@@ -159,28 +191,11 @@ impl HostTransaction for View<'_, Sql> {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Rows, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        let t = self.sql_transaction(&t)?;
-        let mut checked = None;
-        let result = match admit(&sql, Scope::Transaction, caps) {
-            Ok(c) => {
-                checked = Some(c);
-                with_timeout(timeout, "sql.transaction.query", async {
-                    let _permit = client.permit().await?;
-                    client
-                        .query_on(&mut t.lease, &sql, params, caps, "sql.transaction.query")
-                        .await
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        after_statement(t, checked, &result);
-        result
+        const WHAT: &str = "sql.transaction.query";
+        self.in_transaction(&t, &sql, WHAT, async |client, lease, caps| {
+            client.query_on(lease, &sql, params, caps, WHAT).await
+        })
+        .await
     }
 
     async fn execute(
@@ -189,26 +204,13 @@ impl HostTransaction for View<'_, Sql> {
         sql: String,
         params: Vec<Value>,
     ) -> Result<u64, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        let t = self.sql_transaction(&t)?;
-        let mut checked = None;
-        let result = match admit(&sql, Scope::Transaction, caps) {
-            Ok(c) => {
-                checked = Some(c);
-                with_timeout(timeout, "sql.transaction.execute", async {
-                    let _permit = client.permit().await?;
-                    client.execute_on(&mut t.lease, &sql, params, caps).await
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        after_statement(t, checked, &result);
-        result
+        self.in_transaction(
+            &t,
+            &sql,
+            "sql.transaction.execute",
+            async |client, lease, caps| client.execute_on(lease, &sql, params, caps).await,
+        )
+        .await
     }
 
     async fn commit(&mut self, t: Resource<Transaction>) -> Result<(), HostError> {
