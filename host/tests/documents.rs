@@ -47,6 +47,49 @@ impl Fixture {
         self.db.collection(name)
     }
 
+    /// Natively, through the driver: every blob file of [`BUCKET`] by filename, each with
+    /// its bytes, and how many chunks the bucket holds.
+    async fn stored_blobs(
+        &self,
+    ) -> Result<(
+        Vec<(mongodb::gridfs::FilesCollectionDocument, Vec<u8>)>,
+        u64,
+    )> {
+        let bucket = self.db.gridfs_bucket(
+            GridFsBucketOptions::builder()
+                .bucket_name(BUCKET.to_string())
+                .build(),
+        );
+        let files: Vec<_> = within(
+            &self.mongodb,
+            "listing blobs",
+            bucket.find(doc! {}).sort(doc! { "filename": 1 }),
+        )
+        .await?
+        .try_collect()
+        .await?;
+        let mut stored = Vec::new();
+        for file in files {
+            let mut stream = within(
+                &self.mongodb,
+                "opening a blob",
+                bucket.open_download_stream(file.id.clone()),
+            )
+            .await?;
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data).await?;
+            stored.push((file, data));
+        }
+        let chunks = within(
+            &self.mongodb,
+            "counting chunks",
+            self.coll(&format!("{BUCKET}.chunks"))
+                .count_documents(doc! {}),
+        )
+        .await?;
+        Ok((stored, chunks))
+    }
+
     /// Every document of `name`, by `_id`.
     async fn all(&self, name: &str) -> Result<Vec<Document>> {
         let cursor = within(
@@ -339,36 +382,16 @@ async fn blobs_round_trip_their_bytes_and_sha256() -> Result<()> {
 
         // Natively: one revision per live blob (the first v1.png was replaced), its bytes
         // and the host's fields as stored, and no chunk left of any removed revision.
-        let bucket = f.db.gridfs_bucket(
-            GridFsBucketOptions::builder()
-                .bucket_name(BUCKET.to_string())
-                .build(),
-        );
-        let files: Vec<_> = within(
-            &f.mongodb,
-            "listing blobs",
-            bucket.find(doc! {}).sort(doc! { "filename": 1 }),
-        )
-        .await?
-        .try_collect()
-        .await?;
-        let names: Vec<_> = files.iter().map(|f| f.filename.clone()).collect();
+        let (files, chunks) = f.stored_blobs().await?;
+        let names: Vec<_> = files.iter().map(|(f, _)| f.filename.clone()).collect();
         ensure!(
             names == [Some("empty".to_string()), Some("v1.png".to_string())],
             "blob files: {names:?}"
         );
-        for (file, data, ty) in [
+        for ((file, stored), data, ty) in [
             (&files[0], &[][..], "text/plain"),
             (&files[1], &second[..], "image/webp"),
         ] {
-            let mut stream = within(
-                &f.mongodb,
-                "opening a blob",
-                bucket.open_download_stream(file.id.clone()),
-            )
-            .await?;
-            let mut stored = Vec::new();
-            stream.read_to_end(&mut stored).await?;
             ensure!(
                 stored == data,
                 "{:?}: the stored bytes differ",
@@ -381,16 +404,147 @@ async fn blobs_round_trip_their_bytes_and_sha256() -> Result<()> {
                 file.filename
             );
         }
-        let chunks = within(
-            &f.mongodb,
-            "counting chunks",
-            f.coll(&format!("{BUCKET}.chunks")).count_documents(doc! {}),
-        )
-        .await?;
         ensure!(
             chunks == second.len().div_ceil(255 * 1024) as u64,
             "{chunks} chunks"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// Unordered, a run of updates that each pin their own `_id` goes out several commands at
+/// once and loses none; updates that may touch one document stay one command at a time,
+/// so FerretDB (which loses one of two concurrent updates of a document) loses none either.
+#[tokio::test]
+async fn unordered_bulk_writes_lose_no_update() -> Result<()> {
+    with_fixture(async |f| {
+        let docs = 120;
+        let inserts: Vec<Value> = (0..docs)
+            .map(|i| json!({"insert": {"_id": format!("p{i}"), "n": 0, "group": "g"}}))
+            .collect();
+        // Distinct ids: many commands in flight.
+        let distinct: Vec<Value> = (0..docs)
+            .map(|i| {
+                json!({"update": {"filter": {"_id": format!("p{i}")},
+                                       "update": {"$inc": {"n": 1}}}})
+            })
+            .collect();
+        // One document again and again: one command at a time.
+        let same: Vec<Value> = (0..64)
+            .map(|_| json!({"update": {"filter": {"_id": "p0"}, "update": {"$inc": {"n": 1}}}}))
+            .collect();
+        // Filters that are not ids: one command at a time too.
+        let by_field: Vec<Value> = (0..24)
+            .map(|_| json!({"update": {"filter": {"group": "g"}, "update": {"$inc": {"m": 1}}}}))
+            .collect();
+        f.run(json!({"steps": [
+            {"call": "bulk-write", "collection": "videos", "ordered": false, "ops": inserts,
+             "expect": {"ok": {"inserted": docs, "matched": 0, "modified": 0, "deleted": 0,
+                               "upserted": 0}}},
+            {"call": "bulk-write", "collection": "videos", "ordered": false, "ops": distinct,
+             "expect": {"ok": {"inserted": 0, "matched": docs, "modified": docs, "deleted": 0,
+                               "upserted": 0}}},
+            {"call": "bulk-write", "collection": "videos", "ordered": false, "ops": same,
+             "expect": {"ok": {"inserted": 0, "matched": 64, "modified": 64, "deleted": 0,
+                               "upserted": 0}}},
+            {"call": "bulk-write", "collection": "videos", "ordered": false, "ops": by_field,
+             "expect": {"ok": {"inserted": 0, "matched": 24, "modified": 24, "deleted": 0,
+                               "upserted": 0}}},
+        ]}))
+        .await?;
+        let number = |d: &Document, key: &str| match d.get(key) {
+            Some(Bson::Int32(v)) => i64::from(*v),
+            Some(Bson::Int64(v)) => *v,
+            Some(Bson::Double(v)) => *v as i64,
+            _ => -1,
+        };
+        let stored = f.all("videos").await?;
+        ensure!(stored.len() == docs, "{} documents", stored.len());
+        for doc in &stored {
+            let id = doc.get_str("_id")?;
+            let want = if id == "p0" { 65 } else { 1 };
+            ensure!(number(doc, "n") == want, "{id}: {doc}");
+        }
+        // Each of those updates changed the first document of the group, whichever it was.
+        let m: i64 = stored.iter().map(|d| number(d, "m").max(0)).sum();
+        ensure!(m == 24, "the group's updates add up to {m}");
+        Ok(())
+    })
+    .await
+}
+
+/// `put-blobs` stores what `put-blob` would, in the same layout: each blob readable by
+/// `get-blob` and by the driver, each id replacing its older revision (whichever call stored
+/// it), and a call that cannot be taken whole stores nothing.
+#[tokio::test]
+async fn put_blobs_store_many_as_put_blob_would() -> Result<()> {
+    with_fixture(async |f| {
+        let big = bytes(600_000, 4); // three GridFS chunks
+        let small = bytes(900, 5);
+        let again = bytes(1_200, 6);
+        let info = |id: &str, ty: &str, data: &[u8], meta: Value| {
+            json!({"id": id, "content_type": ty, "length": data.len(), "sha256": sha256(data),
+                   "metadata": meta})
+        };
+        let blob = |id: &str, ty: &str, data: &[u8], meta: Value| {
+            json!({"id": id, "content_type": ty, "data_hex": hex::encode(data), "metadata": meta})
+        };
+        let get = |id: &str, info: &Value, data: &[u8]| {
+            json!({"call": "get-blob", "bucket": BUCKET, "id": id,
+                   "expect": {"ok": {"info": info, "data_hex": hex::encode(data)}}})
+        };
+        let too_many: Vec<Value> = (0..257)
+            .map(|i| blob(&format!("n{i}"), "x/y", &[], json!({})))
+            .collect();
+        f.run(json!({"steps": [
+            // One blob stored the single way first: put-blobs replaces it below.
+            {"call": "put-blob", "bucket": BUCKET, "id": "a", "content_type": "image/png",
+             "data_hex": hex::encode(&small), "metadata": {},
+             "expect": {"ok": info("a", "image/png", &small, json!({}))}},
+            {"call": "put-blobs", "bucket": BUCKET, "blobs": [
+                blob("a", "image/webp", &big, json!({"w": 1920})),
+                blob("b", "image/png", &small, json!({"w": 64})),
+                blob("e", "text/plain", &[], json!({})),
+             ], "expect": {"ok": [
+                info("a", "image/webp", &big, json!({"w": 1920})),
+                info("b", "image/png", &small, json!({"w": 64})),
+                info("e", "text/plain", &[], json!({})),
+             ]}},
+            get("a", &info("a", "image/webp", &big, json!({"w": 1920})), &big),
+            get("b", &info("b", "image/png", &small, json!({"w": 64})), &small),
+            get("e", &info("e", "text/plain", &[], json!({})), &[]),
+            // Again, over what put-blobs stored, with one new id.
+            {"call": "put-blobs", "bucket": BUCKET, "blobs": [
+                blob("b", "image/jpeg", &again, json!({})),
+                blob("c", "image/png", &small, json!({})),
+             ], "expect": {"ok": [
+                info("b", "image/jpeg", &again, json!({})),
+                info("c", "image/png", &small, json!({})),
+             ]}},
+            get("b", &info("b", "image/jpeg", &again, json!({})), &again),
+            // Calls that cannot be taken whole store nothing.
+            {"call": "put-blobs", "bucket": BUCKET, "expect": {"err": "invalid"}, "blobs": [
+                blob("d", "x/y", &small, json!({})), blob("d", "x/y", &small, json!({}))]},
+            {"call": "put-blobs", "bucket": BUCKET, "expect": {"err": "invalid"}, "blobs": [
+                blob("d", "x/y", &small, json!({})), blob("f", "x/y", &small, json!([1]))]},
+            {"call": "put-blobs", "bucket": BUCKET, "blobs": too_many,
+             "expect": {"err": "invalid"}},
+            {"call": "stat-blob", "bucket": BUCKET, "id": "d", "expect": {"ok": null}},
+            {"call": "stat-blob", "bucket": BUCKET, "id": "n0", "expect": {"ok": null}},
+            {"call": "put-blobs", "bucket": BUCKET, "blobs": [], "expect": {"ok": []}},
+        ]}))
+        .await?;
+
+        // Natively: one revision per id, read back by the driver, and no chunk of a
+        // replaced revision left.
+        let (files, chunks) = f.stored_blobs().await?;
+        let names: Vec<_> = files.iter().filter_map(|(f, _)| f.filename.clone()).collect();
+        ensure!(names == ["a", "b", "c", "e"], "blob files: {names:?}");
+        for ((file, stored), data) in files.iter().zip([&big[..], &again, &small, &[]]) {
+            ensure!(stored == data, "{:?}: the stored bytes differ", file.filename);
+        }
+        ensure!(chunks == 3 + 1 + 1, "{chunks} chunks");
         Ok(())
     })
     .await
@@ -428,6 +582,8 @@ async fn calls_outside_the_grant_or_carrying_code_never_reach_the_server() -> Re
             {"call": "get-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
             {"call": "stat-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
             {"call": "delete-blob", "bucket": "banners", "id": "b", "expect": {"err": "denied"}},
+            {"call": "put-blobs", "bucket": "banners", "expect": {"err": "denied"},
+             "blobs": [{"id": "b", "content_type": "image/png", "data_hex": "00", "metadata": {}}]},
             // The bucket's collections are not collections the plugin was granted.
             {"call": "find", "collection": format!("{BUCKET}.files"), "filter": {},
              "expect": {"err": "denied"}},

@@ -43,7 +43,7 @@ pub struct Item<'a> {
 }
 
 /// What was read before the fold.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Loaded {
     /// The stored documents of the titles the batch names, by id.
     pub titles: HashMap<String, Value>,

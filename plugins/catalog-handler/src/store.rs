@@ -1,16 +1,25 @@
 //! The glue: reads what a batch needs, folds the batch ([`crate::fold`]) and writes the
 //! result through the `documents` imports, in a fixed number of calls per batch whatever
 //! its size: one `find` of the titles it names, one `find` of its ratings already counted,
-//! one `bulk-write` of the titles (one insert or update per title), one `bulk-write` of
-//! the ratings counted; plus one `put-blob` per asset, which has no batch form.
+//! one `put-blobs` of the assets it stores, one `bulk-write` of the titles (one insert or
+//! update per title), one `bulk-write` of the ratings counted.
+//!
+//! Which assets a batch stores is what the fold decides, event by event (an asset already
+//! referenced is not stored again; an event of a title not stored yet is retried), so the
+//! batch is folded twice: once with every upload answering the digest its event names, to
+//! learn the assets the fold stores, which are then stored in one call; then for real, each
+//! upload answered by that call (an upload that call did not make, e.g. the second upload of
+//! one asset id in a batch, is made then, alone, in order).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
 use crate::event::{Asset, CatalogEvent};
 use crate::fold::{self, Item, Loaded, Plan};
-use crate::polyhost::platform::documents::{self as docs, FindOptions, UpdateOp, WriteOp};
+use crate::polyhost::platform::documents::{
+    self as docs, FindOptions, NewBlob, UpdateOp, WriteOp,
+};
 use crate::polyhost::platform::types::{Error, ErrorKind};
 use crate::update::{ASSETS_BUCKET, RATINGS, TITLES};
 use polyhost_guest::Verdict;
@@ -30,7 +39,26 @@ pub fn apply_batch(items: &[Item<'_>], out_of_time: impl Fn() -> bool) -> Vec<Ve
                 .collect();
         }
     };
-    let mut plan = fold::fold(items, loaded, upload, out_of_time);
+    let mut wanted = Vec::new();
+    fold::fold(
+        items,
+        loaded.clone(),
+        |asset| {
+            wanted.push(asset.clone());
+            Ok(asset.sha256.clone())
+        },
+        || false,
+    );
+    let mut stored = upload_all(wanted);
+    let mut plan = fold::fold(
+        items,
+        loaded,
+        |asset| {
+            let key = (asset.asset_id.clone(), asset.sha256.clone());
+            stored.remove(&key).unwrap_or_else(|| upload(asset))
+        },
+        out_of_time,
+    );
     if let Err(verdict) = write(&plan) {
         // Some writes may have happened: every event applied in memory is handed back (a
         // reject stays one). Applying them again is idempotent (`update`'s module docs).
@@ -103,6 +131,45 @@ fn find_in(
             })
         })
         .collect()
+}
+
+/// The most blobs one `put-blobs` takes (the host's bound).
+const BLOBS_PER_CALL: usize = 256;
+
+/// Stores `assets` (the first of each id) in one `put-blobs` call per
+/// [`BLOBS_PER_CALL`]; answers, by (asset id, declared SHA-256), the SHA-256 the host
+/// computed, or the verdict of the call that failed.
+fn upload_all(assets: Vec<Asset>) -> HashMap<(String, String), Result<String, Verdict>> {
+    let mut ids = HashSet::new();
+    let firsts: Vec<Asset> = assets
+        .into_iter()
+        .filter(|a| ids.insert(a.asset_id.clone()))
+        .collect();
+    let mut answers = HashMap::new();
+    for call in firsts.chunks(BLOBS_PER_CALL) {
+        let blobs: Vec<NewBlob> = call
+            .iter()
+            .map(|asset| NewBlob {
+                id: asset.asset_id.clone(),
+                content_type: asset.content_type.clone(),
+                data: asset.bytes.clone(),
+                metadata: crate::update::blob_metadata(asset).to_string(),
+            })
+            .collect();
+        let answer = docs::put_blobs(ASSETS_BUCKET, &blobs).map_err(host);
+        for (i, asset) in call.iter().enumerate() {
+            let key = (asset.asset_id.clone(), asset.sha256.clone());
+            let one = match &answer {
+                Ok(infos) => infos
+                    .get(i)
+                    .map(|info| info.sha256.clone())
+                    .ok_or_else(|| Verdict::Retry("put-blobs answered fewer blobs".into())),
+                Err(verdict) => Err(verdict.clone()),
+            };
+            answers.insert(key, one);
+        }
+    }
+    answers
 }
 
 /// Stores an asset's bytes under its id; answers the SHA-256 the host computed.

@@ -133,6 +133,25 @@ fn run_step(step: &Value) -> Result<Actual, String> {
                 info_json,
             )
         }
+        "put-blobs" => {
+            let blobs = step["blobs"]
+                .as_array()
+                .ok_or("`blobs` must be an array")?
+                .iter()
+                .map(|b| {
+                    let text = |key: &str| b[key].as_str().map(str::to_string);
+                    Ok(docs::NewBlob {
+                        id: text("id").ok_or("a blob's `id` must be a string")?,
+                        content_type: text("content_type").unwrap_or_default(),
+                        data: from_hex(&text("data_hex").unwrap_or_default())?,
+                        metadata: doc_text(&b["metadata"]),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            outcome(docs::put_blobs(&s("bucket")?, &blobs), |infos| {
+                Value::Array(infos.into_iter().map(info_json).collect())
+            })
+        }
         "get-blob" => outcome(docs::get_blob(&s("bucket")?, &s("id")?), |blob| {
             blob.map_or(
                 Value::Null,

@@ -12,6 +12,13 @@
 //! the greatest (`uploadDate`, `_id`) for readers and for that cleanup alike, so racing puts
 //! settle on one winner rather than deleting each other. The host's own fields go in the
 //! file's `metadata`: `{contentType, sha256, metadata}`, the last being the plugin's object.
+//!
+//! `put-blobs` stores many blobs in the same layout without the driver's upload stream (a
+//! round trip per chunk command and per file entry, per blob): every blob's chunks in
+//! `insert` commands of at most [`STATEMENTS_PER_COMMAND`](super::STATEMENTS_PER_COMMAND),
+//! then every file entry (a reader never meets an entry without its chunks), then one read of
+//! the revisions of all the ids and one removal of the older ones. The bucket's indexes (the
+//! driver's, by the driver's names) are made once per client before its first such write.
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, TryStreamExt as _};
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
@@ -20,8 +27,9 @@ use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
 use mongodb::options::GridFsBucketOptions;
 use sha2::{Digest as _, Sha256};
 
+use super::bulk::insert_all;
 use super::{Client, Limits, check_bucket, map_error, render};
-use crate::bindings::polyhost::platform::documents::{Blob, BlobInfo};
+use crate::bindings::polyhost::platform::documents::{Blob, BlobInfo, NewBlob};
 use crate::budget::{self, ResultBudget};
 use crate::error::HostError;
 
@@ -36,6 +44,19 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// How often `get-blob` looks again when the revision it found is removed under it by a
 /// concurrent `put-blob`.
 const READ_ATTEMPTS: usize = 3;
+
+/// The most blobs one `put-blobs` takes.
+pub const MAX_BLOBS_PER_CALL: usize = 256;
+
+/// GridFS's chunk size, the driver's default: 255 KiB.
+const CHUNK_BYTES: usize = 255 * 1024;
+
+/// One blob of a `put-blobs`, checked and cut into its documents.
+struct Prepared {
+    file: Document,
+    chunks: Vec<Document>,
+    info: BlobInfo,
+}
 
 impl Client {
     /// The granted bucket `name`, or `denied`. Kept per client: the driver checks a
@@ -114,6 +135,145 @@ impl Client {
         })
     }
 
+    pub(super) async fn put_blobs(
+        &self,
+        bucket: &str,
+        blobs: Vec<NewBlob>,
+        limits: &Limits,
+    ) -> Result<Vec<BlobInfo>, HostError> {
+        check_bucket(&self.grant, &self.plugin, bucket)?;
+        if blobs.len() > MAX_BLOBS_PER_CALL {
+            return Err(HostError::invalid(format!(
+                "documents.put-blobs: {} blobs, more than the {MAX_BLOBS_PER_CALL} one call takes",
+                blobs.len()
+            )));
+        }
+        let mut ids = std::collections::HashSet::new();
+        if let Some(twice) = blobs.iter().find(|b| !ids.insert(b.id.as_str())) {
+            return Err(HostError::invalid(format!(
+                "documents.put-blobs: the id `{}` is given twice",
+                twice.id
+            )));
+        }
+        // Every blob is checked before anything is written.
+        let scope = self.scope(limits);
+        let upload_date = mongodb::bson::DateTime::now();
+        let prepared = blobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, blob)| {
+                budget::check_value(
+                    blob.data.len(),
+                    limits.max_value_bytes,
+                    &format!("documents.put-blobs `{}`", blob.id),
+                )?;
+                let user = scope
+                    .document("the metadata", &blob.metadata)
+                    .map_err(|e| e.context(format_args!("blob {i} (`{}`)", blob.id)))?;
+                Ok(prepare(blob, user, upload_date))
+            })
+            .collect::<Result<Vec<Prepared>, HostError>>()?;
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let files = self.db.collection::<Document>(&format!("{bucket}.files"));
+        let chunks = self.db.collection::<Document>(&format!("{bucket}.chunks"));
+        let what = format!("put-blobs in bucket `{bucket}`");
+        let _permit = self.permit().await?;
+        self.ensure_indexes(bucket, &files, &chunks)
+            .await
+            .map_err(|e| map_error(&what, e))?;
+        let file_ids: Vec<Bson> = prepared
+            .iter()
+            .map(|p| p.file.get("_id").cloned().unwrap_or(Bson::Null))
+            .collect();
+        let (file_docs, chunk_docs, infos) = prepared.into_iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut f, mut c, mut i), p| {
+                f.push(p.file);
+                c.extend(p.chunks);
+                i.push(p.info);
+                (f, c, i)
+            },
+        );
+        let stored = async {
+            insert_all(
+                &self.db,
+                &chunks,
+                chunk_docs,
+                limits.max_time,
+                &format!("{what}: chunks"),
+            )
+            .await?;
+            insert_all(
+                &self.db,
+                &files,
+                file_docs,
+                limits.max_time,
+                &format!("{what}: files"),
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = stored {
+            // Chunks whose file entry was not stored are garbage no reader sees: removed here
+            // when possible (a file entry that was stored keeps its chunks).
+            if let Err(cleanup) = remove_orphan_chunks(&files, &chunks, &file_ids).await {
+                tracing::warn!(plugin = %self.plugin, bucket, error = %map_error(&what, cleanup),
+                    "put-blobs: could not remove the chunks of blobs not stored");
+            }
+            return Err(e);
+        }
+        let ids: Vec<&str> = infos.iter().map(|i| i.id.as_str()).collect();
+        if let Err(e) = prune_older_many(&files, &chunks, &ids, &file_ids).await {
+            tracing::warn!(plugin = %self.plugin, bucket, error = %map_error(&what, e),
+                "put-blobs: could not remove older revisions");
+        }
+        Ok(infos)
+    }
+
+    /// The bucket's indexes, the ones the driver makes before its first upload (by the same
+    /// keys, so it finds them), made once per client and bucket.
+    async fn ensure_indexes(
+        &self,
+        bucket: &str,
+        files: &mongodb::Collection<Document>,
+        chunks: &mongodb::Collection<Document>,
+    ) -> Result<(), MongoError> {
+        use mongodb::IndexModel;
+        use mongodb::options::IndexOptions;
+        let done = |indexed: &std::sync::Mutex<std::collections::HashSet<String>>| {
+            indexed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(bucket)
+        };
+        if done(&self.indexed) {
+            return Ok(());
+        }
+        files
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "filename": 1, "uploadDate": 1 })
+                    .build(),
+            )
+            .await?;
+        chunks
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "files_id": 1, "n": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build(),
+            )
+            .await?;
+        self.indexed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(bucket.to_string());
+        Ok(())
+    }
+
     pub(super) async fn get_blob(
         &self,
         bucket: &str,
@@ -187,6 +347,119 @@ impl Client {
         }
         Ok(existed)
     }
+}
+
+/// A blob's file entry and chunks, as the driver's upload stream writes them.
+fn prepare(blob: NewBlob, user: Document, upload_date: mongodb::bson::DateTime) -> Prepared {
+    let file_id = ObjectId::new();
+    let sha256 = hex::encode(Sha256::digest(&blob.data));
+    let chunks = blob
+        .data
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .map(|(n, bytes)| {
+            doc! {
+                "_id": ObjectId::new(),
+                "files_id": file_id,
+                "n": i32::try_from(n).unwrap_or(i32::MAX),
+                "data": mongodb::bson::Binary {
+                    subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                    bytes: bytes.to_vec(),
+                },
+            }
+        })
+        .collect();
+    let file = doc! {
+        "_id": file_id,
+        "length": i64::try_from(blob.data.len()).unwrap_or(i64::MAX),
+        "chunkSize": i32::try_from(CHUNK_BYTES).unwrap_or(i32::MAX),
+        "uploadDate": upload_date,
+        "filename": &blob.id,
+        "metadata": {
+            CONTENT_TYPE: &blob.content_type,
+            SHA256: &sha256,
+            METADATA: user.clone(),
+        },
+    };
+    let info = BlobInfo {
+        length: blob.data.len() as u64,
+        id: blob.id,
+        content_type: blob.content_type,
+        sha256,
+        metadata: render(Bson::Document(user)),
+    };
+    Prepared { file, chunks, info }
+}
+
+/// Removes the chunks of the files among `file_ids` that have no file entry.
+async fn remove_orphan_chunks(
+    files: &mongodb::Collection<Document>,
+    chunks: &mongodb::Collection<Document>,
+    file_ids: &[Bson],
+) -> Result<(), MongoError> {
+    let stored: Vec<Bson> = files
+        .find(doc! { "_id": { "$in": file_ids } })
+        .projection(doc! { "_id": 1 })
+        .await?
+        .try_collect::<Vec<Document>>()
+        .await?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect();
+    let orphans: Vec<&Bson> = file_ids.iter().filter(|id| !stored.contains(id)).collect();
+    if !orphans.is_empty() {
+        chunks
+            .delete_many(doc! { "files_id": { "$in": orphans } })
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`prune_older`] for many ids at once: one read of every revision of `ids`, then one
+/// removal of the file entries older than the ones just stored (`file_ids`, in the order of
+/// `ids`), then one of their chunks (entries first, as the driver deletes).
+async fn prune_older_many(
+    files: &mongodb::Collection<Document>,
+    chunks: &mongodb::Collection<Document>,
+    ids: &[&str],
+    file_ids: &[Bson],
+) -> Result<(), MongoError> {
+    let revisions: Vec<Document> = files
+        .find(doc! { "filename": { "$in": ids } })
+        .projection(doc! { "_id": 1, "filename": 1, "uploadDate": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    let key = |d: &Document| {
+        (
+            d.get_datetime("uploadDate").ok().copied(),
+            d.get_object_id("_id").ok(),
+        )
+    };
+    let ours: std::collections::HashMap<&str, _> = ids
+        .iter()
+        .zip(file_ids)
+        .filter_map(|(id, file_id)| {
+            let stored = revisions.iter().find(|r| r.get("_id") == Some(file_id))?;
+            Some((*id, key(stored)))
+        })
+        .collect();
+    let older: Vec<Bson> = revisions
+        .iter()
+        .filter(|r| {
+            let name = r.get_str("filename").unwrap_or_default();
+            ours.get(name).is_some_and(|ours| key(r) < *ours)
+        })
+        .filter_map(|r| r.get("_id").cloned())
+        .collect();
+    if older.is_empty() {
+        return Ok(());
+    }
+    files.delete_many(doc! { "_id": { "$in": &older } }).await?;
+    chunks
+        .delete_many(doc! { "files_id": { "$in": &older } })
+        .await?;
+    Ok(())
 }
 
 /// The newest revision of `id`.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use mongodb::bson::{Bson, Document, doc};
 
 use super::errors::classify_code;
@@ -131,11 +132,42 @@ struct Bulk<'a> {
     failures: Vec<(usize, HostError)>,
 }
 
-impl Bulk<'_> {
+/// A `bulk-result` of nothing done.
+fn nothing() -> BulkResult {
+    BulkResult {
+        inserted: 0,
+        matched: 0,
+        modified: 0,
+        deleted: 0,
+        upserted: 0,
+    }
+}
+
+impl<'a> Bulk<'a> {
+    fn new(
+        db: &'a mongodb::Database,
+        coll: &'a mongodb::Collection<Document>,
+        ordered: bool,
+        max_time: Duration,
+    ) -> Self {
+        Bulk {
+            db,
+            coll,
+            ordered,
+            max_time,
+            done: nothing(),
+            failures: Vec::new(),
+        }
+    }
+
     /// Issues `ops` in order as write commands: each run of consecutive ops of one kind
     /// (insert, update/replace, delete) in commands of at most [`STATEMENTS_PER_COMMAND`]
-    /// statements; stops at the first failure when ordered.
+    /// statements; stops at the first failure when ordered. Unordered, the commands of one
+    /// run go out together, up to the driver's [`MAX_POOL_SIZE`] at once, when no two of its
+    /// statements can touch one document ([`independent`]): FerretDB 1.24 loses one of two
+    /// concurrent updates of a document, so such a run stays one command at a time.
     async fn run(&mut self, ops: Vec<Op>) {
+        let mut runs: Vec<Vec<(Command, usize, Vec<Document>)>> = Vec::new();
         let mut ops = ops.into_iter().enumerate().peekable();
         while let Some((first, op)) = ops.next() {
             let command = op.command();
@@ -149,15 +181,52 @@ impl Bulk<'_> {
                     statements.push(next.statement());
                 }
             }
-            let ok = self.send(command, first, statements).await;
-            if !ok && self.ordered {
-                return;
+            match runs.last_mut() {
+                Some(run) if run[0].0 == command => run.push((command, first, statements)),
+                _ => runs.push(vec![(command, first, statements)]),
+            }
+        }
+        for run in runs {
+            if self.ordered || run.len() == 1 || !independent(&run) {
+                for (command, first, statements) in run {
+                    let sent = self.send(command, first, statements).await;
+                    if !self.absorb(sent) && self.ordered {
+                        return;
+                    }
+                }
+            } else {
+                let sent: Vec<Sent> = futures::stream::iter(run)
+                    .map(|(command, first, statements)| self.send(command, first, statements))
+                    .buffer_unordered(MAX_POOL_SIZE as usize)
+                    .collect()
+                    .await;
+                for s in sent {
+                    self.absorb(s);
+                }
             }
         }
     }
 
-    /// Sends one write command of `statements` (ops `first..`); false when any failed.
-    async fn send(&mut self, command: Command, first: usize, statements: Vec<Document>) -> bool {
+    /// Adds what one command did to the call's result; false when any of it failed.
+    fn absorb(&mut self, sent: Sent) -> bool {
+        let d = &mut self.done;
+        d.inserted += sent.done.inserted;
+        d.matched += sent.done.matched;
+        d.modified += sent.done.modified;
+        d.deleted += sent.done.deleted;
+        d.upserted += sent.done.upserted;
+        let ok = sent.failures.is_empty();
+        self.failures.extend(sent.failures);
+        ok
+    }
+
+    /// Sends one write command of `statements` (ops `first..`): what it did, and its
+    /// failures by op index.
+    async fn send(&self, command: Command, first: usize, statements: Vec<Document>) -> Sent {
+        let mut sent = Sent {
+            done: nothing(),
+            failures: Vec::new(),
+        };
         let (name, field) = command.names();
         let count = statements.len();
         let coll = self.coll.name().to_string();
@@ -177,22 +246,21 @@ impl Bulk<'_> {
             Ok(reply) => reply,
             Err(e) => {
                 // No reply (or a command error): nothing is known to be written.
-                self.failures.push((first, map_error(what(), e)));
-                return false;
+                sent.failures.push((first, map_error(what(), e)));
+                return sent;
             }
         };
         let n = u64::try_from(number(&reply, "n")).unwrap_or(0);
         let upserted = reply.get_array("upserted").map_or(0, |u| u.len() as u64);
         match command {
-            Command::Insert => self.done.inserted += n,
+            Command::Insert => sent.done.inserted += n,
             Command::Update => {
-                self.done.matched += n.saturating_sub(upserted);
-                self.done.modified += u64::try_from(number(&reply, "nModified")).unwrap_or(0);
-                self.done.upserted += upserted;
+                sent.done.matched += n.saturating_sub(upserted);
+                sent.done.modified += u64::try_from(number(&reply, "nModified")).unwrap_or(0);
+                sent.done.upserted += upserted;
             }
-            Command::Delete => self.done.deleted += n,
+            Command::Delete => sent.done.deleted += n,
         }
-        let mut ok = true;
         if let Ok(errors) = reply.get_array("writeErrors") {
             for error in errors.iter().filter_map(Bson::as_document) {
                 let index = usize::try_from(number(error, "index")).unwrap_or(0);
@@ -203,11 +271,10 @@ impl Bulk<'_> {
                     error.get_str("codeName").unwrap_or("WriteError"),
                     error.get_str("errmsg").unwrap_or_default()
                 );
-                self.failures.push((
+                sent.failures.push((
                     first + index.min(count - 1),
                     HostError::new(classify_code(code), message),
                 ));
-                ok = false;
             }
         }
         if let Ok(wc) = reply.get_document("writeConcernError") {
@@ -217,15 +284,15 @@ impl Bulk<'_> {
                 what(),
                 wc.get_str("errmsg").unwrap_or_default()
             );
-            self.failures
+            sent.failures
                 .push((first, HostError::new(classify_code(code), message)));
-            ok = false;
         }
-        ok
+        sent
     }
 
-    /// The result, or the first failure (its kind) reworded to say what else happened.
-    fn finish(self, collection: &str) -> Result<BulkResult, HostError> {
+    /// The result, or the first failure (its kind) reworded to say what else happened;
+    /// `what` names the call (``bulk-write on `titles` ``).
+    fn finish(self, what: &str) -> Result<BulkResult, HostError> {
         let mut failures = self.failures;
         failures.sort_by_key(|(index, _)| *index);
         let mut failures = failures.into_iter();
@@ -243,10 +310,57 @@ impl Bulk<'_> {
             (false, 0) => format!("the other ops ran: {done}"),
             (false, n) => format!("{n} later op(s) failed too; the others ran: {done}"),
         };
-        Err(first.map_message(|m| {
-            format!("bulk-write on `{collection}`: op {index} failed: {m}; {tail}")
-        }))
+        Err(first.map_message(|m| format!("{what}: op {index} failed: {m}; {tail}")))
     }
+}
+
+/// What one write command did, and its failures by op index.
+struct Sent {
+    done: BulkResult,
+    failures: Vec<(usize, HostError)>,
+}
+
+/// Whether the commands of one run may go out together: inserts and deletes always (two
+/// inserts never change one document; deletes only remove), updates when every statement's
+/// filter pins one `_id` by value and no `_id` comes twice.
+fn independent(run: &[(Command, usize, Vec<Document>)]) -> bool {
+    if run
+        .first()
+        .is_some_and(|(command, ..)| *command != Command::Update)
+    {
+        return true;
+    }
+    let mut ids = std::collections::HashSet::new();
+    for statement in run.iter().flat_map(|(_, _, statements)| statements) {
+        let pinned = statement
+            .get_document("q")
+            .ok()
+            .and_then(|q| q.get("_id"))
+            .filter(|id| !is_operator(id));
+        match pinned {
+            Some(id) if ids.insert(id_key(id)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// An `_id` as compared by the server: numbers by value (`1`, `1L` and `1.0` match the
+/// same document), anything else by type and value.
+fn id_key(id: &Bson) -> String {
+    match id {
+        Bson::Int32(n) => format!("n:{}", f64::from(*n)),
+        Bson::Int64(n) => format!("n:{}", *n as f64),
+        Bson::Double(n) => format!("n:{n}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Whether a filter value is an operator document (`{"$in": …}`), not a value to match.
+fn is_operator(value: &Bson) -> bool {
+    value
+        .as_document()
+        .is_some_and(|d| d.keys().any(|k| k.starts_with('$')))
 }
 
 /// An integer field of a server reply (servers answer in int32, int64 or double).
@@ -277,23 +391,25 @@ impl Client {
             .map(|(i, op)| Op::parse(op, &scope).map_err(|e| e.context(format_args!("op {i}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let _permit = self.permit().await?;
-        let mut bulk = Bulk {
-            db: &self.db,
-            coll: &coll,
-            ordered,
-            max_time: limits.max_time,
-            done: BulkResult {
-                inserted: 0,
-                matched: 0,
-                modified: 0,
-                deleted: 0,
-                upserted: 0,
-            },
-            failures: Vec::new(),
-        };
+        let mut bulk = Bulk::new(&self.db, &coll, ordered, limits.max_time);
         bulk.run(ops).await;
-        bulk.finish(collection)
+        bulk.finish(&format!("bulk-write on `{collection}`"))
     }
+}
+
+/// Inserts `docs` into `coll` in order, in `insert` commands of at most
+/// [`STATEMENTS_PER_COMMAND`] documents, stopping at the first failure; `what` names the
+/// call in an error. Answers how many were inserted.
+pub(super) async fn insert_all(
+    db: &mongodb::Database,
+    coll: &mongodb::Collection<Document>,
+    docs: Vec<Document>,
+    max_time: Duration,
+    what: &str,
+) -> Result<u64, HostError> {
+    let mut bulk = Bulk::new(db, coll, true, max_time);
+    bulk.run(docs.into_iter().map(Op::Insert).collect()).await;
+    bulk.finish(what).map(|done| done.inserted)
 }
 
 #[cfg(test)]
@@ -348,5 +464,48 @@ mod tests {
         assert_eq!(delete.statement(), doc! {"q": {}, "limit": 0});
         // Inside FerretDB's default pool of 50, with room for other clients.
         assert!(STATEMENTS_PER_COMMAND as u32 * MAX_POOL_SIZE <= 40);
+    }
+
+    fn updates(filters: &[Document]) -> Vec<(Command, usize, Vec<Document>)> {
+        let statements = filters
+            .iter()
+            .map(|q| doc! { "q": q.clone(), "u": { "$set": { "a": 1 } } })
+            .collect();
+        vec![(Command::Update, 0, statements)]
+    }
+
+    #[test]
+    fn updates_go_out_together_only_when_each_pins_its_own_id() {
+        assert!(independent(&updates(&[
+            doc! { "_id": "a" },
+            doc! { "_id": "b", "rating.count": 2 },
+            doc! { "_id": 1 },
+        ])));
+        // One document twice, by the same value or an equal number.
+        assert!(!independent(&updates(&[
+            doc! { "_id": "a" },
+            doc! { "_id": "a" }
+        ])));
+        assert!(!independent(&updates(&[
+            doc! { "_id": 1 },
+            doc! { "_id": 1i64 }
+        ])));
+        assert!(!independent(&updates(&[
+            doc! { "_id": 1 },
+            doc! { "_id": 1.0 }
+        ])));
+        // A filter that may match any document.
+        assert!(!independent(&updates(&[
+            doc! { "_id": "a" },
+            doc! { "name": "x" }
+        ])));
+        assert!(!independent(&updates(&[doc! { "_id": { "$in": ["a"] } }])));
+        // Inserts and deletes always.
+        let inserts = vec![(
+            Command::Insert,
+            0,
+            vec![doc! { "_id": "a" }, doc! { "_id": "a" }],
+        )];
+        assert!(independent(&inserts));
     }
 }

@@ -4,7 +4,7 @@
 use super::{Documents, Limits};
 use crate::backends::View;
 use crate::bindings::polyhost::platform::documents::{
-    Blob, BlobInfo, BulkResult, FindOptions, Host, UpdateResult, WriteOp,
+    Blob, BlobInfo, BulkResult, FindOptions, Host, NewBlob, UpdateResult, WriteOp,
 };
 use crate::error::{HostError, with_timeout};
 
@@ -139,6 +139,20 @@ impl Host for View<'_, Documents> {
             env.host_call_timeout,
             "documents.put-blob",
             c.put_blob(&bucket, id, content_type, data, &metadata, &Limits::of(env)),
+        )
+        .await
+    }
+
+    async fn put_blobs(
+        &mut self,
+        bucket: String,
+        blobs: Vec<NewBlob>,
+    ) -> Result<Vec<BlobInfo>, HostError> {
+        let (c, env) = self.granted()?;
+        with_timeout(
+            env.host_call_timeout,
+            "documents.put-blobs",
+            c.put_blobs(&bucket, blobs, &Limits::of(env)),
         )
         .await
     }

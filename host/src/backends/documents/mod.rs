@@ -179,6 +179,8 @@ pub struct Client {
     /// The granted GridFS buckets, built on first use (see `blobs`).
     buckets:
         Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
+    /// The buckets whose indexes `put-blobs` has made (see `blobs`).
+    indexed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Client {
@@ -190,6 +192,7 @@ impl Client {
             db: shared.client.database(&grant.database),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             buckets: Arc::default(),
+            indexed: Arc::default(),
         }
     }
 
