@@ -6,6 +6,11 @@
 //! hot swap loads a new [`LoadedPlugin`], and the old version's idle instances are dropped
 //! with it. The batch's Kafka records are set before and cleared after every call, so no
 //! batch sees another's records.
+//!
+//! A handler exports one of the contract's two forms, `handler` (the events as a
+//! `list<event>`) or `json-handler` (the events as one JSON text, made per call by
+//! `json.rs`); everything around the call — deadlines, the length check, instance
+//! reuse — is the same for both.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
