@@ -3,8 +3,10 @@
 //! reused instance, and its failures are the typed form's; a component exporting neither
 //! form, or both, is refused at load naming them.
 //!
-//! Needs the test plugins (`cargo xtask plugins`); connects to no service.
+//! Needs the test plugins (`cargo xtask plugins`); the last test needs Kafka too
+//! (`cargo xtask services up`), the others connect to no service.
 
+mod common;
 mod harness;
 
 use harness::{batch, event, events, runtime, test_plugin};
@@ -212,4 +214,116 @@ async fn a_handler_exporting_both_forms_or_neither_is_refused_naming_them() {
         "{msg}"
     );
     assert!(msg.contains("`json-minimal-handler`"), "{msg}");
+}
+
+/// Through the real trigger: CloudEvents from Kafka reach a JSON-form plugin as the
+/// contract says (`echo` rejects with what it got, so the dead letter's reason shows it); a
+/// trap in a batch hands its events over one at a time and dead-letters only the event that
+/// traps, as does a wrong number of outcomes; the rest are `ok` and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_kafka_a_json_handler_is_dead_lettered_like_a_typed_one() -> anyhow::Result<()> {
+    use polyhost::trigger::{Disposition, Trigger, TriggerConfig, dlq};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const N: usize = 30;
+    let topic = common::unique_name("jsonform");
+    let admin: AdminClient<DefaultClientContext> = common::kafka_config().create()?;
+    let options = AdminOptions::new().operation_timeout(Some(common::CLIENT_TIMEOUT));
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await?
+    {
+        r.map_err(|(name, code)| anyhow::anyhow!("creating topic {name}: {code}"))?;
+    }
+    let cloudevent = |i: usize| {
+        let ty = match i {
+            5 => "fault.panic",
+            12 => "fault.wrong-length",
+            20 => "echo",
+            _ => "test.ok",
+        };
+        let mut e = json!({
+            "specversion": "1.0",
+            "id": format!("e{i}"),
+            "source": "/polyhost/tests",
+            "type": ty,
+            "data": {"n": i, "text": "é \"q\""},
+        });
+        if i == 20 {
+            e["subject"] = json!("u-20");
+            e["time"] = json!("2026-01-01T00:00:00.000001Z");
+        }
+        serde_json::to_vec(&e).unwrap()
+    };
+    let producer: FutureProducer = common::kafka_config().create()?;
+    for i in 0..N {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(format!("k{i}").as_bytes())
+                    .payload(&cloudevent(i)),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+
+    let rt = runtime();
+    let mut s = PluginSpec::new(common::unique_name("plugin"), test_plugin("json-handler"));
+    s.subscribe = vec![topic.clone()];
+    s.limits.batch_size = 8;
+    s.limits.instance = InstanceMode::Reused;
+    s.limits.call_timeout_ms = 2_000;
+    let plugin = rt.load(&s).await?;
+    let dlq_topic = dlq::topic_for(&s.name);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let trigger = Trigger::start(
+        TriggerConfig::new(common::settings().kafka.clone()),
+        vec![(s, plugin)],
+        Some(tx),
+    )
+    .await?;
+    let mut seen = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < N {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) => {
+                seen.insert(p.offset, p.disposition);
+            }
+            _ => break,
+        }
+    }
+    trigger.shutdown().await?;
+    let _ = admin
+        .delete_topics(&[topic.as_str(), dlq_topic.as_str()], &options)
+        .await;
+    assert_eq!(seen.len(), N, "every event settled: {seen:?}");
+
+    for (offset, disposition) in &seen {
+        match (*offset, disposition) {
+            (5, Disposition::DeadLettered(r)) => assert!(r.contains("trapped"), "{r}"),
+            (12, Disposition::DeadLettered(r)) => {
+                assert!(r.contains("2 outcomes for 1 events"), "{r}")
+            }
+            (20, Disposition::DeadLettered(r)) => {
+                let echoed: Value = serde_json::from_str(&r[r.find('{').expect("an echo")..])?;
+                assert_eq!(
+                    echoed,
+                    json!({"id": "e20", "source": "/polyhost/tests", "type": "echo",
+                           "subject": "u-20", "time": 1_767_225_600_000_001_i64,
+                           "offset": 20, "data": {"n": 20, "text": "é \"q\""}})
+                );
+            }
+            (_, Disposition::Ok) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    Ok(())
 }
