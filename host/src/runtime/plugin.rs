@@ -142,7 +142,11 @@ impl HandlerBindings {
                     .call_handle(store, batch, text)
                     .await
             }
-            _ => unreachable!("the events are made for the instance's own form"),
+            // Never: both come from the same `HandlerPre`. A host bug fails the batch, not
+            // the worker.
+            _ => Err(wasmtime::Error::msg(
+                "host bug: the batch's events were made for the other handler form",
+            )),
         }
     }
 }
