@@ -12,16 +12,17 @@ function collection() {
   }
 }
 
-export const handler = {
+// `json-handler`: the batch's events arrive as one JSON array (see `wit/deps/platform/handler.wit`).
+export const jsonHandler = {
   handle(_batch, events) {
     const target = collection();
-    return events.map((event) => {
+    return JSON.parse(events).map((event) => {
       if (event.type !== 'video.watched') {
         return { tag: 'ok' };
       }
       let view;
       try {
-        view = parseView(event.data);
+        view = parseView(event);
       } catch (e) {
         if (e instanceof Malformed) {
           return { tag: 'reject', val: e.message };

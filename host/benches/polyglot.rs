@@ -8,6 +8,10 @@
 //! Each figure is the median of whole `handle` calls: for a per-batch instance a fresh
 //! `Store`, instantiation (the language runtime's start included), the events crossing
 //! into the guest and the outcomes back; for a reused instance the call alone.
+//!
+//! The Rust and Python handlers export `handler` (the events as a `list<event>`); the
+//! JavaScript one exports `json-handler` (the events as one JSON text, which the host
+//! serialises inside the timed call, and the guest parses with one `JSON.parse`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -102,6 +106,7 @@ async fn run() {
         .unwrap_or(21);
 
     println!("polyhost polyglot benchmark — no-op handler, median of {samples} batches");
+    println!("(Rust and Python: `handler`; JavaScript: `json-handler`, the events as JSON)");
     println!(
         "{:<11} {:>5} {:>16} {:>16} {:>9}",
         "language", "N", "per-batch", "reused", "speed-up"

@@ -34,3 +34,20 @@ pub mod generator {
         },
     });
 }
+
+/// The handler world of the contract's JSON form (`json-minimal-handler`): the events of a
+/// batch as one JSON text. Its imports are a subset of the handler world's: the generated
+/// import traits are shared with the module above.
+pub mod json {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "polyhost:platform/json-minimal-handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasi:config": crate::bindings::wasi::config,
+            "wasi:logging": crate::bindings::wasi::logging,
+            "polyhost:platform": crate::bindings::polyhost::platform,
+        },
+    });
+}

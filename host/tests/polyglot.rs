@@ -294,6 +294,13 @@ collection = "{collection}"
         .expect("event 3");
     assert_eq!(third.get_str("user")?, "u3");
     assert_eq!(third.get_str("video")?, "v3");
+    // The event's `time` (2026-01-01T00:00:00Z) reached the plugin as microseconds.
+    let at = match third.get("at") {
+        Some(mongodb::bson::Bson::Int64(n)) => *n,
+        Some(mongodb::bson::Bson::Double(f)) => *f as i64,
+        other => panic!("`at` is {other:?}"),
+    };
+    assert_eq!(at, 1_767_225_600_000_000);
 
     let status = host.terminate(Duration::from_secs(30))?;
     assert!(status.success(), "exit status {status}:\n{}", host.logs());

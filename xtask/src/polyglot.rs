@@ -2,8 +2,9 @@
 //! into the user's cache, and their builds.
 //!
 //! A Python or JavaScript plugin is a folder under `examples/` or `plugins/` holding
-//! `wit/plugin.wit` (a world that includes `polyhost:platform/minimal-handler` and imports
-//! exactly the capabilities the code uses) and `app.py` or `app.js`. The toolchains import
+//! `wit/plugin.wit` (a world that includes `polyhost:platform/minimal-handler`, or for
+//! JavaScript its JSON form `json-minimal-handler`, and imports exactly the capabilities the
+//! code uses) and `app.py` or `app.js`. The toolchains import
 //! every interface of the world they are built against, so the plugin's own world is what
 //! keeps its imports equal to its grants.
 //!

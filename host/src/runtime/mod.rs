@@ -10,6 +10,7 @@
 //!   with the reason.
 
 mod cache;
+mod json;
 mod plugin;
 mod records;
 
@@ -31,6 +32,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::backends::{self, Backends, Connections};
 use crate::bindings::PlatformHandlerPre;
 use crate::bindings::generator::EventGeneratorPre;
+use crate::bindings::json::JsonMinimalHandlerPre;
 use crate::manifest::{Kind, PluginSpec};
 use crate::state::{HostState, PluginEnv};
 
@@ -376,11 +378,9 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| link(format!("cannot be linked: {e:#}")))?;
         let instance = match spec.kind {
-            Kind::Handler => PreInstance::Handler(PlatformHandlerPre::new(pre).map_err(|e| {
-                link(format!(
-                    "does not export `polyhost:platform/handler@{CONTRACT_VERSION}` as the handler world requires ({e:#})"
-                ))
-            })?),
+            Kind::Handler => {
+                PreInstance::Handler(HandlerPre::new(&self.engine, &component, pre).map_err(link)?)
+            }
             Kind::Generator => {
                 PreInstance::Generator(EventGeneratorPre::new(pre).map_err(|e| {
                     link(format!(
@@ -416,8 +416,51 @@ impl std::fmt::Debug for Checked {
 }
 
 pub(crate) enum PreInstance {
-    Handler(PlatformHandlerPre<HostState>),
+    Handler(HandlerPre),
     Generator(EventGeneratorPre<HostState>),
+}
+
+/// A handler, in the form of the contract it exports.
+pub(crate) enum HandlerPre {
+    /// `polyhost:platform/handler`: the events as a `list<event>`.
+    Typed(PlatformHandlerPre<HostState>),
+    /// `polyhost:platform/json-handler`: the events as one JSON text.
+    Json(JsonMinimalHandlerPre<HostState>),
+}
+
+impl HandlerPre {
+    /// The form `component` exports, type-checked: exactly one of `handler` and
+    /// `json-handler`, or the reason it is refused.
+    fn new(
+        engine: &Engine,
+        component: &Component,
+        pre: wasmtime::component::InstancePre<HostState>,
+    ) -> Result<HandlerPre, String> {
+        let typed = format!("polyhost:platform/handler@{CONTRACT_VERSION}");
+        let json = format!("polyhost:platform/json-handler@{CONTRACT_VERSION}");
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+        match (exports.contains(&typed.as_str()), exports.contains(&json.as_str())) {
+            (true, true) => Err(format!(
+                "exports both `{typed}` and `{json}`: a handler exports exactly one of them (world `minimal-handler` or `json-minimal-handler`)"
+            )),
+            (false, true) => JsonMinimalHandlerPre::new(pre)
+                .map(HandlerPre::Json)
+                .map_err(|e| {
+                    format!(
+                        "does not export `{json}` as the json-minimal-handler world requires ({e:#})"
+                    )
+                }),
+            (true, false) => PlatformHandlerPre::new(pre)
+                .map(HandlerPre::Typed)
+                .map_err(|e| {
+                    format!("does not export `{typed}` as the handler world requires ({e:#})")
+                }),
+            (false, false) => Err(format!(
+                "does not export `{typed}` or `{json}`: a handler exports one of them (world `minimal-handler` or `json-minimal-handler`)"
+            )),
+        }
+    }
 }
 
 /// The version of the `polyhost:platform` package in `wit/` (checked by a test).

@@ -6,6 +6,11 @@
 //! hot swap loads a new [`LoadedPlugin`], and the old version's idle instances are dropped
 //! with it. The batch's Kafka records are set before and cleared after every call, so no
 //! batch sees another's records.
+//!
+//! A handler exports one of the contract's two forms, `handler` (the events as a
+//! `list<event>`) or `json-handler` (the events as one JSON text, made per call by
+//! `json.rs`); everything around the call — deadlines, the length check, instance
+//! reuse — is the same for both.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,9 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
-use super::{CacheOutcome, Checked, PreInstance, Records};
+use super::{CacheOutcome, Checked, HandlerPre, PreInstance, Records};
 use crate::bindings::PlatformHandler;
 use crate::bindings::generator::EventGenerator;
+use crate::bindings::json::JsonMinimalHandler;
 use crate::bindings::polyhost::platform::messaging::Message;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use crate::manifest::{InstanceMode, Kind, Limits, PluginSpec};
@@ -83,9 +89,66 @@ pub struct LoadedPlugin {
 /// An instance kept across batches.
 struct Kept {
     store: Store<HostState>,
-    bindings: PlatformHandler,
+    bindings: HandlerBindings,
     /// Batches it has handled.
     batches: u32,
+}
+
+/// An instantiated handler, in the form of the contract it exports.
+enum HandlerBindings {
+    Typed(PlatformHandler),
+    Json(JsonMinimalHandler),
+}
+
+/// A batch's events as the handler's form takes them: the events themselves, or their
+/// JSON text (made once per call, before any instance is taken).
+enum BatchEvents<'a> {
+    Typed(&'a [Event]),
+    Json(String),
+}
+
+impl HandlerPre {
+    async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<HandlerBindings> {
+        Ok(match self {
+            HandlerPre::Typed(pre) => HandlerBindings::Typed(pre.instantiate_async(store).await?),
+            HandlerPre::Json(pre) => HandlerBindings::Json(pre.instantiate_async(store).await?),
+        })
+    }
+
+    fn events<'a>(&self, events: &'a [Event]) -> BatchEvents<'a> {
+        match self {
+            HandlerPre::Typed(_) => BatchEvents::Typed(events),
+            HandlerPre::Json(_) => BatchEvents::Json(super::json::events_json(events)),
+        }
+    }
+}
+
+impl HandlerBindings {
+    /// `handle` of whichever form the instance exports.
+    async fn call_handle(
+        &self,
+        store: &mut Store<HostState>,
+        batch: &BatchInfo,
+        events: &BatchEvents<'_>,
+    ) -> wasmtime::Result<Vec<Outcome>> {
+        match (self, events) {
+            (HandlerBindings::Typed(b), BatchEvents::Typed(events)) => {
+                b.polyhost_platform_handler()
+                    .call_handle(store, batch, events)
+                    .await
+            }
+            (HandlerBindings::Json(b), BatchEvents::Json(text)) => {
+                b.polyhost_platform_json_handler()
+                    .call_handle(store, batch, text)
+                    .await
+            }
+            // Never: both come from the same `HandlerPre`. A host bug fails the batch, not
+            // the worker.
+            _ => Err(wasmtime::Error::msg(
+                "host bug: the batch's events were made for the other handler form",
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -200,6 +263,7 @@ impl LoadedPlugin {
         let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
         };
+        let batch_events = pre.events(events);
         let _permit = self
             .permits
             .acquire()
@@ -209,19 +273,20 @@ impl LoadedPlugin {
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         if self.limits.instance == InstanceMode::Reused {
-            return self.handle_reused(pre, batch, events, records).await;
+            return self
+                .handle_reused(pre, batch, events, &batch_events, records)
+                .await;
         }
         let mut store = self.new_store();
         store.data_mut().records = records;
         self.arm_deadline(&mut store);
         let call = async {
             let bindings = pre
-                .instantiate_async(&mut store)
+                .instantiate(&mut store)
                 .await
                 .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
             bindings
-                .polyhost_platform_handler()
-                .call_handle(&mut store, batch, events)
+                .call_handle(&mut store, batch, &batch_events)
                 .await
                 .map_err(|e| self.failure(&e))
         };
@@ -251,9 +316,10 @@ impl LoadedPlugin {
     /// caller holds a permit, so at most `max_instances` instances exist.
     async fn handle_reused(
         &self,
-        pre: &crate::bindings::PlatformHandlerPre<HostState>,
+        pre: &HandlerPre,
         batch: &BatchInfo,
         events: &[Event],
+        batch_events: &BatchEvents<'_>,
         records: Records,
     ) -> Result<Vec<Outcome>, BatchFailure> {
         let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -262,11 +328,10 @@ impl LoadedPlugin {
             None => {
                 let mut store = self.new_store();
                 self.arm_deadline(&mut store);
-                let bindings =
-                    tokio::time::timeout(self.wall_limit(), pre.instantiate_async(&mut store))
-                        .await
-                        .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
-                        .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
+                let bindings = tokio::time::timeout(self.wall_limit(), pre.instantiate(&mut store))
+                    .await
+                    .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
+                    .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
                 Kept {
                     store,
                     bindings,
@@ -276,10 +341,9 @@ impl LoadedPlugin {
         };
         kept.store.data_mut().records = records;
         self.arm_deadline(&mut kept.store);
-        let call =
-            kept.bindings
-                .polyhost_platform_handler()
-                .call_handle(&mut kept.store, batch, events);
+        let call = kept
+            .bindings
+            .call_handle(&mut kept.store, batch, batch_events);
         // Any failure drops `kept`: an instance that trapped, timed out (its call abandoned
         // midway) or answered wrongly may be in any state, so it handles nothing more.
         let outcomes = tokio::time::timeout(self.wall_limit(), call)
@@ -309,7 +373,7 @@ impl LoadedPlugin {
         let mut store = self.new_store();
         self.arm_deadline(&mut store);
         match &self.instance {
-            PreInstance::Handler(pre) => pre.instantiate_async(&mut store).await.map(drop),
+            PreInstance::Handler(pre) => pre.instantiate(&mut store).await.map(drop),
             PreInstance::Generator(pre) => pre.instantiate_async(&mut store).await.map(drop),
         }
         .map_err(|e| BatchFailure::Instantiate(describe(&e)))
