@@ -91,8 +91,9 @@ const SECURED_SUITES: &[&str] = &[
 fn secured() -> Result<()> {
     let file = services::up_secure()?;
     let mut test = cmd::cargo();
+    // `--workspace`, as the first pass: the same features, so nothing is built again.
     test.env("POLYHOST_CONNECTIONS", &file)
-        .args(["test", "-p", "polyhost"]);
+        .args(["test", "--workspace"]);
     for suite in SECURED_SUITES {
         test.args(["--test", suite]);
     }
