@@ -1,5 +1,6 @@
 //! Real protocol requests that tell whether a service answers: over a plain `TcpStream`,
-//! Redis (`PING`), Kafka (`ApiVersions`, then `Metadata` listing the broker), MongoDB
+//! Redis (`PING`), Kafka (`ApiVersions`, `Metadata` listing the broker, then `FindCoordinator`
+//! for a group), MongoDB
 //! (`OP_MSG` `ping`) and Elasticsearch (`GET /_cluster/health`); PostgreSQL through the
 //! `postgres` client (startup, authentication, a simple query), which is also what creates
 //! the database. The secured services (`services up --secure`) answer the same requests over
@@ -146,10 +147,13 @@ pub fn kafka(addr: &str) -> Result<String> {
     let error = r.i16()?;
     ensure!(error == 0, "ApiVersions error code {error}");
     let mut metadata = None;
+    let mut coordinator = None;
     for _ in 0..r.i32()? {
         let (key, min, max) = (r.i16()?, r.i16()?, r.i16()?);
-        if key == 3 {
-            metadata = Some((min, max));
+        match key {
+            3 => metadata = Some((min, max)),
+            10 => coordinator = Some((min, max)),
+            _ => {}
         }
     }
     let (min, max) = metadata.context("the broker lists no Metadata API")?;
@@ -182,8 +186,26 @@ pub fn kafka(addr: &str) -> Result<String> {
         brokers.push(format!("{id}@{host}:{port}"));
     }
     ensure!(!brokers.is_empty(), "Metadata lists no broker yet");
+
+    // A fresh broker answers Metadata seconds before it can coordinate consumer groups (its
+    // offsets topic made and loaded): `FindCoordinator` v1 for a group answers without an
+    // error only then, and asking is what makes the offsets topic.
+    if coordinator.is_some_and(|(min, max)| min <= 1 && 1 <= max) {
+        let group = b"polyhost-xtask-probe";
+        let mut body = (group.len() as i16).to_be_bytes().to_vec();
+        body.extend_from_slice(group);
+        body.push(0); // key_type: a group
+        let resp = kafka_call(&mut s, 10, 1, &body)?;
+        let mut r = Reader(&resp);
+        r.i32()?; // throttle_time_ms
+        let error = r.i16()?;
+        ensure!(
+            error == 0,
+            "FindCoordinator answered error code {error}: the group coordinator is not ready yet"
+        );
+    }
     Ok(format!(
-        "ApiVersions ok, Metadata v{v}: broker {}",
+        "ApiVersions ok, Metadata v{v}: broker {}; group coordinator ready",
         brokers.join(", ")
     ))
 }
