@@ -1,9 +1,8 @@
 //! Real protocol requests that tell whether a service answers: over a plain `TcpStream`,
-//! Redis (`PING`), Kafka (`ApiVersions`, `Metadata` listing the broker, then `FindCoordinator`
-//! for a group), MongoDB
-//! (`OP_MSG` `ping`) and Elasticsearch (`GET /_cluster/health`); PostgreSQL through the
-//! `postgres` client (startup, authentication, a simple query), which is also what creates
-//! the database. The secured services (`services up --secure`) answer the same requests over
+//! Redis (`PING`), Kafka (`ApiVersions`, `Metadata` listing the broker, then
+//! `FindCoordinator` for a group), MongoDB (`OP_MSG` `ping`) and Elasticsearch
+//! (`GET /_cluster/health`); PostgreSQL through the `postgres` client (startup,
+//! authentication, a simple query), which is also what creates the database. The secured services (`services up --secure`) answer the same requests over
 //! TLS ([`tls`], rustls, verifying the server against the project's CA).
 
 use std::io::{Read, Write};
