@@ -65,6 +65,10 @@ const ATTACKS: &[(&str, &str)] = &[
     ("huge-filter", "invalid"),
     ("huge-blob", "invalid"),
     ("huge-blob-read", "invalid"),
+    ("put-blobs-into-collection", "denied"),
+    ("huge-blobs", "invalid"),
+    ("too-many-blobs", "invalid"),
+    ("code-in-blob-metadata", "denied"),
     ("publish-secret", "denied"),
     ("publish-batch-with-secret", "denied"),
     // A topic named in a header or the key is only bytes: the record goes to the granted

@@ -156,6 +156,35 @@ fn attack(event: &Event) -> Outcome {
         )
         .map(drop),
         "huge-blob-read" => docs::get_blob(&t.bucket, "stored-huge").map(drop),
+        // Many blobs at once: outside the grant, over the limits, code in the metadata. A
+        // call is checked whole before anything is written, so its good blobs are not
+        // stored either.
+        "put-blobs-into-collection" => {
+            docs::put_blobs(secret, &[blob("b", b"x".to_vec(), "{}")]).map(drop)
+        }
+        "huge-blobs" => docs::put_blobs(
+            &t.bucket,
+            &[
+                blob("fine", b"x".to_vec(), "{}"),
+                blob("huge", vec![7; 2 * MIB], "{}"),
+            ],
+        )
+        .map(drop),
+        "too-many-blobs" => {
+            let blobs: Vec<_> = (0..257)
+                .map(|i| blob(&format!("n{i}"), vec![], "{}"))
+                .collect();
+            docs::put_blobs(&t.bucket, &blobs).map(drop)
+        }
+        "code-in-blob-metadata" => docs::put_blobs(
+            &t.bucket,
+            &[blob(
+                "c",
+                b"x".to_vec(),
+                r#"{"f": {"$code": "function() {}"}}"#,
+            )],
+        )
+        .map(drop),
         // Messaging.
         "publish-secret" => messaging::publish(&message(&t.secret_topic, 10, vec![])),
         "publish-batch-with-secret" => messaging::publish_batch(&[
@@ -232,5 +261,15 @@ fn message(topic: &str, size: usize, headers: Vec<(String, Vec<u8>)>) -> Message
         key: None,
         value: vec![b'x'; size],
         headers,
+    }
+}
+
+/// A blob for `put-blobs`.
+fn blob(id: &str, data: Vec<u8>, metadata: &str) -> docs::NewBlob {
+    docs::NewBlob {
+        id: id.to_string(),
+        content_type: "application/octet-stream".to_string(),
+        data,
+        metadata: metadata.to_string(),
     }
 }

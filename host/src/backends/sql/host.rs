@@ -58,6 +58,28 @@ impl View<'_, Sql> {
         self.table.get_mut(t).map_err(HostError::trap)
     }
 
+    /// One statement `sql` outside a transaction: checked by [`admit`], then `run` on a
+    /// pooled connection under the plugin's permit and host-call timeout.
+    async fn on_own_connection<T>(
+        &mut self,
+        sql: &str,
+        what: &'static str,
+        run: impl AsyncFnOnce(&Client, &mut Lease, Caps) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        let Call {
+            client,
+            timeout,
+            caps,
+        } = self.sql_call()?;
+        admit(sql, Scope::Call, caps)?;
+        with_timeout(timeout, what, async {
+            let _permit = client.permit().await?;
+            let mut lease = client.lease().await?;
+            run(&client, &mut lease, caps).await
+        })
+        .await
+    }
+
     /// One statement `sql` in transaction `t`: checked by [`admit`], then `run` on the
     /// transaction's connection under the plugin's permit and host-call timeout; what it
     /// gave is remembered by [`after_statement`], a refusal included.
@@ -93,33 +115,16 @@ impl View<'_, Sql> {
 
 impl Host for View<'_, Sql> {
     async fn query(&mut self, sql: String, params: Vec<Value>) -> Result<Rows, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        admit(&sql, Scope::Call, caps)?;
-        with_timeout(timeout, "sql.query", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client
-                .query_on(&mut lease, &sql, params, caps, "sql.query")
-                .await
+        const WHAT: &str = "sql.query";
+        self.on_own_connection(&sql, WHAT, async |client, lease, caps| {
+            client.query_on(lease, &sql, params, caps, WHAT).await
         })
         .await
     }
 
     async fn execute(&mut self, sql: String, params: Vec<Value>) -> Result<u64, HostError> {
-        let Call {
-            client,
-            timeout,
-            caps,
-        } = self.sql_call()?;
-        admit(&sql, Scope::Call, caps)?;
-        with_timeout(timeout, "sql.execute", async {
-            let _permit = client.permit().await?;
-            let mut lease = client.lease().await?;
-            client.execute_on(&mut lease, &sql, params, caps).await
+        self.on_own_connection(&sql, "sql.execute", async |client, lease, caps| {
+            client.execute_on(lease, &sql, params, caps).await
         })
         .await
     }
