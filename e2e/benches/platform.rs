@@ -18,7 +18,8 @@
 //! `polyhost_backend_calls_total{plugin}` (every host call into a backend the plugin made)
 //! over the events it settled. Each figure is printed with its ratio to the target of the
 //! platform (see [`Targets`]); a ratio ≥ 1.00 meets it. `POLYHOST_BENCH_ONLY=paced` or
-//! `=sustained` runs one of the two.
+//! `=sustained` runs one of the two. `POLYHOST_BENCH_METRICS=<dir>` keeps each phase's
+//! last scrape of the host's metrics there (`paced.prom`, `sustained.prom`).
 
 #[allow(dead_code)]
 #[path = "../tests/platform/audit.rs"]
@@ -119,6 +120,7 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
     let (_, drained) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
+    keep_metrics("paced", &metrics)?;
     println!(
         "paced: {n} events generated at {:.0} events/s (asked {rate}); every group caught up {:.1} s after the last",
         n as f64 / generating.as_secs_f64(),
@@ -157,6 +159,17 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
     Ok(())
 }
 
+/// Writes the host's last scrape of a phase to `$POLYHOST_BENCH_METRICS/<phase>.prom`
+/// when that variable names a directory: every series, for a closer look than the table.
+fn keep_metrics(phase: &str, metrics: &str) -> Result<()> {
+    if let Some(dir) = std::env::var_os("POLYHOST_BENCH_METRICS") {
+        let path = std::path::Path::new(&dir).join(format!("{phase}.prom"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(&path, metrics).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `n` events produced first, then the host: events/s until every group has caught up.
 async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
     let (manifest, handlers) = manifest_with(dir, None)?;
@@ -176,6 +189,7 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
     let (per_plugin, all) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
+    keep_metrics("sustained", &metrics)?;
     let end_to_end = n as f64 / all.as_secs_f64();
     println!(
         "sustained: {n} events produced first, then the host: every group caught up in {:.1} s = {:.0} events/s end to end ({:.2}x the target of {:.0})",

@@ -80,6 +80,7 @@ const SECURED_SUITES: &[&str] = &[
     "sql",
     "user_handler",
     "documents",
+    "catalog",
     "hostile_documents",
     "keyvalue",
     "ranking",

@@ -273,8 +273,10 @@ impl LoadedPlugin {
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         if self.limits.instance == InstanceMode::Reused {
-            return self
-                .handle_reused(pre, batch, events, &batch_events, records)
+            let call = self.handle_reused(pre, batch, events, &batch_events, records);
+            // Host calls made during the call count against this plugin in the metrics.
+            return crate::metrics::CALLING_PLUGIN
+                .scope(Arc::from(self.name.as_str()), call)
                 .await;
         }
         let mut store = self.new_store();

@@ -1,8 +1,8 @@
 //! S3 auditor: every event of every platform topic, and every dead letter, as one
 //! Elasticsearch document in the daily index `audit-events-<YYYY.MM.DD>` of its time.
 //!
-//! Per batch: the index template is put (idempotent; see [`template`]), then the whole
-//! batch goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
+//! Per batch: the index template is put unless this instance did (idempotent; see
+//! [`template`]), then the whole batch goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
 //! or replayed event replaces its own document: the indices end the same however often
 //! an event comes.
 
@@ -24,8 +24,9 @@ use polyhost::platform::search::{self, BulkItem};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
 use wasi::logging::logging::{Level, log};
 
-/// Whether this instance has put the template already. Instances are fresh per batch,
-/// so in practice this is once per batch; should the host ever reuse one, once is enough.
+/// Whether this instance has put the template already: once per instance, which the
+/// platform's manifest reuses across batches (`instance = "reused"`); a per-batch
+/// instance puts it every batch.
 static TEMPLATE_PUT: AtomicBool = AtomicBool::new(false);
 
 struct Auditor;

@@ -8,20 +8,23 @@
 //! event by event, so the stored result is the one applying the events one by one would
 //! give: a `published` event of a title already published by another event is rejected; an
 //! event of a title not stored yet is retried and holds back that title's later events
-//! ([`crate::order`]); a relation's forward side stays applied when its reverse side is
+//! ([`polyhost_guest::in_key_order`]); a relation's forward side stays applied when its reverse side is
 //! retried; an asset's blob is stored (through the `upload` callback) before its reference.
 //!
 //! A title's write is an update of only what changed: `$set` of the changed fields
 //! (`name`, `genres`, `maturity_rating`, `cast`, `assets`, `rating`) and `$addToSet` with
 //! `$each` of the new relations, so a reverse relation added by another title's event
-//! needs no read-modify-write of the whole document. When the rating summary changed, the
-//! filter also matches the summary as read (`rating.count`, `rating.sum`), as before.
+//! needs no read-modify-write of the whole document. Every update matches the title's
+//! `rev` as read and sets the next (`update`'s module docs), so one computed from a stale
+//! document changes nothing, and [`Plan::titles`] holds each written title as the write
+//! leaves it, for the next batch to start from.
 //!
-//! Ratings are counted once, as before, with one generalisation: the summary's `last` is
-//! the last rating counted in the write that counted it, so on a retry every rating of that
-//! title in the batch up to and including the one named `last` was counted (a title's
-//! ratings arrive in their partition's order, and ratings counted in one write are handed
-//! back together), and only the ones after it are counted again.
+//! Ratings are counted once (`update`'s module docs): a rating at or before the summary's
+//! `last_partition`/`last_offset` was counted; for a summary from before those were kept,
+//! the summary's `last` is the last rating counted in the write that counted it, so on a
+//! retry every rating of that title in the batch up to and including the one named `last`
+//! was counted, and a rating whose `ratings` document exists ([`Loaded::counted`]) was
+//! too.
 
 use std::collections::{HashMap, HashSet};
 
@@ -38,6 +41,8 @@ pub struct Item<'a> {
     pub id: &'a str,
     /// Its key (the subject: the title), which orders a title's events.
     pub key: Option<&'a str>,
+    /// Where it is: (partition, offset).
+    pub at: (i32, i64),
     /// The parsed event, or why it is rejected.
     pub event: Result<&'a CatalogEvent, &'a str>,
 }
@@ -62,6 +67,8 @@ pub struct Plan {
     pub updates: Vec<(Value, Value)>,
     /// `ratings` documents of the ratings counted.
     pub ratings: Vec<Value>,
+    /// Every title inserted or updated, as the writes leave it (its `rev` the next one).
+    pub titles: Vec<Value>,
 }
 
 /// A title in memory: as stored (if it is) and as the batch leaves it so far.
@@ -207,6 +214,7 @@ pub fn fold(
                         doc["rating"] = json!({
                             "count": count, "sum": sum,
                             "average": update::average(count, sum), "last": item.id,
+                            "last_partition": item.at.0, "last_offset": item.at.1,
                         });
                     }
                     counted.insert(item.id.to_string());
@@ -228,10 +236,16 @@ pub fn fold(
     for id in ids {
         let w = &titles[id];
         match (&w.stored, &w.current) {
-            (None, Some(doc)) => plan.inserts.push(doc.clone()),
+            (None, Some(doc)) => {
+                plan.inserts.push(doc.clone());
+                plan.titles.push(doc.clone());
+            }
             (Some(stored), Some(doc)) => {
                 if let Some(write) = title_update(id, stored, doc) {
                     plan.updates.push(write);
+                    let mut written = doc.clone();
+                    written["rev"] = json!(update::revision(stored).unwrap_or(0) + 1);
+                    plan.titles.push(written);
                 }
             }
             _ => {}
@@ -268,21 +282,19 @@ fn title_update(id: &str, stored: &Value, doc: &Value) -> Option<(Value, Value)>
         .filter(|r| !before.contains(r))
         .cloned()
         .collect();
+    if set.is_empty() && added.is_empty() {
+        return None;
+    }
     let mut filter = update::by_id(id);
+    let rev = update::revision(stored);
+    filter["rev"] = rev.map_or_else(|| json!({"$exists": false}), |rev| json!(rev));
+    set.insert("rev".into(), json!(rev.unwrap_or(0) + 1));
     let mut write = serde_json::Map::new();
-    if set.contains_key("rating")
-        && let Some((count, sum, _)) = update::rating_of(stored)
-    {
-        filter["rating.count"] = json!(count);
-        filter["rating.sum"] = json!(sum);
-    }
-    if !set.is_empty() {
-        write.insert("$set".into(), Value::Object(set));
-    }
+    write.insert("$set".into(), Value::Object(set));
     if !added.is_empty() {
         write.insert("$addToSet".into(), json!({"relations": {"$each": added}}));
     }
-    (!write.is_empty()).then_some((filter, Value::Object(write)))
+    Some((filter, Value::Object(write)))
 }
 
 /// Appends `entry` to the array `field` of `doc` unless it is there (`$addToSet`).
@@ -297,25 +309,32 @@ fn add_to_set(doc: &mut Value, field: &str, entry: Value) {
     }
 }
 
-/// The rating events counted by the stored summary: for each stored title whose `last`
-/// is a rating event of this batch, that event and the title's ratings before it.
+/// The rating events of this batch its title's stored summary counted: a rating at or
+/// before the summary's `last_partition`/`last_offset`, and the rating named `last` with
+/// the title's ratings of this batch before it.
 fn counted_by_summary<'a>(
     items: &[Item<'a>],
     titles: &HashMap<String, Working>,
 ) -> HashSet<&'a str> {
     let mut counted = HashSet::new();
-    for (title_id, w) in titles {
-        let Some(last) = w.stored.as_ref().and_then(|d| update::rating_of(d)?.2) else {
+    // Per title, its ratings of this batch not yet known to be counted.
+    let mut earlier: HashMap<&str, Vec<&'a str>> = HashMap::new();
+    for item in items {
+        let Ok(CatalogEvent::Rated { title_id, .. }) = item.event else {
             continue;
         };
-        let ratings: Vec<&Item<'a>> = items
-            .iter()
-            .filter(
-                |i| matches!(i.event, Ok(CatalogEvent::Rated { title_id: t, .. }) if t == title_id),
-            )
-            .collect();
-        if let Some(at) = ratings.iter().position(|i| i.id == last) {
-            counted.extend(ratings[..=at].iter().map(|i| i.id));
+        let Some(stored) = titles.get(title_id).and_then(|w| w.stored.as_ref()) else {
+            continue;
+        };
+        if update::counted_through(stored)
+            .is_some_and(|(p, o)| p == i64::from(item.at.0) && item.at.1 <= o)
+        {
+            counted.insert(item.id);
+        }
+        let earlier = earlier.entry(title_id.as_str()).or_default();
+        earlier.push(item.id);
+        if update::rating_of(stored).and_then(|(_, _, last)| last) == Some(item.id) {
+            counted.extend(earlier.drain(..));
         }
     }
     counted
@@ -366,15 +385,22 @@ mod tests {
     }
 
     fn run(events: &[(&str, CatalogEvent)], loaded: Loaded) -> Plan {
-        let items: Vec<Item<'_>> = events
+        let items = items(events);
+        fold(&items, loaded, |a| Ok(a.sha256.clone()), || false)
+    }
+
+    /// The items of `events`, at offsets 0, 1, … of partition 0.
+    fn items<'a>(events: &'a [(&'a str, CatalogEvent)]) -> Vec<Item<'a>> {
+        events
             .iter()
-            .map(|(id, e)| Item {
+            .zip(0..)
+            .map(|((id, e), offset)| Item {
                 id,
                 key: Some(e.title_id()),
+                at: (0, offset),
                 event: Ok(e),
             })
-            .collect();
-        fold(&items, loaded, |a| Ok(a.sha256.clone()), || false)
+            .collect()
     }
 
     fn stored(id: &str, published_by: &str) -> Value {
@@ -406,7 +432,8 @@ mod tests {
         assert_eq!(doc["name"], "B");
         assert_eq!(
             doc["rating"],
-            json!({"count": 2, "sum": 6, "average": 3.0, "last": "e4"})
+            json!({"count": 2, "sum": 6, "average": 3.0, "last": "e4",
+                   "last_partition": 0, "last_offset": 3})
         );
         assert_eq!(plan.ratings.len(), 2);
         assert_eq!(plan.ratings[1]["_id"], "e4");
@@ -437,11 +464,9 @@ mod tests {
         assert!(plan.inserts.is_empty());
         assert_eq!(plan.updates.len(), 2);
         let (filter, write) = &plan.updates[0];
-        assert_eq!(
-            *filter,
-            json!({"_id": "t-1", "rating.count": 0, "rating.sum": 0})
-        );
+        assert_eq!(*filter, json!({"_id": "t-1", "rev": 0}));
         assert_eq!(write["$set"]["name"], "B");
+        assert_eq!(write["$set"]["rev"], 1);
         assert_eq!(write["$set"]["rating"]["last"], "e3");
         assert_eq!(
             write["$addToSet"],
@@ -449,10 +474,19 @@ mod tests {
         );
         assert!(write["$set"].get("assets").is_none());
         let (filter, write) = &plan.updates[1];
-        assert_eq!(*filter, json!({"_id": "t-2"}));
+        assert_eq!(*filter, json!({"_id": "t-2", "rev": 0}));
         assert_eq!(
             *write,
-            json!({"$addToSet": {"relations": {"$each": [{"title_id": "t-1", "relation": "prequel"}]}}})
+            json!({"$set": {"rev": 1},
+                   "$addToSet": {"relations": {"$each": [{"title_id": "t-1", "relation": "prequel"}]}}})
+        );
+        // What the next batch starts from: the documents as written.
+        assert_eq!(plan.titles.len(), 2);
+        assert_eq!(plan.titles[0]["name"], "B");
+        assert_eq!(plan.titles[0]["rev"], 1);
+        assert_eq!(
+            plan.titles[1]["relations"].as_array().map(Vec::len),
+            Some(1)
         );
     }
 
@@ -514,14 +548,55 @@ mod tests {
         assert!(plan.verdicts.iter().all(|v| *v == Verdict::Ok));
         assert_eq!(plan.ratings.len(), 3, "every rating's document is written");
         let (filter, write) = &plan.updates[0];
-        assert_eq!(
-            *filter,
-            json!({"_id": "t-1", "rating.count": 2, "rating.sum": 9})
-        );
+        assert_eq!(*filter, json!({"_id": "t-1", "rev": 0}));
         assert_eq!(
             write["$set"]["rating"],
-            json!({"count": 3, "sum": 10, "average": 10.0 / 3.0, "last": "e4"})
+            json!({"count": 3, "sum": 10, "average": 10.0 / 3.0, "last": "e4",
+                   "last_partition": 0, "last_offset": 2})
         );
+    }
+
+    #[test]
+    fn ratings_at_or_before_the_summary_s_offset_are_not_counted_again() {
+        // Offsets 0 and 1 of partition 0 were counted (and the title written twice since).
+        let mut doc = stored("t-1", "e0");
+        doc["rating"] = json!({"count": 2, "sum": 9, "average": 4.5, "last": "e1",
+                               "last_partition": 0, "last_offset": 1});
+        doc["rev"] = json!(3);
+        let mut loaded = Loaded::default();
+        loaded.titles.insert("t-1".into(), doc);
+        let events = [
+            ("e0", rated("t-1", 4)),
+            ("e1", rated("t-1", 5)),
+            ("e2", rated("t-1", 1)),
+        ];
+        let plan = run(&events, loaded.clone());
+        assert!(plan.verdicts.iter().all(|v| *v == Verdict::Ok));
+        assert_eq!(plan.ratings.len(), 3, "every rating's document is written");
+        let (filter, write) = &plan.updates[0];
+        assert_eq!(*filter, json!({"_id": "t-1", "rev": 3}));
+        assert_eq!(write["$set"]["rev"], 4);
+        assert_eq!(write["$set"]["rating"]["count"], 3);
+        assert_eq!(write["$set"]["rating"]["last_offset"], 2);
+
+        // The same offsets of another partition are other ratings: all three are counted.
+        loaded.titles.get_mut("t-1").unwrap()["rating"]["last_partition"] = json!(1);
+        loaded.titles.get_mut("t-1").unwrap()["rating"]["last"] = json!("e-other");
+        let plan = run(&events, loaded);
+        assert_eq!(plan.updates[0].1["$set"]["rating"]["count"], 5);
+    }
+
+    #[test]
+    fn a_title_stored_before_rev_was_kept_is_matched_by_its_absence() {
+        let mut doc = stored("t-1", "e0");
+        doc.as_object_mut().unwrap().remove("rev");
+        let mut loaded = Loaded::default();
+        loaded.titles.insert("t-1".into(), doc);
+        let plan = run(&[("e1", renamed("t-1", "A"))], loaded);
+        let (filter, write) = &plan.updates[0];
+        assert_eq!(*filter, json!({"_id": "t-1", "rev": {"$exists": false}}));
+        assert_eq!(write["$set"], json!({"name": "A", "rev": 1}));
+        assert_eq!(plan.titles[0]["rev"], 1);
     }
 
     #[test]
@@ -564,14 +639,7 @@ mod tests {
         let mut loaded = Loaded::default();
         loaded.titles.insert("t-1".into(), doc);
         let events = [("e1", CatalogEvent::AssetUploaded(a))];
-        let items: Vec<Item<'_>> = events
-            .iter()
-            .map(|(id, e)| Item {
-                id,
-                key: Some(e.title_id()),
-                event: Ok(e),
-            })
-            .collect();
+        let items = items(&events);
         let plan = fold(&items, loaded, |_| panic!("uploaded again"), || false);
         assert_eq!(plan.verdicts, [Verdict::Ok]);
         assert!(plan.updates.is_empty());
@@ -597,14 +665,7 @@ mod tests {
             ),
             ("e2", renamed("t-1", "A")),
         ];
-        let items: Vec<Item<'_>> = events
-            .iter()
-            .map(|(id, e)| Item {
-                id,
-                key: Some(e.title_id()),
-                event: Ok(e),
-            })
-            .collect();
+        let items = items(&events);
         let plan = fold(
             &items,
             loaded,

@@ -56,10 +56,11 @@ impl Guest for CatalogHandler {
             .map(|(e, p)| fold::Item {
                 id: &e.id,
                 key: e.subject.as_deref(),
+                at: (batch.partition, e.offset),
                 event: p.as_ref().map_err(String::as_str),
             })
             .collect();
-        let verdicts = store::apply_batch(&items, || started.elapsed() > budget);
+        let verdicts = store::apply_batch(&items, batch.attempt, || started.elapsed() > budget);
         events
             .iter()
             .zip(verdicts)

@@ -1,8 +1,19 @@
 //! The glue: reads what a batch needs, folds the batch ([`crate::fold`]) and writes the
 //! result through the `documents` imports, in a fixed number of calls per batch whatever
-//! its size: one `find` of the titles it names, one `find` of its ratings already counted,
-//! one `put-blobs` of the assets it stores, one `bulk-write` of the titles (one insert or
-//! update per title), one `bulk-write` of the ratings counted.
+//! its size: one `find` of the titles it names, one `put-blobs` of the assets it stores,
+//! one `bulk-write` of the titles (one insert or update per title), one `bulk-write` of the
+//! ratings counted; one `find` of its ratings already counted only for titles whose summary
+//! cannot tell (`update`'s module docs).
+//!
+//! **What is kept between batches.** When the host reuses the instance
+//! (`instance = "reused"`), the titles it read and wrote stay in memory ([`CACHE`]) and are
+//! not read again: every update matches the `rev` it was computed from, so a document
+//! another writer changed since (a second host, a version being swapped out) makes the
+//! write match less than it should; the batch is then retried and the memory dropped, so
+//! the retry reads afresh. A title published in the batch is not read at all on a first
+//! attempt: should it exist after all (a replay), its insert fails on the duplicate key
+//! and the retry reads it. A per-batch instance starts empty every time and reads
+//! everything it needs.
 //!
 //! Which assets a batch stores is what the fold decides, event by event (an asset already
 //! referenced is not stored again; an event of a title not stored yet is retried), so the
@@ -11,6 +22,7 @@
 //! upload answered by that call (an upload that call did not make, e.g. the second upload of
 //! one asset id in a batch, is made then, alone, in order).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde_json::{Value, json};
@@ -22,9 +34,41 @@ use crate::polyhost::platform::types::{Error, ErrorKind};
 use crate::update::{ASSETS_BUCKET, RATINGS, TITLES};
 use polyhost_guest::Verdict;
 
-/// Applies the batch `items`; one verdict per item, in order.
-pub fn apply_batch(items: &[Item<'_>], out_of_time: impl Fn() -> bool) -> Vec<Verdict> {
-    let loaded = match load(items) {
+/// At most this many titles are kept between batches; past it, the memory starts over.
+const CACHE_MAX: usize = 5_000;
+
+thread_local! {
+    /// The titles as this instance last read or wrote them, by id (see the module docs).
+    static CACHE: RefCell<HashMap<String, Value>> = RefCell::new(HashMap::new());
+}
+
+/// Keeps `docs` (titles as stored) for the next batches.
+fn remember(docs: impl IntoIterator<Item = Value>) {
+    CACHE.with_borrow_mut(|cache| {
+        for doc in docs {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            if let Some(id) = doc["_id"].as_str() {
+                cache.insert(id.to_string(), doc);
+            }
+        }
+    });
+}
+
+/// Drops every title kept: the store may differ from them.
+fn forget_all() {
+    CACHE.with_borrow_mut(HashMap::clear);
+}
+
+/// Applies the batch `items`, handed over for the `attempt`-th time (0 the first);
+/// one verdict per item, in order.
+pub fn apply_batch(
+    items: &[Item<'_>],
+    attempt: u32,
+    out_of_time: impl Fn() -> bool,
+) -> Vec<Verdict> {
+    let loaded = match load(items, attempt) {
         Ok(loaded) => loaded,
         Err(verdict) => {
             // Nothing was applied: every event is retried (or rejected) as a whole.
@@ -57,22 +101,29 @@ pub fn apply_batch(items: &[Item<'_>], out_of_time: impl Fn() -> bool) -> Vec<Ve
         },
         out_of_time,
     );
-    if let Err(verdict) = write(&plan) {
-        // Some writes may have happened: every event applied in memory is handed back (a
-        // reject stays one). Applying them again is idempotent (`update`'s module docs).
-        for v in &mut plan.verdicts {
-            if *v == Verdict::Ok {
-                *v = verdict.clone();
+    match write(&plan) {
+        Ok(()) => remember(std::mem::take(&mut plan.titles)),
+        Err(verdict) => {
+            // Some writes may have happened: every event applied in memory is handed back
+            // (a reject stays one), to be applied again from a fresh read. Applying them
+            // again is idempotent (`update`'s module docs).
+            forget_all();
+            for v in &mut plan.verdicts {
+                if *v == Verdict::Ok {
+                    *v = verdict.clone();
+                }
             }
         }
     }
     plan.verdicts
 }
 
-/// The titles the batch names and which of its ratings were counted before.
-fn load(items: &[Item<'_>]) -> Result<Loaded, Verdict> {
+/// The titles the batch names (kept ones from memory, the others read, but for titles
+/// published in the batch on a first attempt), and which of its ratings were counted
+/// before, read for the titles whose summary cannot tell.
+fn load(items: &[Item<'_>], attempt: u32) -> Result<Loaded, Verdict> {
     let mut title_ids = BTreeSet::new();
-    let mut rating_ids = BTreeSet::new();
+    let mut published = HashSet::new();
     for item in items {
         let Ok(event) = item.event else { continue };
         title_ids.insert(event.title_id());
@@ -82,24 +133,60 @@ fn load(items: &[Item<'_>]) -> Result<Loaded, Verdict> {
             } => {
                 title_ids.insert(related_title_id);
             }
-            CatalogEvent::Rated { .. } => {
-                rating_ids.insert(item.id);
+            CatalogEvent::Published(title) => {
+                published.insert(title.title_id.as_str());
             }
             _ => {}
         }
     }
     let mut loaded = Loaded::default();
-    for doc in find_in(TITLES, &title_ids, None)? {
+    let mut unknown = BTreeSet::new();
+    CACHE.with_borrow(|cache| {
+        for &id in &title_ids {
+            match cache.get(id) {
+                Some(doc) => {
+                    loaded.titles.insert(id.to_string(), doc.clone());
+                }
+                None if attempt == 0 && published.contains(id) => {}
+                None => {
+                    unknown.insert(id);
+                }
+            }
+        }
+    });
+    let read = find_in(TITLES, &unknown, None)?;
+    for doc in &read {
         if let Some(id) = doc["_id"].as_str() {
-            loaded.titles.insert(id.to_string(), doc);
+            loaded.titles.insert(id.to_string(), doc.clone());
         }
     }
+    remember(read);
+    let rating_ids: BTreeSet<&str> = items
+        .iter()
+        .filter(|item| match item.event {
+            Ok(CatalogEvent::Rated { title_id, .. }) => loaded
+                .titles
+                .get(title_id)
+                .is_some_and(|doc| summary_cannot_tell(doc, item.at.0)),
+            _ => false,
+        })
+        .map(|item| item.id)
+        .collect();
     let counted = find_in(RATINGS, &rating_ids, Some(json!({"_id": 1})))?;
     loaded.counted = counted
         .iter()
         .filter_map(|d| d["_id"].as_str().map(str::to_string))
         .collect();
     Ok(loaded)
+}
+
+/// Whether the title's stored summary cannot tell which ratings of `partition` it counted:
+/// it counted some, but does not say where the last one is, or says it of another
+/// partition.
+fn summary_cannot_tell(title: &Value, partition: i32) -> bool {
+    let counted_some = crate::update::rating_of(title).is_none_or(|(count, ..)| count > 0);
+    counted_some
+        && crate::update::counted_through(title).is_none_or(|(p, _)| p != i64::from(partition))
 }
 
 /// Up to this many ids, [`find_in`] looks each one up on its own: FerretDB 1.24 answers a

@@ -13,11 +13,19 @@
 //!  "relations": [{"title_id": "t-2", "relation": "sequel"}],
 //!  "assets": [{"asset_id": "a-1", "role": "thumbnail", "content_type": "image/png",
 //!              "sha256": "…", "size": 1234, "width": 320, "height": 180}],
-//!  "rating": {"count": 2, "sum": 9, "average": 4.5, "last": "evt-42-17"}}
+//!  "rating": {"count": 2, "sum": 9, "average": 4.5, "last": "evt-42-17",
+//!             "last_partition": 1, "last_offset": 311},
+//!  "rev": 4}
 //! ```
 //!
 //! and one document per counted rating in `ratings`:
 //! `{"_id": <event id>, "title_id": "t-1", "user_id": "u-3", "stars": 4}`.
+//!
+//! `rev` counts the writes of the title: every update matches the `rev` it was computed
+//! from and sets the next one, so an update computed from a document that another writer
+//! has changed since matches nothing, and the batch is retried from a fresh read. That is
+//! what lets the handler keep the titles it wrote in memory between batches
+//! ([`crate::store`]) instead of reading them again.
 //!
 //! Idempotency, per event id, without a list of applied ids in the title (which grows with
 //! every event and makes every read and write of a popular title slower):
@@ -26,13 +34,17 @@
 //! - `updated` (`$set`), `related` (`$addToSet`) and `asset_uploaded` (the blob stored
 //!   under its asset id, its reference replaced) give the same document however often
 //!   they are applied, and a title's events are applied in their partition's order (the
-//!   trigger and [`crate::order`] keep it), so applying one again changes nothing.
-//! - A rating is counted once: an event whose `ratings` document exists was counted. Else
-//!   the summary is written whole, on the condition that it is still the one read, with
-//!   `last` = the event id, and then the `ratings` document is inserted. Should the
-//!   handler stop between the two, the retry finds `last` equal to its id and only
-//!   inserts the document. (A title's ratings are keyed by the title, so they come from
-//!   one partition, one at a time: nothing else can move `last` in between.)
+//!   trigger and [`polyhost_guest::in_key_order`] keep it), so applying one again changes
+//!   nothing.
+//! - A rating is counted once. A title's ratings are keyed by the title, so they come from
+//!   one partition, in offset order, one at a time: the summary records where the last
+//!   rating it counted is (`last_partition`, `last_offset`), and a rating of that partition
+//!   at or before that offset was counted. The summary is written first, then the
+//!   `ratings` document, so a retry between the two finds the rating counted and only
+//!   inserts the document. A summary written before `last_offset` was kept (or a rating
+//!   from another partition, should the topic be repartitioned) falls back to the older
+//!   rule: an event whose `ratings` document exists was counted, and so was every rating
+//!   up to the one named `last`.
 
 use serde_json::{Value, json};
 
@@ -59,6 +71,7 @@ pub fn title_document(title: &Title, event_id: &str) -> Value {
         "assets": [],
         "rating": {"count": 0, "sum": 0, "average": 0.0},
         "published_by": event_id,
+        "rev": 0,
     });
     match &title.body {
         Body::Movie { duration_min } => doc["duration_min"] = json!(duration_min),
@@ -161,6 +174,21 @@ pub fn rating_of(title_doc: &Value) -> Option<(i64, i64, Option<&str>)> {
     ))
 }
 
+/// Where the last rating the summary counted is: (partition, offset); `None` for a summary
+/// written before this was kept, or one that counted nothing.
+pub fn counted_through(title_doc: &Value) -> Option<(i64, i64)> {
+    let rating = &title_doc["rating"];
+    Some((
+        rating["last_partition"].as_i64()?,
+        rating["last_offset"].as_i64()?,
+    ))
+}
+
+/// The title's write count (`rev`); `None` for a document written before it was kept.
+pub fn revision(title_doc: &Value) -> Option<i64> {
+    title_doc["rev"].as_i64()
+}
+
 /// The `ratings` document of a counted rating.
 pub fn rating_document(event_id: &str, title_id: &str, user_id: &str, stars: u8) -> Value {
     json!({"_id": event_id, "title_id": title_id, "user_id": user_id, "stars": stars})
@@ -201,6 +229,7 @@ mod tests {
         assert!(movie.get("seasons").is_none());
         assert_eq!(movie["published_by"], "e1");
         assert!(movie.get("applied").is_none());
+        assert_eq!(movie["rev"], 0);
         assert_eq!(
             movie["rating"],
             json!({"count": 0, "sum": 0, "average": 0.0})
@@ -290,6 +319,11 @@ mod tests {
             rating_of(&json!({"rating": {"count": 0, "sum": 0}})),
             Some((0, 0, None))
         );
+        assert_eq!(counted_through(&doc), None);
+        let doc = json!({"rating": {"count": 1, "sum": 4, "last_partition": 2, "last_offset": 7}});
+        assert_eq!(counted_through(&doc), Some((2, 7)));
+        assert_eq!(revision(&json!({"rev": 3})), Some(3));
+        assert_eq!(revision(&doc), None);
         assert_eq!(average(0, 0), 0.0);
         assert_eq!(
             rating_document("e5", "t-1", "u-2", 3),
