@@ -75,6 +75,8 @@ pub struct Metrics {
     pub retries: Family<PluginLabel, Counter>,
     /// Time one batch spends in the plugin (one hand-over).
     pub batch_seconds: Family<PluginLabel, Histogram>,
+    /// Time a batch waits for a free instance (`max_instances`) before its call.
+    pub instance_wait_seconds: Family<PluginLabel, Histogram>,
     /// Time from a record's Kafka timestamp (when it was produced) to its event's final
     /// outcome: end-to-end latency, queueing and retries included.
     pub event_latency_seconds: Family<PluginLabel, Histogram>,
@@ -126,6 +128,7 @@ impl Metrics {
             events: Family::default(),
             retries: Family::default(),
             batch_seconds: Family::new_with_constructor(latency),
+            instance_wait_seconds: Family::new_with_constructor(latency),
             event_latency_seconds: Family::new_with_constructor(end_to_end),
             lag: Family::default(),
             in_flight: Family::default(),
@@ -152,8 +155,13 @@ impl Metrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "Time one batch spends in the plugin",
+            "Time one batch spends in the plugin, its wait for a free instance included",
             m.batch_seconds.clone(),
+        );
+        registry.register(
+            "instance_wait_seconds",
+            "Time a batch waits for a free instance of the plugin (max_instances) before its call",
+            m.instance_wait_seconds.clone(),
         );
         registry.register(
             "event_latency_seconds",

@@ -264,12 +264,19 @@ impl LoadedPlugin {
             return Err(BatchFailure::WrongKind(self.kind));
         };
         let batch_events = pre.events(events);
+        let waiting = Instant::now();
         let _permit = self
             .permits
             .acquire()
             .await
             .expect("semaphore is never closed");
         let now = Instant::now();
+        crate::metrics::global()
+            .instance_wait_seconds
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: self.name.clone(),
+            })
+            .observe((now - waiting).as_secs_f64());
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         if self.limits.instance == InstanceMode::Reused {

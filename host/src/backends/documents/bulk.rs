@@ -397,9 +397,10 @@ impl Client {
     }
 }
 
-/// Inserts `docs` into `coll` in order, in `insert` commands of at most
-/// [`STATEMENTS_PER_COMMAND`] documents, stopping at the first failure; `what` names the
-/// call in an error. Answers how many were inserted.
+/// Inserts `docs` into `coll` in `insert` commands of at most [`STATEMENTS_PER_COMMAND`]
+/// documents, unordered: up to [`MAX_POOL_SIZE`] commands at once (two inserts never change
+/// one document), every command sent even after a failure; `what` names the call in an
+/// error. Answers how many were inserted.
 pub(super) async fn insert_all(
     db: &mongodb::Database,
     coll: &mongodb::Collection<Document>,
@@ -407,7 +408,7 @@ pub(super) async fn insert_all(
     max_time: Duration,
     what: &str,
 ) -> Result<u64, HostError> {
-    let mut bulk = Bulk::new(db, coll, true, max_time);
+    let mut bulk = Bulk::new(db, coll, false, max_time);
     bulk.run(docs.into_iter().map(Op::Insert).collect()).await;
     bulk.finish(what).map(|done| done.inserted)
 }
