@@ -19,7 +19,7 @@
 //! over the events it settled. Each figure is printed with its ratio to the target of the
 //! platform (see [`Targets`]); a ratio ≥ 1.00 meets it. `POLYHOST_BENCH_ONLY=paced` or
 //! `=sustained` runs one of the two. `POLYHOST_BENCH_METRICS=<dir>` keeps each phase's
-//! last scrape of the host's metrics there (`paced.prom`, `sustained.prom`).
+//! last scrape of the host's metrics there (`paced.prom`, `sustained.prom`), and its log.
 
 #[allow(dead_code)]
 #[path = "../tests/platform/audit.rs"]
@@ -120,7 +120,7 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
     let (_, drained) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
-    keep_metrics("paced", &metrics)?;
+    keep_metrics("paced", &metrics, &dir.join("paced.log"))?;
     println!(
         "paced: {n} events generated at {:.0} events/s (asked {rate}); every group caught up {:.1} s after the last",
         n as f64 / generating.as_secs_f64(),
@@ -159,13 +159,17 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
     Ok(())
 }
 
-/// Writes the host's last scrape of a phase to `$POLYHOST_BENCH_METRICS/<phase>.prom`
-/// when that variable names a directory: every series, for a closer look than the table.
-fn keep_metrics(phase: &str, metrics: &str) -> Result<()> {
+/// When `POLYHOST_BENCH_METRICS` names a directory, keeps there the host's last scrape of
+/// a phase (`<phase>.prom`: every series, for a closer look than the table) and its log
+/// (`<phase>.log`; the host inherits `POLYHOST_LOG`).
+fn keep_metrics(phase: &str, metrics: &str, log: &std::path::Path) -> Result<()> {
     if let Some(dir) = std::env::var_os("POLYHOST_BENCH_METRICS") {
-        let path = std::path::Path::new(&dir).join(format!("{phase}.prom"));
-        std::fs::create_dir_all(&dir)?;
+        let dir = std::path::Path::new(&dir);
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{phase}.prom"));
         std::fs::write(&path, metrics).with_context(|| format!("writing {}", path.display()))?;
+        let kept = dir.join(format!("{phase}.log"));
+        std::fs::copy(log, &kept).with_context(|| format!("copying {}", log.display()))?;
     }
     Ok(())
 }
@@ -189,7 +193,7 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
     let (per_plugin, all) = caught_up(urls, &handlers, &manifest, &mut host).await?;
     let metrics = scrape(&host.admin)?;
     host.stop()?;
-    keep_metrics("sustained", &metrics)?;
+    keep_metrics("sustained", &metrics, &dir.join("sustained.log"))?;
     let end_to_end = n as f64 / all.as_secs_f64();
     println!(
         "sustained: {n} events produced first, then the host: every group caught up in {:.1} s = {:.0} events/s end to end ({:.2}x the target of {:.0})",
@@ -228,8 +232,11 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every group's lag is 0 (on two looks 2 s apart); returns when each plugin
-/// first reached 0 for good, and when all had.
+/// Waits until every plugin has caught up; returns when each did, and when all had, as
+/// times since the call. A plugin has caught up when its last event settled (its
+/// `polyhost_events_total`, read from the host every 100 ms, stopped growing), confirmed
+/// by its consumer group's lag being 0 on two looks 2 s apart: the committed lag alone
+/// would add the commit interval and the lag query's own time to every figure.
 async fn caught_up(
     urls: &Urls,
     handlers: &[Handler],
@@ -237,32 +244,45 @@ async fn caught_up(
     host: &mut Host,
 ) -> Result<(BTreeMap<String, Duration>, Duration)> {
     let started = Instant::now();
-    let mut zero_at: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+    let mut last_settled: BTreeMap<String, Duration> = BTreeMap::new();
     let mut all_zero: Option<Instant> = None;
+    let mut lag_checked: Option<Instant> = None;
     loop {
         host.alive()?;
-        let lags = lag(urls, handlers, manifest)?;
-        for (name, l) in &lags {
-            if *l == 0 {
-                zero_at.entry(name.clone()).or_insert(started.elapsed());
-            } else {
-                zero_at.remove(name);
+        let metrics = scrape(&host.admin).unwrap_or_default();
+        for h in handlers {
+            let n = settled(&metrics, &h.name);
+            if n > counts.get(&h.name).copied().unwrap_or(0.0) {
+                counts.insert(h.name.clone(), n);
+                last_settled.insert(h.name.clone(), started.elapsed());
             }
         }
-        if lags.values().all(|l| *l == 0) {
-            let since = *all_zero.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_secs(2) {
-                let all = zero_at.values().max().copied().unwrap_or_default();
-                return Ok((zero_at, all));
+        if lag_checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            lag_checked = Some(Instant::now());
+            let lags = lag(urls, handlers, manifest)?;
+            if lags.values().all(|l| *l == 0) {
+                let since = *all_zero.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) {
+                    let per_plugin: BTreeMap<String, Duration> = handlers
+                        .iter()
+                        .map(|h| {
+                            let at = last_settled.get(&h.name).copied().unwrap_or_default();
+                            (h.name.clone(), at)
+                        })
+                        .collect();
+                    let all = per_plugin.values().max().copied().unwrap_or_default();
+                    return Ok((per_plugin, all));
+                }
+            } else {
+                all_zero = None;
             }
-        } else {
-            all_zero = None;
         }
         ensure!(
             started.elapsed() < Duration::from_secs(1800),
-            "lag not 0 after 30 min: {lags:?}"
+            "not caught up after 30 min: {counts:?} events settled"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -215,7 +215,14 @@ pub async fn with_timeout<T>(
             timeout.as_millis()
         ))),
     };
-    crate::metrics::global().backend_call(metric_label(what), started.elapsed(), result.is_err());
+    let took = started.elapsed();
+    tracing::trace!(
+        call = what,
+        took_us = took.as_micros() as u64,
+        failed = result.is_err(),
+        "host call"
+    );
+    crate::metrics::global().backend_call(metric_label(what), took, result.is_err());
     result
 }
 

@@ -261,11 +261,24 @@ impl Trigger {
             observer,
             plugins: HashMap::new(),
         };
-        for (spec, plugin) in plugins {
-            if spec.kind != Kind::Handler || spec.subscribe.is_empty() {
-                continue;
-            }
-            trigger.add(&spec, plugin).await?;
+        // The consumers are made together: each costs a few broker round trips (its
+        // dead-letter producer, its topics ensured), which would otherwise add up plugin
+        // by plugin before the last one starts.
+        let handlers: Vec<_> = plugins
+            .into_iter()
+            .filter(|(spec, _)| spec.kind == Kind::Handler && !spec.subscribe.is_empty())
+            .collect();
+        let consumers = futures::future::try_join_all(handlers.iter().map(|(spec, plugin)| {
+            PluginConsumer::new(
+                &trigger.config,
+                spec,
+                plugin.clone(),
+                trigger.observer.clone(),
+            )
+        }))
+        .await?;
+        for ((spec, _), consumer) in handlers.iter().zip(consumers) {
+            trigger.run(spec, consumer);
         }
         Ok(trigger)
     }
@@ -278,12 +291,17 @@ impl Trigger {
     ) -> Result<(), TriggerError> {
         let consumer =
             PluginConsumer::new(&self.config, spec, plugin, self.observer.clone()).await?;
+        self.run(spec, consumer);
+        Ok(())
+    }
+
+    /// Runs `consumer`, made for `spec`, until it is removed or the trigger shuts down.
+    fn run(&mut self, spec: &PluginSpec, consumer: PluginConsumer) {
         let (stop, stopping) = watch::channel(false);
         let shared = consumer.shared.clone();
         let task = tokio::spawn(consumer.run(stopping));
         self.plugins
             .insert(spec.name.clone(), Running { shared, stop, task });
-        Ok(())
     }
 
     /// Stops one plugin's consumer: drains it and commits, as a shutdown does.
