@@ -73,7 +73,7 @@ pub struct Metrics {
     pub events: Family<OutcomeLabels, Counter>,
     /// Events handed over again after a `retry` or a transient failure.
     pub retries: Family<PluginLabel, Counter>,
-    /// Time one batch spends in the plugin (one hand-over).
+    /// Time one batch spends in the plugin's call (one hand-over).
     pub batch_seconds: Family<PluginLabel, Histogram>,
     /// Time a batch waits for a free instance (`max_instances`) before its call.
     pub instance_wait_seconds: Family<PluginLabel, Histogram>,
@@ -155,7 +155,7 @@ impl Metrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "Time one batch spends in the plugin, its wait for a free instance included",
+            "Time one batch spends in the plugin's call (its wait for a free instance is instance_wait_seconds)",
             m.batch_seconds.clone(),
         );
         registry.register(
@@ -283,7 +283,7 @@ pub struct PluginSeries {
     pub worker_restarts: Counter,
     /// Events handed over again.
     pub retries: Counter,
-    /// Time one batch spends in the plugin.
+    /// Time one batch spends in the plugin's call.
     pub batch_seconds: Histogram,
     /// Time from a record's Kafka timestamp to its event's final outcome.
     pub event_latency_seconds: Histogram,

@@ -12,7 +12,7 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{CLIENT_TIMEOUT, Service, unique_name, within};
@@ -1027,6 +1027,97 @@ async fn a_worker_that_dies_with_its_partition_paused_is_restarted_and_loses_not
         let offsets: Vec<i64> = seen.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>(), "in order");
         assert_eq!(f.committed(&group).await?, vec![N as i64]);
+        Ok(())
+    })
+    .await
+}
+
+/// `polyhost_batch_duration_seconds_count{plugin}`: the plugin's hand-overs so far.
+fn hand_overs(plugin: &str) -> u64 {
+    polyhost::metrics::global()
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "polyhost_batch_duration_seconds_count{{plugin=\"{plugin}\"}} "
+            ))
+            .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_waiting_for_an_instance_takes_the_records_that_arrive_meanwhile() -> Result<()> {
+    with_fixture(2, async |f| {
+        let producer: FutureProducer = common::kafka_config().create()?;
+        let send = async |partition: i32, ids: std::ops::Range<usize>| -> Result<()> {
+            for i in ids {
+                let value = cloudevent(&format!("e{i}"), "test.ok", i);
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(&f.topic)
+                            .partition(partition)
+                            .payload(&value),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .context("producing")?;
+            }
+            Ok(())
+        };
+        // Partition 0's first hand-over holds the one instance until released.
+        let (handed, released) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let mut config = TriggerConfig::new(kafka());
+        let (topic, h, r) = (f.topic.clone(), handed.clone(), released.clone());
+        config.before_hand_over = Some(Hook(Arc::new(move |t, p, o| {
+            if t == topic && p == 0 && o == 0 {
+                h.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })));
+        let mut spec = f.spec("noop-handler", 100);
+        spec.limits.max_instances = 1;
+        spec.limits.batch_wait_ms = 0;
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let trigger = Trigger::start(config, vec![(spec, plugin)], Some(tx)).await?;
+        let outcome = async {
+            send(0, 0..1).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !handed.load(Ordering::SeqCst) {
+                ensure!(
+                    Instant::now() < deadline,
+                    "partition 0 was never handed over"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Partition 1's first record makes a batch of one (no wait to fill it), which
+            // waits for the instance; four more arrive while it waits.
+            send(1, 1..2).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            send(1, 2..6).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            released.store(true, Ordering::SeqCst);
+            let seen = collect(&mut rx, Duration::from_secs(30), |s| s.len() >= 6).await?;
+            ensure!(seen.iter().all(|p| p.disposition == Disposition::Ok));
+            Ok(())
+        }
+        .await;
+        released.store(true, Ordering::SeqCst);
+        trigger.shutdown().await?;
+        outcome?;
+        assert_eq!(
+            hand_overs(&f.plugin),
+            2,
+            "partition 0's batch, then partition 1's five records in one batch"
+        );
         Ok(())
     })
     .await

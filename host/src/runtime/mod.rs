@@ -15,7 +15,7 @@ mod plugin;
 mod records;
 
 pub use cache::{CacheOutcome, ComponentCache};
-pub use plugin::{BatchFailure, Generator, LoadedPlugin};
+pub use plugin::{BatchFailure, Generator, InstancePermit, LoadedPlugin};
 
 pub use records::{RecordMeta, Records};
 

@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use super::{CacheOutcome, Checked, HandlerPre, PreInstance, Records};
@@ -84,6 +84,16 @@ pub struct LoadedPlugin {
     /// Idle instances kept for the next batches (`instance = "reused"` only); at most
     /// `max_instances` exist, since each batch holds a permit while it has one out.
     idle: Mutex<Vec<Kept>>,
+}
+
+/// A free instance of one plugin version, held from [`LoadedPlugin::instance`] until its
+/// batch is handed over with [`LoadedPlugin::handle_holding`]: what lets a caller go on
+/// filling a batch while it waits for an instance.
+#[derive(Debug)]
+pub struct InstancePermit {
+    _permit: OwnedSemaphorePermit,
+    /// The version's semaphore, to tell a permit of another version.
+    of: Arc<Semaphore>,
 }
 
 /// An instance kept across batches.
@@ -252,6 +262,29 @@ impl LoadedPlugin {
         Duration::from_millis(self.limits.call_timeout_ms) + self.epoch_tick * 4
     }
 
+    /// Waits for a free instance (at most `max_instances` run at once) and holds it for
+    /// [`LoadedPlugin::handle_holding`]; the wait is measured
+    /// (`polyhost_instance_wait_seconds`).
+    pub async fn instance(&self) -> InstancePermit {
+        let waiting = Instant::now();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        crate::metrics::global()
+            .instance_wait_seconds
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: self.name.clone(),
+            })
+            .observe(waiting.elapsed().as_secs_f64());
+        InstancePermit {
+            _permit: permit,
+            of: self.permits.clone(),
+        }
+    }
+
     /// Hands one batch to a fresh instance and returns one outcome per event. `records`
     /// are the Kafka records behind `events`, served by `polyhost:platform/records`.
     pub async fn handle(
@@ -260,23 +293,31 @@ impl LoadedPlugin {
         events: &[Event],
         records: Records,
     ) -> Result<Vec<Outcome>, BatchFailure> {
+        let permit = self.instance().await;
+        self.handle_holding(permit, batch, events, records).await
+    }
+
+    /// [`LoadedPlugin::handle`] on the instance `permit` holds. A permit of another version
+    /// (the plugin was swapped while the caller waited) is given back and one of this
+    /// version waited for.
+    pub async fn handle_holding(
+        &self,
+        permit: InstancePermit,
+        batch: &BatchInfo,
+        events: &[Event],
+        records: Records,
+    ) -> Result<Vec<Outcome>, BatchFailure> {
         let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
         };
+        let _permit = if Arc::ptr_eq(&permit.of, &self.permits) {
+            permit
+        } else {
+            drop(permit);
+            self.instance().await
+        };
         let batch_events = pre.events(events);
-        let waiting = Instant::now();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
         let now = Instant::now();
-        crate::metrics::global()
-            .instance_wait_seconds
-            .get_or_create(&crate::metrics::PluginLabel {
-                plugin: self.name.clone(),
-            })
-            .observe((now - waiting).as_secs_f64());
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         if self.limits.instance == InstanceMode::Reused {

@@ -1,6 +1,7 @@
 //! One partition's worker: takes the records the dispatcher routes to it, in order, makes
-//! batches of them (up to the plugin's `batch_size`, waiting up to `batch_wait_ms`), hands
-//! each batch to the plugin, settles every event (ok, dead-lettered, or retried with
+//! batches of them (up to the plugin's `batch_size`, waiting up to `batch_wait_ms`, and
+//! taking what arrives while the batch waits for a free instance), hands each batch to the
+//! plugin, settles every event (ok, dead-lettered, or retried with
 //! backoff until it is one of the two), and stores the offset of the contiguous final
 //! prefix. Partitions run concurrently; the plugin's own semaphore bounds instances.
 //!
@@ -24,7 +25,7 @@ use super::dlq::{self, Letter, PublishError, Written};
 use super::offsets::PartitionProgress;
 use super::{Disposition, Processed, Shared};
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
-use crate::runtime::{RecordMeta, Records};
+use crate::runtime::{InstancePermit, RecordMeta, Records};
 use crate::text::{MAX_REASON_BYTES, cap_bytes, for_log};
 
 /// How many times in a row the host may die on the same event before it is dead-lettered
@@ -169,6 +170,16 @@ impl Worker {
                     }
                 }
             }
+            // The batch waits for a free instance, and the records that arrive meanwhile
+            // join it (up to `batch_size`): when the plugin's instances are all busy, its
+            // partitions hand over fewer, fuller batches instead of queueing more of them.
+            let permit = self.shared.plugin().instance().await;
+            while batch.len() < size {
+                match self.rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
             self.took(batch.len());
             if *self.revoked.borrow() {
                 tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, "partition revoked: worker ends");
@@ -180,7 +191,7 @@ impl Worker {
                 tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, left = batch.len(), "stopping: worker ends");
                 break;
             }
-            if self.process(batch).await.is_err() {
+            if self.process(batch, permit).await.is_err() {
                 break;
             }
         }
@@ -203,8 +214,13 @@ impl Worker {
         }
     }
 
-    /// Settles every event of `records`: `Err` when the worker must stop with some unsettled.
-    async fn process(&mut self, records: Vec<OwnedMessage>) -> Result<(), Abandon> {
+    /// Settles every event of `records`, the first hand-over on the instance `permit`
+    /// holds: `Err` when the worker must stop with some unsettled.
+    async fn process(
+        &mut self,
+        records: Vec<OwnedMessage>,
+        permit: InstancePermit,
+    ) -> Result<(), Abandon> {
         let restart = self.restart.take();
         let mut slots: Vec<Slot> = records
             .into_iter()
@@ -232,6 +248,10 @@ impl Worker {
             })
             .collect();
 
+        // The instance is not held while dead letters are written (which may take as long
+        // as the broker does): the first hand-over then waits for one.
+        let mut permit =
+            Some(permit).filter(|_| restart.is_none() && slots.iter().all(|s| s.event.is_ok()));
         // Not CloudEvents: dead-lettered without reaching the plugin.
         for slot in &mut slots {
             if let Err(reason) = &slot.event {
@@ -282,7 +302,10 @@ impl Worker {
             let mut split = false;
             delay_next = false;
             for group in groups {
-                match self.hand_over(&mut slots, &group, attempt).await? {
+                match self
+                    .hand_over(&mut slots, &group, attempt, permit.take())
+                    .await?
+                {
                     Round::Settled => {}
                     Round::Retry => delay_next = true,
                     Round::Split => split = true,
@@ -295,12 +318,14 @@ impl Worker {
         }
     }
 
-    /// Hands the events `group` of `slots` to the plugin once and settles what it can.
+    /// Hands the events `group` of `slots` to the plugin once (on the instance `permit`
+    /// holds, if any) and settles what it can.
     async fn hand_over(
         &mut self,
         slots: &mut [Slot],
         group: &[usize],
         attempt: u32,
+        permit: Option<InstancePermit>,
     ) -> Result<Round, Abandon> {
         let plugin = self.shared.plugin();
         let events: Vec<Event> = group
@@ -322,8 +347,13 @@ impl Worker {
             }
         }
         tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
+        // Waited for here, so that the batch's time below is its call alone.
+        let permit = match permit {
+            Some(permit) => permit,
+            None => plugin.instance().await,
+        };
         let started = std::time::Instant::now();
-        let handled = plugin.handle(&info, &events, records).await;
+        let handled = plugin.handle_holding(permit, &info, &events, records).await;
         let series = &self.shared.series;
         series
             .batch_seconds
