@@ -551,6 +551,80 @@ async fn put_blobs_store_many_as_put_blob_would() -> Result<()> {
 }
 
 #[tokio::test]
+async fn put_blobs_keep_one_revision_of_each_id_even_when_the_call_is_abandoned() -> Result<()> {
+    with_fixture(async |f| {
+        const N: usize = 200;
+        let blobs = |fill: u32| -> Vec<Value> {
+            (0..N)
+                .map(|i| {
+                    json!({"id": format!("m{i}"), "content_type": "x/y",
+                           "data_hex": hex::encode(bytes(4_000, fill)), "metadata": {}})
+                })
+                .collect()
+        };
+        // Stored, then stored over: one revision of each id, the second.
+        for fill in [1, 2] {
+            f.run(json!({"steps": [
+                {"call": "put-blobs", "bucket": BUCKET, "blobs": blobs(fill), "expect": {"ok": "*"}},
+            ]}))
+            .await?;
+        }
+        let (files, chunks) = f.stored_blobs().await?;
+        ensure!(
+            files.len() == N && chunks == N as u64,
+            "{} blob files and {chunks} chunks after storing {N} blobs twice",
+            files.len()
+        );
+
+        // A third time by a plugin whose host-call timeout (5 ms) abandons the call midway:
+        // the plugin hears `timeout`, and the writes still run to their end, so no id is
+        // left with two revisions (nor any chunk without its file).
+        let mut spec = PluginSpec::new("documents-probe-hasty", test_plugin("documents-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.documents = Some(documents::Grant {
+            database: f.db.name().to_string(),
+            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+            buckets: vec![BUCKET.to_string()],
+        });
+        spec.limits.host_call_timeout_ms = 5;
+        spec.limits.call_timeout_ms = 60_000;
+        let hasty = f
+            ._runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+        let script = json!({"steps": [{"call": "put-blobs", "bucket": BUCKET,
+            "blobs": blobs(3), "expect": {"err": "timeout"}}]});
+        harness::run_script(&hasty, &script).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Read while the writes may still be running: a blob removed under the read is
+            // a look too early, not a failure.
+            let seen = match f.stored_blobs().await {
+                Ok((files, chunks)) => {
+                    let third = files.iter().all(|(_, data)| *data == bytes(4_000, 3));
+                    if files.len() == N && chunks == N as u64 && third {
+                        break;
+                    }
+                    format!(
+                        "{} blob files, {chunks} chunks, all of the third store: {third}",
+                        files.len()
+                    )
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            ensure!(
+                Instant::now() < deadline,
+                "after the abandoned put-blobs: {seen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn calls_outside_the_grant_or_carrying_code_never_reach_the_server() -> Result<()> {
     with_fixture(async |f| {
         within(

@@ -94,7 +94,30 @@ impl Client {
         )?;
         let user = self.scope(limits).document("the metadata", metadata)?;
         let sha256 = hex::encode(Sha256::digest(&data));
-        let _permit = self.permit().await?;
+        let permit = self.owned_permit().await?;
+        let client = self.clone();
+        let bucket = bucket.to_string();
+        run_to_end(async move {
+            let _permit = permit;
+            client
+                .store_blob(gridfs, &bucket, id, content_type, data, user, sha256)
+                .await
+        })
+        .await
+    }
+
+    /// `put-blob`'s writes: the new revision, then the older ones removed.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_blob(
+        &self,
+        gridfs: GridFsBucket,
+        bucket: &str,
+        id: String,
+        content_type: String,
+        data: Vec<u8>,
+        user: Document,
+        sha256: String,
+    ) -> Result<BlobInfo, HostError> {
         let what = || format!("put-blob `{id}` in bucket `{bucket}`");
 
         let file_id = ObjectId::new();
@@ -176,11 +199,28 @@ impl Client {
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
+        let permit = self.owned_permit().await?;
+        let client = self.clone();
+        let bucket = bucket.to_string();
+        let max_time = limits.max_time;
+        run_to_end(async move {
+            let _permit = permit;
+            client.store_blobs(&bucket, prepared, max_time).await
+        })
+        .await
+    }
 
+    /// `put-blobs`' writes: every chunk, then every file entry, then the older revisions
+    /// removed (see the module docs).
+    async fn store_blobs(
+        &self,
+        bucket: &str,
+        prepared: Vec<Prepared>,
+        max_time: std::time::Duration,
+    ) -> Result<Vec<BlobInfo>, HostError> {
         let files = self.db.collection::<Document>(&format!("{bucket}.files"));
         let chunks = self.db.collection::<Document>(&format!("{bucket}.chunks"));
         let what = format!("put-blobs in bucket `{bucket}`");
-        let _permit = self.permit().await?;
         self.ensure_indexes(bucket, &files, &chunks)
             .await
             .map_err(|e| map_error(&what, e))?;
@@ -202,7 +242,7 @@ impl Client {
                 &self.db,
                 &chunks,
                 chunk_docs,
-                limits.max_time,
+                max_time,
                 &format!("{what}: chunks"),
             )
             .await?;
@@ -210,7 +250,7 @@ impl Client {
                 &self.db,
                 &files,
                 file_docs,
-                limits.max_time,
+                max_time,
                 &format!("{what}: files"),
             )
             .await
@@ -389,6 +429,22 @@ fn prepare(blob: NewBlob, user: Document, upload_date: mongodb::bson::DateTime) 
         metadata: render(Bson::Document(user)),
     };
     Prepared { file, chunks, info }
+}
+
+/// Runs a blob's writes to their end, even when the host call that started them is
+/// abandoned (its host-call timeout): stopped between a new revision's file entry and the
+/// removal of the older ones, they would leave two revisions of one id, and nothing removes
+/// the older one while the plugin has no reason to store that blob again. The caller holds
+/// an in-flight permit for them, taken before they start, so they still count against the
+/// plugin's bound.
+async fn run_to_end<T: Send + 'static>(
+    writes: impl std::future::Future<Output = Result<T, HostError>> + Send + 'static,
+) -> Result<T, HostError> {
+    tokio::spawn(writes).await.unwrap_or_else(|e| {
+        Err(HostError::trap(wasmtime::Error::msg(format!(
+            "documents: blob writes failed: {e}"
+        ))))
+    })
 }
 
 /// Removes the chunks of the files among `file_ids` that have no file entry.

@@ -211,6 +211,17 @@ impl Client {
         }
     }
 
+    /// An in-flight permit that may outlive this borrow (writes run to their end in a task
+    /// of their own).
+    async fn owned_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HostError> {
+        // The semaphore is never closed; an error here is a host bug.
+        self.in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("documents: {e}"))))
+    }
+
     async fn permit(&self) -> Result<SemaphorePermit<'_>, HostError> {
         // The semaphore is never closed; an error here is a host bug.
         self.in_flight
