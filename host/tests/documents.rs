@@ -43,6 +43,23 @@ impl Fixture {
         harness::run_script(&self.plugin, &script).await
     }
 
+    /// The probe again, granted the same, with a host-call timeout of `ms`.
+    async fn hasty_probe(&self, ms: u64) -> Result<Arc<LoadedPlugin>> {
+        let mut spec = PluginSpec::new("documents-probe-hasty", test_plugin("documents-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.documents = Some(documents::Grant {
+            database: self.db.name().to_string(),
+            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
+            buckets: vec![BUCKET.to_string()],
+        });
+        spec.limits.host_call_timeout_ms = ms;
+        spec.limits.call_timeout_ms = 60_000;
+        self._runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))
+    }
+
     fn coll(&self, name: &str) -> mongodb::Collection<Document> {
         self.db.collection(name)
     }
@@ -579,20 +596,7 @@ async fn put_blobs_keep_one_revision_of_each_id_even_when_the_call_is_abandoned(
         // A third time by a plugin whose host-call timeout (5 ms) abandons the call midway:
         // the plugin hears `timeout`, and the writes still run to their end, so no id is
         // left with two revisions (nor any chunk without its file).
-        let mut spec = PluginSpec::new("documents-probe-hasty", test_plugin("documents-probe"));
-        spec.subscribe = vec!["t".into()];
-        spec.grants.documents = Some(documents::Grant {
-            database: f.db.name().to_string(),
-            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
-            buckets: vec![BUCKET.to_string()],
-        });
-        spec.limits.host_call_timeout_ms = 5;
-        spec.limits.call_timeout_ms = 60_000;
-        let hasty = f
-            ._runtime
-            .load(&spec)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+        let hasty = f.hasty_probe(5).await?;
         let script = json!({"steps": [{"call": "put-blobs", "bucket": BUCKET,
             "blobs": blobs(3), "expect": {"err": "timeout"}}]});
         harness::run_script(&hasty, &script).await?;
@@ -908,20 +912,7 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
         }
         // Through the host, a read the server cuts short is a `timeout`, never a shorter
         // answer taken for the whole one.
-        let mut spec = PluginSpec::new("documents-probe-hasty", test_plugin("documents-probe"));
-        spec.subscribe = vec!["t".into()];
-        spec.grants.documents = Some(documents::Grant {
-            database: f.db.name().to_string(),
-            collections: COLLECTIONS.iter().map(|c| c.to_string()).collect(),
-            buckets: vec![],
-        });
-        spec.limits.host_call_timeout_ms = 1;
-        spec.limits.call_timeout_ms = 60_000;
-        let hasty = f
-            ._runtime
-            .load(&spec)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+        let hasty = f.hasty_probe(1).await?;
         for call in ["find", "count"] {
             let script = json!({"steps": [{"call": call, "collection": "videos",
                 "filter": {"n": {"$gt": -1}}, "expect": {"err": "timeout"}}]});
