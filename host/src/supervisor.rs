@@ -124,6 +124,9 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
+/// How long generators wait for the handlers' consumers to be assigned their partitions.
+const ASSIGNMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Supervisor {
     /// Loads every plugin of `manifest`, starts the trigger for the handlers and a run for
     /// every generator.
@@ -141,6 +144,17 @@ impl Supervisor {
         let kafka = trigger_config.kafka.clone();
         let topic_partitions = trigger_config.topic_partitions;
         let trigger = Trigger::start(trigger_config, loaded.clone(), None).await?;
+        // Generators start once the handlers' consumers have joined their groups, so that
+        // the first events are not left waiting out a group join (nothing would be lost:
+        // a new group starts from the earliest offset).
+        if loaded.iter().any(|(spec, _)| spec.kind == Kind::Generator)
+            && !trigger.wait_assigned(ASSIGNMENT_WAIT).await
+        {
+            tracing::warn!(
+                waited_s = ASSIGNMENT_WAIT.as_secs(),
+                "some handler consumers have no partitions assigned yet; starting the generators anyway"
+            );
+        }
         let sup = Arc::new(Supervisor {
             runtime,
             kafka,

@@ -1122,3 +1122,22 @@ async fn a_batch_waiting_for_an_instance_takes_the_records_that_arrive_meanwhile
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_started_trigger_says_when_every_consumer_has_its_partitions() -> Result<()> {
+    with_fixture(2, async |f| {
+        let spec = f.spec("noop-handler", 16);
+        let rt = runtime();
+        let plugin = rt.load(&spec).await?;
+        let trigger =
+            Trigger::start(TriggerConfig::new(kafka()), vec![(spec, plugin)], None).await?;
+        let assigned = trigger.wait_assigned(Duration::from_secs(30)).await;
+        trigger.shutdown().await?;
+        ensure!(
+            assigned,
+            "the consumer was not assigned its partitions within 30 s"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -45,11 +45,13 @@ impl PluginConsumer {
         };
         let registry: Registry = Arc::default();
         let lag = Arc::new(AtomicI64::new(-1));
+        let (assigned, first_assignment) = tokio::sync::watch::channel(false);
         let context = RebalanceContext {
             plugin: spec.name.clone(),
             registry: registry.clone(),
             revoke_timeout: config.revoke_timeout,
             lag: lag.clone(),
+            assigned,
         };
         let consumer: StreamConsumer<RebalanceContext> = config
             .kafka
@@ -93,6 +95,7 @@ impl PluginConsumer {
                 observer,
                 series: crate::metrics::global().series(&spec.name),
                 lag,
+                first_assignment,
             }),
             registry,
         })

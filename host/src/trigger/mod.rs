@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     pub(crate) series: crate::metrics::PluginSeries,
     /// The consumer lag from the last statistics; -1 before the first.
     lag: Arc<AtomicI64>,
+    /// Becomes `true` at the consumer's first assignment.
+    first_assignment: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -341,6 +343,18 @@ impl Trigger {
     pub fn lag(&self, name: &str) -> Option<i64> {
         let lag = self.plugins.get(name)?.shared.lag.load(Ordering::Relaxed);
         (lag >= 0).then_some(lag)
+    }
+
+    /// Waits until every plugin's consumer has had its first assignment (it has joined its
+    /// group and knows its partitions), for at most `limit`; `false` if some had not.
+    pub async fn wait_assigned(&self, limit: Duration) -> bool {
+        let all = self.plugins.values().map(|running| {
+            let mut assigned = running.shared.first_assignment.clone();
+            async move { assigned.wait_for(|a| *a).await.is_ok() }
+        });
+        tokio::time::timeout(limit, futures::future::join_all(all))
+            .await
+            .is_ok_and(|done| done.into_iter().all(|ok| ok))
     }
 
     /// Stops fetching, lets the batches in flight finish, commits, and returns

@@ -19,6 +19,8 @@ pub struct RebalanceContext {
     pub(super) registry: Registry,
     pub(super) revoke_timeout: Duration,
     pub(super) lag: Arc<AtomicI64>,
+    /// Set at the consumer's first assignment (of any partitions, or none).
+    pub(super) assigned: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClientContext for RebalanceContext {
@@ -87,6 +89,7 @@ impl ConsumerContext for RebalanceContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(plugin = %self.plugin, partitions = tpl.count(), "partitions assigned");
+                self.assigned.send_replace(true);
             }
             Rebalance::Error(e) => {
                 tracing::warn!(plugin = %self.plugin, error = %e, "rebalance error")

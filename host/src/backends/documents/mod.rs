@@ -181,6 +181,8 @@ pub struct Client {
         Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
     /// The buckets whose indexes `put-blobs` has made (see `blobs`).
     indexed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Per bucket, what `put-blobs` has learnt its revision reads cost (see `blobs`).
+    revision_reads: Arc<std::sync::Mutex<std::collections::HashMap<String, blobs::RevisionReads>>>,
 }
 
 impl Client {
@@ -193,6 +195,7 @@ impl Client {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             buckets: Arc::default(),
             indexed: Arc::default(),
+            revision_reads: Arc::default(),
         }
     }
 
