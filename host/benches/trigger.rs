@@ -29,7 +29,7 @@ use polyhost::backends::{Connections, Grants, Settings};
 use polyhost::connections::Kafka;
 use polyhost::manifest::PluginSpec;
 use polyhost::runtime::{LoadedPlugin, Runtime, RuntimeConfig};
-use polyhost::trigger::{Processed, Trigger, TriggerConfig};
+use polyhost::trigger::{Processed, Trigger, TriggerConfig, dlq};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
@@ -254,6 +254,7 @@ async fn host_rate(
     n: usize,
 ) -> anyhow::Result<f64> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Processed>();
+    let dead_letters = dlq::topic_for(&spec.name);
     let trigger = Trigger::start(
         TriggerConfig::new(kafka.clone()),
         vec![(spec, plugin)],
@@ -271,6 +272,8 @@ async fn host_rate(
     }
     let rate = rate_since(started, n);
     trigger.shutdown().await?;
+    // Every round's plugin has a name (a group, a dead-letter topic) of its own.
+    delete_topic(kafka, &dead_letters).await;
     Ok(rate)
 }
 
@@ -385,6 +388,7 @@ async fn swap_pause(
             pauses.push(first.duration_since(last).as_secs_f64() * 1000.0);
         }
         trigger.shutdown().await?;
+        delete_topic(kafka, &dlq::topic_for(&spec.name)).await;
     }
     delete_topic(kafka, topic).await;
     pauses.sort_by(|a, b| a.total_cmp(b));

@@ -173,11 +173,19 @@ impl Worker {
             // The batch waits for a free instance, and the records that arrive meanwhile
             // join it (up to `batch_size`): when the plugin's instances are all busy, its
             // partitions hand over fewer, fuller batches instead of queueing more of them.
-            let permit = self.shared.plugin().instance().await;
-            while batch.len() < size {
-                match self.rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+            // A revocation or a stop ends the wait (the checks below then end the worker).
+            let plugin = self.shared.plugin();
+            let permit = tokio::select! {
+                permit = plugin.instance() => Some(permit),
+                _ = self.revoked.wait_for(|r| *r) => None,
+                _ = self.stopping.wait_for(|s| *s) => None,
+            };
+            if permit.is_some() {
+                while batch.len() < size {
+                    match self.rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
                 }
             }
             self.took(batch.len());
@@ -215,11 +223,11 @@ impl Worker {
     }
 
     /// Settles every event of `records`, the first hand-over on the instance `permit`
-    /// holds: `Err` when the worker must stop with some unsettled.
+    /// holds (if any): `Err` when the worker must stop with some unsettled.
     async fn process(
         &mut self,
         records: Vec<OwnedMessage>,
-        permit: InstancePermit,
+        permit: Option<InstancePermit>,
     ) -> Result<(), Abandon> {
         let restart = self.restart.take();
         let mut slots: Vec<Slot> = records
@@ -251,7 +259,7 @@ impl Worker {
         // The instance is not held while dead letters are written (which may take as long
         // as the broker does): the first hand-over then waits for one.
         let mut permit =
-            Some(permit).filter(|_| restart.is_none() && slots.iter().all(|s| s.event.is_ok()));
+            permit.filter(|_| restart.is_none() && slots.iter().all(|s| s.event.is_ok()));
         // Not CloudEvents: dead-lettered without reaching the plugin.
         for slot in &mut slots {
             if let Err(reason) = &slot.event {

@@ -370,8 +370,31 @@ slow_ms = {slow_ms}
 }
 
 impl Drop for Fixture {
+    /// Removes the scratch folder, the topic, and the dead-letter topics of the fixture's
+    /// plugins (`polyhost.dlq.<plugin>…`): left behind, they would add up run after run,
+    /// and every one of them is a partition more for whatever subscribes to
+    /// `^polyhost\.dlq\..*` (the platform's auditor).
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let Ok(admin) = kafka_config(&self.kafka).create::<AdminClient<DefaultClientContext>>()
+        else {
+            return;
+        };
+        let dead_letters = format!("polyhost.dlq.{}", self.plugin);
+        let mut topics = vec![self.topic.clone()];
+        if let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(5)) {
+            topics.extend(
+                metadata
+                    .topics()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .filter(|name| name.starts_with(&dead_letters)),
+            );
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // librdkafka drives the request on its own thread: no async runtime is needed.
+        let _ = futures::executor::block_on(admin.delete_topics(&names, &options));
     }
 }
 
