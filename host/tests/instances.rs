@@ -164,18 +164,6 @@ async fn every_ungranted_import_is_reported_with_the_line_that_grants_it() {
 
 #[tokio::test]
 async fn every_batch_s_wait_for_an_instance_is_measured() {
-    let series = |plugin: &str| {
-        polyhost::metrics::global()
-            .encode()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "polyhost_instance_wait_seconds_count{{plugin=\"{plugin}\"}} "
-                ))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
     let rt = runtime();
     let mut spec = counter(InstanceMode::PerBatch, 1000);
     spec.name = "waiting-counter".into();
@@ -183,5 +171,6 @@ async fn every_batch_s_wait_for_an_instance_is_measured() {
     // One instance, two batches at once: the second waits for the first.
     let (a, b) = tokio::join!(call_number(&p), call_number(&p));
     assert_eq!((a, b), (1, 1));
-    assert_eq!(series("waiting-counter"), 2);
+    let waits = harness::plugin_series("polyhost_instance_wait_seconds_count", "waiting-counter");
+    assert_eq!(waits, 2.0);
 }

@@ -1034,16 +1034,7 @@ async fn a_worker_that_dies_with_its_partition_paused_is_restarted_and_loses_not
 
 /// `polyhost_batch_duration_seconds_count{plugin}`: the plugin's hand-overs so far.
 fn hand_overs(plugin: &str) -> u64 {
-    polyhost::metrics::global()
-        .encode()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "polyhost_batch_duration_seconds_count{{plugin=\"{plugin}\"}} "
-            ))
-            .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    harness::plugin_series("polyhost_batch_duration_seconds_count", plugin) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -109,3 +109,14 @@ pub async fn run_script(
         other => anyhow::bail!("unexpected outcomes {other:?}"),
     }
 }
+
+/// The value of the series `<metric>{plugin="<plugin>"}` in the process's metrics
+/// registry; 0 when there is none yet.
+pub fn plugin_series(metric: &str, plugin: &str) -> f64 {
+    let prefix = format!("{metric}{{plugin=\"{plugin}\"}} ");
+    polyhost::metrics::global()
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
