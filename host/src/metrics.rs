@@ -3,7 +3,8 @@
 //! One process-wide registry ([`global`]) built on `prometheus-client` (the Prometheus
 //! project's own Rust client, OpenMetrics text format). Per plugin: events by final outcome,
 //! retries, batch latency, consumer lag, instances in flight, generated events, swaps (and
-//! what they changed) and the swap pause; per backend: calls, errors, latency.
+//! what they changed) and the swap pause, blob bytes being written; per backend: calls,
+//! errors, latency.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -103,6 +104,9 @@ pub struct Metrics {
     pub dead_letters_reduced: Family<PluginLabel, Counter>,
     /// Partition workers that died (panicked) and were restarted.
     pub worker_restarts: Family<PluginLabel, Counter>,
+    /// Bytes of blobs the plugin's `put-blob`/`put-blobs` writes hold now, their calls
+    /// answered or abandoned (bounded per plugin: see the documents backend).
+    pub blob_bytes_in_flight: Family<PluginLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -141,6 +145,7 @@ impl Metrics {
             swap_pause_seconds: Family::new_with_constructor(latency),
             dead_letters_reduced: Family::default(),
             worker_restarts: Family::default(),
+            blob_bytes_in_flight: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -218,6 +223,11 @@ impl Metrics {
             "partition_worker_restarts",
             "Partition workers that died (panicked) and were restarted from the stored offset",
             m.worker_restarts.clone(),
+        );
+        registry.register(
+            "blob_bytes_in_flight",
+            "Bytes of blobs the plugin's put-blob(s) writes hold now, their calls answered or abandoned",
+            m.blob_bytes_in_flight.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -388,3 +388,97 @@ async fn a_message_over_the_broker_limit_is_invalid() -> Result<()> {
     )
     .await
 }
+
+/// Blob writes run to their end even when their call is abandoned, so that no blob is left
+/// half stored. A plugin that keeps calling `put-blobs` under a host-call timeout too short
+/// for any write would then make the host hold the bytes of every abandoned call at once,
+/// were they not bounded. Here the plugin makes 40 calls of 1 MiB each (4 blobs of its
+/// `max_value_bytes`, 256 KiB) under a 1 ms timeout, while the test reads
+/// `polyhost_blob_bytes_in_flight` every 2 ms: it must never exceed the plugin's blob budget
+/// (`BLOB_VALUES_IN_FLIGHT` values, 4 MiB), must have been above zero (the attack did make
+/// the host write), and must come back to zero once the writes end.
+#[tokio::test]
+async fn abandoned_blob_writes_hold_at_most_the_plugins_blob_budget() -> Result<()> {
+    const PLUGIN: &str = "hostile-flood";
+    const METRIC: &str = "polyhost_blob_bytes_in_flight";
+    const VALUE: usize = 256 * 1024;
+    let client = common::mongodb().await?;
+    let mut db = client.database(&unique_name("hostileflood"));
+    with_cleanup(
+        &mut db,
+        async |db| {
+            let mut spec = PluginSpec::new(PLUGIN, test_plugin("hostile-documents"));
+            spec.subscribe = vec!["t".into()];
+            spec.grants.documents = Some(documents::Grant {
+                database: db.name().to_string(),
+                collections: vec![GRANTED.to_string()],
+                buckets: vec![BUCKET.to_string()],
+            });
+            // Its world imports messaging too; this attack publishes nothing.
+            spec.grants.messaging = Some(messaging::Grant {
+                publish: vec![unique_name("unused")],
+            });
+            spec.limits.max_value_bytes = VALUE as u64;
+            spec.limits.host_call_timeout_ms = 1;
+            spec.limits.call_timeout_ms = 120_000;
+            let plugin = runtime()
+                .load(&spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading the plugin: {e}"))?;
+            let budget = documents::BLOB_VALUES_IN_FLIGHT as f64 * VALUE as f64;
+
+            let flood = json!({"bucket": BUCKET, "rounds": 40, "blobs": 4, "blob_bytes": VALUE});
+            let events = vec![event("flood", "put-blobs-flood", &flood)];
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let call = async {
+                let outcomes = plugin.handle(&batch("t"), &events, Records::default()).await;
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                outcomes
+            };
+            let sample = async {
+                let mut most: f64 = 0.0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    most = most.max(harness::plugin_series(METRIC, PLUGIN));
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                most
+            };
+            let (outcomes, most) = tokio::join!(call, sample);
+            let outcomes = outcomes.map_err(|e| anyhow::anyhow!("the plugin failed: {e}"))?;
+            let report = match &outcomes[..] {
+                [Outcome::Reject(report)] if report.starts_with("flood:") => report.clone(),
+                other => bail!("unexpected outcomes {other:?}"),
+            };
+            ensure!(
+                !report.contains(" 0 timeout"),
+                "no call was abandoned: {report}"
+            );
+            ensure!(most > 0.0, "no blob write was ever in flight: {report}");
+            ensure!(
+                most <= budget,
+                "{most} bytes of blob writes in flight, over the plugin's budget of {budget}: {report}"
+            );
+
+            // The abandoned writes end, and give their bytes back.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let left = harness::plugin_series(METRIC, PLUGIN);
+                if left == 0.0 {
+                    break;
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "{left} bytes of blob writes still in flight after 60 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(())
+        },
+        async |db| {
+            within(&Service::mongodb(), "dropping the database", db.drop())
+                .await
+                .map(drop)
+        },
+    )
+    .await
+}

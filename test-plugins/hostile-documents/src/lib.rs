@@ -185,6 +185,10 @@ fn attack(event: &Event) -> Outcome {
             )],
         )
         .map(drop),
+        // Blob writes run to their end even when their call is abandoned (its host-call
+        // timeout): `put-blobs` called again and again under a timeout too short for any
+        // write, so that every call is abandoned with its writes still running.
+        "put-blobs-flood" => return flood(&t.bucket, &event.data),
         // Messaging.
         "publish-secret" => messaging::publish(&message(&t.secret_topic, 10, vec![])),
         "publish-batch-with-secret" => messaging::publish_batch(&[
@@ -223,6 +227,34 @@ fn attack(event: &Event) -> Outcome {
         Ok(()) => Outcome::Ok,
         Err(e) => Outcome::Reject(format!("{}: {}", kind_name(e.kind), e.message)),
     }
+}
+
+/// `put-blobs-flood`: `rounds` calls of `blobs` blobs of `blob_bytes` bytes each (from the
+/// event's data). Its outcome is a report, always `reject`: `flood: <calls> calls:
+/// <n> ok, <n> timeout, <n> other`, then the first other error.
+fn flood(bucket: &str, data: &[u8]) -> Outcome {
+    let v: Value = serde_json::from_slice(data).unwrap_or_default();
+    let n = |k: &str| v[k].as_u64().unwrap_or(1) as usize;
+    let (rounds, per_call, size) = (n("rounds"), n("blobs"), n("blob_bytes"));
+    let (mut ok, mut timeout, mut other, mut first) = (0, 0, 0, String::new());
+    for round in 0..rounds {
+        let blobs: Vec<_> = (0..per_call)
+            .map(|k| blob(&format!("flood-{round}-{k}"), vec![round as u8; size], "{}"))
+            .collect();
+        match docs::put_blobs(bucket, &blobs) {
+            Ok(_) => ok += 1,
+            Err(e) if e.kind == ErrorKind::Timeout => timeout += 1,
+            Err(e) => {
+                other += 1;
+                if first.is_empty() {
+                    first = format!("{}: {}", kind_name(e.kind), e.message);
+                }
+            }
+        }
+    }
+    Outcome::Reject(format!(
+        "flood: {rounds} calls: {ok} ok, {timeout} timeout, {other} other {first}"
+    ))
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {

@@ -29,6 +29,8 @@ use mongodb::error::{Error as MongoError, ErrorKind as MongoErrorKind, GridFsErr
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
 use mongodb::options::GridFsBucketOptions;
 use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 use super::bulk::{MAX_POOL_SIZE, insert_all};
 use super::{Client, Limits, check_bucket, map_error, render};
@@ -97,11 +99,11 @@ impl Client {
         )?;
         let user = self.scope(limits).document("the metadata", metadata)?;
         let sha256 = hex::encode(Sha256::digest(&data));
-        let permit = self.owned_permit().await?;
+        let hold = self.hold_for_writes(data.len(), limits).await?;
         let client = self.clone();
         let bucket = bucket.to_string();
         run_to_end(async move {
-            let _permit = permit;
+            let _hold = hold;
             client
                 .store_blob(gridfs, &bucket, id, content_type, data, user, sha256)
                 .await
@@ -202,12 +204,16 @@ impl Client {
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        let permit = self.owned_permit().await?;
+        let bytes = prepared
+            .iter()
+            .map(|p| usize::try_from(p.info.length).unwrap_or(usize::MAX))
+            .fold(0usize, usize::saturating_add);
+        let hold = self.hold_for_writes(bytes, limits).await?;
         let client = self.clone();
         let bucket = bucket.to_string();
         let max_time = limits.max_time;
         run_to_end(async move {
-            let _permit = permit;
+            let _hold = hold;
             client.store_blobs(&bucket, prepared, max_time).await
         })
         .await
@@ -452,6 +458,60 @@ fn prepare(blob: NewBlob, user: Document, upload_date: mongodb::bson::DateTime) 
         metadata: render(Bson::Document(user)),
     };
     Prepared { file, chunks, info }
+}
+
+/// What a blob write holds while it runs, answered or abandoned: one of the plugin's
+/// in-flight permits and its bytes' share of the plugin's blob budget, counted in
+/// `polyhost_blob_bytes_in_flight`.
+pub(super) struct WriteHold {
+    _call: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    bytes: i64,
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
+}
+
+impl Client {
+    /// Waits for an in-flight permit and for `bytes` of the plugin's blob budget
+    /// ([`super::BLOB_VALUES_IN_FLIGHT`] times its `max_value_bytes`; all of it for a write
+    /// larger than that).
+    async fn hold_for_writes(&self, bytes: usize, limits: &Limits) -> Result<WriteHold, HostError> {
+        let call = self.owned_permit().await?;
+        let (budget, size) = self.blob_budget.get_or_init(|| {
+            let kib = (super::BLOB_VALUES_IN_FLIGHT.saturating_mul(limits.max_value_bytes as u64))
+                .div_ceil(1024)
+                .clamp(1, u64::from(u32::MAX)) as u32;
+            (Arc::new(Semaphore::new(kib as usize)), kib)
+        });
+        let want = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(*size);
+        // The semaphore is never closed; an error here is a host bug.
+        let bytes_permit = budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|e| HostError::trap(wasmtime::Error::msg(format!("documents: {e}"))))?;
+        let gauge = crate::metrics::global()
+            .blob_bytes_in_flight
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: self.plugin.to_string(),
+            })
+            .clone();
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        gauge.inc_by(bytes);
+        Ok(WriteHold {
+            _call: call,
+            _bytes: bytes_permit,
+            gauge,
+            bytes,
+        })
+    }
 }
 
 /// Runs a blob's writes to their end, even when the host call that started them is

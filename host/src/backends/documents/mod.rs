@@ -89,6 +89,14 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// plugin cannot take every pooled connection from the others.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// How many of a plugin's `max_value_bytes` its blob writes may hold at once. Blob writes
+/// run to their end even when their call is abandoned (see `blobs`), so a plugin that keeps
+/// calling `put-blobs` under a short host-call timeout would otherwise make the host hold
+/// every abandoned call's bytes at once (up to [`MAX_IN_FLIGHT`] calls of up to 256 blobs).
+/// A write waits for its bytes' share within its call's timeout; one call larger than the
+/// whole budget takes all of it.
+pub const BLOB_VALUES_IN_FLIGHT: u64 = 16;
+
 /// The documents backend: MongoDB documents and GridFS blobs, one client per host.
 pub struct Documents;
 
@@ -176,6 +184,9 @@ pub struct Client {
     grant: Arc<Grant>,
     db: mongodb::Database,
     in_flight: Arc<Semaphore>,
+    /// The bytes its blob writes may hold at once, in KiB, made with the limits of its first
+    /// blob write ([`BLOB_VALUES_IN_FLIGHT`]): the semaphore and its size.
+    blob_budget: Arc<std::sync::OnceLock<(Arc<Semaphore>, u32)>>,
     /// The granted GridFS buckets, built on first use (see `blobs`).
     buckets:
         Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
@@ -193,6 +204,7 @@ impl Client {
             grant: Arc::new(grant.clone()),
             db: shared.client.database(&grant.database),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            blob_budget: Arc::default(),
             buckets: Arc::default(),
             indexed: Arc::default(),
             revision_reads: Arc::default(),
