@@ -108,6 +108,22 @@ async fn snapshot(
     Ok(all)
 }
 
+/// The hostile plugin as `name`, granted the collection [`GRANTED`] and the bucket
+/// [`BUCKET`] of `db`, and publishing to `topic`.
+fn hostile_spec(name: &str, db: &mongodb::Database, topic: &str) -> PluginSpec {
+    let mut spec = PluginSpec::new(name, test_plugin("hostile-documents"));
+    spec.subscribe = vec!["t".into()];
+    spec.grants.documents = Some(documents::Grant {
+        database: db.name().to_string(),
+        collections: vec![GRANTED.to_string()],
+        buckets: vec![BUCKET.to_string()],
+    });
+    spec.grants.messaging = Some(messaging::Grant {
+        publish: vec![topic.to_string()],
+    });
+    spec
+}
+
 #[tokio::test]
 async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Result<()> {
     let mongodb = Service::mongodb();
@@ -173,16 +189,7 @@ async fn every_attack_is_refused_and_nothing_outside_the_grant_changes() -> Resu
             let before = snapshot(&mongodb, db).await?;
 
             let rt = runtime();
-            let mut spec = PluginSpec::new("hostile-documents", test_plugin("hostile-documents"));
-            spec.subscribe = vec!["t".into()];
-            spec.grants.documents = Some(documents::Grant {
-                database: db.name().to_string(),
-                collections: vec![GRANTED.to_string()],
-                buckets: vec![BUCKET.to_string()],
-            });
-            spec.grants.messaging = Some(messaging::Grant {
-                publish: vec![topic.clone()],
-            });
+            let mut spec = hostile_spec("hostile-documents", db, &topic);
             spec.limits.max_result_bytes = MIB as u64;
             spec.limits.max_value_bytes = MIB as u64;
             spec.limits.memory_mb = 128;
@@ -407,17 +414,8 @@ async fn abandoned_blob_writes_hold_at_most_the_plugins_blob_budget() -> Result<
     with_cleanup(
         &mut db,
         async |db| {
-            let mut spec = PluginSpec::new(PLUGIN, test_plugin("hostile-documents"));
-            spec.subscribe = vec!["t".into()];
-            spec.grants.documents = Some(documents::Grant {
-                database: db.name().to_string(),
-                collections: vec![GRANTED.to_string()],
-                buckets: vec![BUCKET.to_string()],
-            });
-            // Its world imports messaging too; this attack publishes nothing.
-            spec.grants.messaging = Some(messaging::Grant {
-                publish: vec![unique_name("unused")],
-            });
+            // The flood publishes nothing: the granted topic need not exist.
+            let mut spec = hostile_spec(PLUGIN, db, &unique_name("unused"));
             spec.limits.max_value_bytes = VALUE as u64;
             spec.limits.host_call_timeout_ms = 1;
             spec.limits.call_timeout_ms = 120_000;
