@@ -409,6 +409,7 @@ async fn abandoned_blob_writes_hold_at_most_the_plugins_blob_budget() -> Result<
     const PLUGIN: &str = "hostile-flood";
     const METRIC: &str = "polyhost_blob_bytes_in_flight";
     const VALUE: usize = 256 * 1024;
+    const WRITES_END: std::time::Duration = std::time::Duration::from_secs(60);
     let client = common::mongodb().await?;
     let mut db = client.database(&unique_name("hostileflood"));
     with_cleanup(
@@ -458,25 +459,32 @@ async fn abandoned_blob_writes_hold_at_most_the_plugins_blob_budget() -> Result<
             );
 
             // The abandoned writes end, and give their bytes back.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            loop {
-                let left = harness::plugin_series(METRIC, PLUGIN);
-                if left == 0.0 {
-                    break;
-                }
-                ensure!(
-                    std::time::Instant::now() < deadline,
-                    "{left} bytes of blob writes still in flight after 60 s"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            let left = bytes_left_after(METRIC, PLUGIN, WRITES_END).await;
+            ensure!(
+                left == 0.0,
+                "{left} bytes of blob writes still in flight after {WRITES_END:?}"
+            );
             Ok(())
         },
         async |db| {
+            // Writes still running would make the database again after the drop.
+            bytes_left_after(METRIC, PLUGIN, WRITES_END).await;
             within(&Service::mongodb(), "dropping the database", db.drop())
                 .await
                 .map(drop)
         },
     )
     .await
+}
+
+/// The value of `metric` for `plugin` once it is zero, or after `limit`.
+async fn bytes_left_after(metric: &str, plugin: &str, limit: std::time::Duration) -> f64 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = harness::plugin_series(metric, plugin);
+        if left == 0.0 || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::unique_name;
 use process::{Fixture, Host, test_plugin};
 
 fn services(action: &str, service: &str) -> Result<()> {
@@ -32,8 +31,8 @@ fn services(action: &str, service: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_for_10s_retries_without_dead_letters_and_others_go_on() -> Result<()> {
     let f = Fixture::new(3).await?;
-    let other_topic = unique_name("other");
-    let other = unique_name("noop").replace('_', "-");
+    let other_topic = f.another_topic("other");
+    let other = f.another_plugin("noop");
     let n = 3000;
     let body = format!(
         "{}\n[[plugin]]\nname = \"{other}\"\nwasm = \"{}\"\nsubscribe = [\"{other_topic}\"]\n",

@@ -185,6 +185,9 @@ pub struct Fixture {
     pub prefix: String,
     pub partitions: i32,
     pub dir: PathBuf,
+    /// Further topics, and further plugins' names, the test made ([`Fixture::another_topic`],
+    /// [`Fixture::another_plugin`]): deleted with the fixture as its own are.
+    others: std::sync::Mutex<(Vec<String>, Vec<String>)>,
 }
 
 fn kafka_config(kafka: &Service) -> ClientConfig {
@@ -224,7 +227,28 @@ impl Fixture {
             plugin,
             partitions,
             dir,
+            others: Default::default(),
         })
+    }
+
+    /// A further topic name no other test uses (`<what>_…`); the topic is deleted with the
+    /// fixture.
+    pub fn another_topic(&self, what: &str) -> String {
+        let topic = unique_name(what);
+        self.lock_others().0.push(topic.clone());
+        topic
+    }
+
+    /// A further plugin name no other test uses (`<what>-…`); its dead-letter topics are
+    /// deleted with the fixture.
+    pub fn another_plugin(&self, what: &str) -> String {
+        let plugin = unique_name(what).replace('_', "-");
+        self.lock_others().1.push(plugin.clone());
+        plugin
+    }
+
+    fn lock_others(&self) -> std::sync::MutexGuard<'_, (Vec<String>, Vec<String>)> {
+        self.others.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The manifest entry of the recorder plugin for this fixture.
@@ -380,15 +404,20 @@ impl Drop for Fixture {
         else {
             return;
         };
-        let dead_letters = format!("polyhost.dlq.{}", self.plugin);
+        let (other_topics, other_plugins) = std::mem::take(&mut *self.lock_others());
+        let dead_letters: Vec<String> = std::iter::once(&self.plugin)
+            .chain(&other_plugins)
+            .map(|plugin| format!("polyhost.dlq.{plugin}"))
+            .collect();
         let mut topics = vec![self.topic.clone()];
+        topics.extend(other_topics);
         if let Ok(metadata) = admin.inner().fetch_metadata(None, Duration::from_secs(5)) {
             topics.extend(
                 metadata
                     .topics()
                     .iter()
                     .map(|t| t.name().to_string())
-                    .filter(|name| name.starts_with(&dead_letters)),
+                    .filter(|name| dead_letters.iter().any(|d| name.starts_with(d.as_str()))),
             );
         }
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
