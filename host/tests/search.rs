@@ -350,6 +350,77 @@ async fn documents_are_indexed_read_and_deleted() -> Result<()> {
     .await
 }
 
+/// A plugin's `bulk-index` calls in flight share `_bulk` requests (the backend's lane):
+/// 12 calls made at once, each with one document Elasticsearch refuses at a place of its
+/// own, get back exactly their own items' outcomes, every other document is stored, and the
+/// index saw fewer bulk requests than there were calls.
+#[tokio::test]
+async fn concurrent_bulks_share_requests_and_each_gets_its_own_outcomes() -> Result<()> {
+    const CALLS: usize = 12;
+    const ITEMS: usize = 4;
+    with_fixture_tuned(
+        |spec| spec.limits.max_instances = CALLS as u32,
+        async |f| {
+            let ax = f.n("a-x");
+            // `views` becomes a number, so a later `"many"` is refused.
+            f.run(json!({"steps": [
+                {"call": "index", "index": ax, "id": "seed", "doc": {"views": 1}, "expect": {"ok": null}},
+            ]}))
+            .await?;
+            let bulk_requests = async |f: &Fixture| -> Result<u64> {
+                let path = format!("{ax}/_stats/bulk");
+                let (status, body) = f.http(reqwest::Method::GET, &path, None).await?;
+                ensure!(status == 200, "{path}: HTTP {status}: {body}");
+                body["_all"]["primaries"]["bulk"]["total_operations"]
+                    .as_u64()
+                    .with_context(|| format!("{path}: no bulk operations in {body}"))
+            };
+            let before = bulk_requests(f).await?;
+            let scripts: Vec<Value> = (0..CALLS)
+                .map(|c| {
+                    let bad = c % ITEMS;
+                    let items: Vec<Value> = (0..ITEMS)
+                        .map(|j| {
+                            let views = if j == bad { json!("many") } else { json!(c) };
+                            json!({"index": ax, "id": format!("c{c}-{j}"), "doc": {"views": views}})
+                        })
+                        .collect();
+                    let expect: Vec<Value> = (0..ITEMS)
+                        .map(|j| if j == bad { json!({"refused": "*"}) } else { Value::Null })
+                        .collect();
+                    json!({"steps": [{"call": "bulk-index", "items": items, "expect": {"ok": expect}}]})
+                })
+                .collect();
+            futures::future::try_join_all(scripts.iter().map(|s| f.run(s.clone()))).await?;
+            let requests = bulk_requests(f).await? - before;
+
+            ensure!(
+                f.count(&ax).await? == (CALLS * (ITEMS - 1) + 1) as u64,
+                "documents in {ax}"
+            );
+            for c in [0, 1, CALLS - 1] {
+                for j in 0..ITEMS {
+                    let stored = f.source(&ax, &format!("c{c}-{j}")).await?;
+                    if j == c % ITEMS {
+                        ensure!(stored.is_none(), "c{c}-{j} was refused, yet stored");
+                    } else {
+                        ensure!(
+                            stored == Some(json!({"views": c})),
+                            "c{c}-{j}: {stored:?}"
+                        );
+                    }
+                }
+            }
+            ensure!(
+                requests < CALLS as u64 / 2,
+                "{CALLS} concurrent calls made {requests} bulk requests"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn search_and_count_find_what_is_indexed() -> Result<()> {
     with_fixture(async |f| {

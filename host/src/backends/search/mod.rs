@@ -24,12 +24,18 @@
 //! 429 and 5xx `unavailable`; a failed connection is `unavailable`, a request past the
 //! client's timeout `timeout`.
 //!
+//! A plugin's `bulk-index` calls in flight share `_bulk` requests, at most two at a time
+//! ([`lane`]): Elasticsearch's cost is mostly per request, and a plugin indexing per
+//! partition sends many small bulks at once. Each call is checked alone before it joins a
+//! request and gets back only its own items' outcomes.
+//!
 //! By job: `scope` (what a body may hold), `errors` (answers as error kinds), `host` (the
-//! generated `Host` trait, as the plugin calls it); the grant, the [`Search`] backend unit
-//! and the clients here.
+//! generated `Host` trait, as the plugin calls it), `lane` (shared bulk requests); the
+//! grant, the [`Search`] backend unit and the clients here.
 
 mod errors;
 mod host;
+mod lane;
 pub mod scope;
 
 use std::sync::Arc;
@@ -37,6 +43,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use elasticsearch::http::Url;
+use elasticsearch::http::headers::{HeaderName, HeaderValue};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
@@ -203,8 +210,10 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     /// Sent as `X-Opaque-Id`, so the server's tasks and slow logs name the plugin.
-    opaque_id: Arc<str>,
+    opaque: HeaderValue,
     in_flight: Arc<Semaphore>,
+    /// The plugin's bulks in flight, which share requests ([`lane`]).
+    bulks: Arc<lane::Lane<Bulk>>,
 }
 
 impl Client {
@@ -215,9 +224,18 @@ impl Client {
             client: shared.client.clone(),
             http: shared.http.clone(),
             base: shared.base.clone(),
-            opaque_id: format!("polyhost/{plugin}").into(),
+            opaque: opaque_id(plugin),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            bulks: Arc::new(lane::Lane::new(Bulk {
+                client: shared.client.clone(),
+                opaque: opaque_id(plugin),
+            })),
         }
+    }
+
+    /// The `X-Opaque-Id` its requests carry.
+    fn opaque(&self) -> HeaderValue {
+        self.opaque.clone()
     }
 
     fn url(&self, segments: &[&str]) -> Url {
@@ -243,7 +261,7 @@ impl Client {
         let mut request = self
             .http
             .request(method, self.url(segments))
-            .header("X-Opaque-Id", &*self.opaque_id);
+            .header(OPAQUE_ID, self.opaque());
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -298,6 +316,7 @@ impl Client {
         let sent = self
             .client
             .index(IndexParts::IndexId(index, id))
+            .header(OPAQUE_ID, self.opaque())
             .body(doc)
             .send()
             .await;
@@ -311,6 +330,7 @@ impl Client {
     ) -> Result<Vec<Option<String>>, HostError> {
         // Every item is checked before anything is sent, so nothing half-runs on a refusal.
         let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(items.len() * 2);
+        let mut bytes = 0;
         for (i, item) in items.iter().enumerate() {
             let what = format!("bulk-index item {i} (`{}`/`{}`)", item.index, item.id);
             scope::check_index(&self.grants, &item.index).map_err(|e| e.context(&what))?;
@@ -321,6 +341,7 @@ impl Client {
                 &format!("{what}: the document"),
             )?;
             let doc = parse_document(&what, &item.document)?;
+            bytes += item.document.len();
             lines.push(json!({ "index": { "_index": item.index, "_id": item.id } }).into());
             lines.push(doc.into());
         }
@@ -328,9 +349,12 @@ impl Client {
             return Ok(Vec::new());
         }
         let _permit = self.permit().await?;
-        let sent = self.client.bulk(BulkParts::None).body(lines).send().await;
-        let reply = expect_success("bulk-index", sent).await?;
-        bulk_outcomes(&reply, items.len())
+        let part = lane::Part {
+            lines,
+            items: items.len(),
+            bytes,
+        };
+        self.bulks.submit(part, bulk_outcomes).await
     }
 
     async fn get(
@@ -366,6 +390,7 @@ impl Client {
         let sent = self
             .client
             .delete(DeleteParts::IndexId(index, id))
+            .header(OPAQUE_ID, self.opaque())
             .send()
             .await;
         Ok(allow_not_found(expect_success(&what, sent).await)?
@@ -446,6 +471,7 @@ impl Client {
             .client
             .indices()
             .refresh(IndicesRefreshParts::Index(&targets))
+            .header(OPAQUE_ID, self.opaque())
             .send()
             .await;
         expect_success(&format!("refresh `{pattern}`"), sent)
@@ -463,6 +489,7 @@ impl Client {
             .client
             .indices()
             .get_index_template(IndicesGetIndexTemplateParts::Name(name))
+            .header(OPAQUE_ID, self.opaque())
             .send()
             .await;
         if let Some(existing) = allow_not_found(expect_success(&what, sent).await)? {
@@ -480,6 +507,7 @@ impl Client {
             .client
             .indices()
             .put_index_template(IndicesPutIndexTemplateParts::Name(name))
+            .header(OPAQUE_ID, self.opaque())
             .body(body)
             .send()
             .await;
@@ -549,19 +577,46 @@ fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostErr
     }
 }
 
-/// Per item of a `_bulk` reply: `None` when stored, `Some(reason)` when refused. An item
-/// refused for a transient reason (429, 5xx) fails the whole call as `unavailable`: the
-/// items are keyed by id, so indexing them all again on a retry is harmless.
-pub fn bulk_outcomes(reply: &Value, expected: usize) -> Result<Vec<Option<String>>, HostError> {
-    let items = reply
-        .get("items")
-        .and_then(Value::as_array)
-        .filter(|items| items.len() == expected)
-        .ok_or_else(|| {
-            HostError::other(format!(
-                "bulk-index: Elasticsearch answered something other than {expected} items: {reply}"
-            ))
-        })?;
+/// The `X-Opaque-Id` header, which names the plugin in the server's `_tasks` and slow logs.
+const OPAQUE_ID: HeaderName = HeaderName::from_static("x-opaque-id");
+
+/// `polyhost/<plugin>` as a header value (plugin names are checked to be plain ASCII).
+fn opaque_id(plugin: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("polyhost/{plugin}"))
+        .unwrap_or(HeaderValue::from_static("polyhost"))
+}
+
+/// How a plugin's shared bulk requests are sent.
+#[derive(Debug)]
+struct Bulk {
+    client: Elasticsearch,
+    opaque: HeaderValue,
+}
+
+impl lane::Post for Bulk {
+    async fn post(&self, lines: Vec<JsonBody<Value>>) -> Result<Vec<Value>, HostError> {
+        let sent = self
+            .client
+            .bulk(BulkParts::None)
+            .header(OPAQUE_ID, self.opaque.clone())
+            .body(lines)
+            .send()
+            .await;
+        let mut reply = expect_success("bulk-index", sent).await?;
+        match reply.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err(HostError::other(format!(
+                "bulk-index: Elasticsearch answered without items: {reply}"
+            ))),
+        }
+    }
+}
+
+/// Per item of (a call's share of) a `_bulk` reply's `items`: `None` when stored,
+/// `Some(reason)` when refused. An item refused for a transient reason (429, 5xx) fails the
+/// whole call as `unavailable`: the items are keyed by id, so indexing them all again on a
+/// retry is harmless.
+pub fn bulk_outcomes(items: &[Value]) -> Result<Vec<Option<String>>, HostError> {
     let mut outcomes = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let result = item.get("index").unwrap_or(item);
@@ -690,28 +745,23 @@ mod tests {
 
     #[test]
     fn bulk_items_report_each_refusal() {
-        let reply = json!({"errors": true, "items": [
-            {"index": {"_index": "a", "_id": "1", "status": 201, "result": "created"}},
-            {"index": {"_index": "a", "_id": "2", "status": 400,
-                       "error": {"type": "document_parsing_exception", "reason": "bad field"}}},
-        ]});
+        let items = [
+            json!({"index": {"_index": "a", "_id": "1", "status": 201, "result": "created"}}),
+            json!({"index": {"_index": "a", "_id": "2", "status": 400,
+                       "error": {"type": "document_parsing_exception", "reason": "bad field"}}}),
+        ];
         assert_eq!(
-            bulk_outcomes(&reply, 2).unwrap(),
+            bulk_outcomes(&items).unwrap(),
             vec![
                 None,
                 Some("document_parsing_exception: bad field".to_string())
             ]
         );
+        let busy = [
+            json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}}),
+        ];
         assert!(matches!(
-            bulk_outcomes(&reply, 3),
-            Err(HostError {
-                kind: Kind::Other,
-                ..
-            })
-        ));
-        let busy = json!({"items": [{"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}}]});
-        assert!(matches!(
-            bulk_outcomes(&busy, 1),
+            bulk_outcomes(&busy),
             Err(HostError {
                 kind: Kind::Unavailable,
                 ..
