@@ -924,3 +924,92 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
     })
     .await
 }
+
+/// The FerretDB that `cargo xtask services up` starts finds a document by `_id` through an
+/// index: FerretDB 1.24 filters by `_id` with JSON containment, which its own btree index
+/// cannot serve, so each update by `_id` used to read the whole collection; `services up`
+/// gives every collection table a GIN index that serves it (`ferretdb_id_index.sql`).
+/// Counted by PostgreSQL: 50 updates by `_id` (and `rev`, as the catalog handler's) in a
+/// collection of 2 000 documents read fewer rows in sequence than one whole-collection scan.
+#[tokio::test]
+async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
+    const DOCS: usize = 2_000;
+    const UPDATES: usize = 50;
+    with_fixture(async |f| {
+        let info = within(
+            &f.mongodb,
+            "buildInfo",
+            f.db.run_command(doc! {"buildInfo": 1}),
+        )
+        .await?;
+        ensure!(
+            info.contains_key("ferretdbVersion"),
+            "{}: not FerretDB (this checks the FerretDB `cargo xtask services up` starts)",
+            f.mongodb
+        );
+        let seeded: Vec<Document> = (0..DOCS)
+            .map(|i| doc! {"_id": format!("d{i}"), "rev": 1, "n": 0})
+            .collect();
+        within(&f.mongodb, "seeding", f.coll("videos").insert_many(seeded)).await?;
+
+        // FerretDB keeps a collection in the table `<database>.<collection>_<hash>` of its
+        // PostgreSQL database.
+        use sqlx::Connection as _;
+        let options = common::settings()
+            .postgres
+            .connect_options()?
+            .database("ferretdb");
+        let mut pg = sqlx::PgConnection::connect_with(&options)
+            .await
+            .context("connecting to FerretDB's PostgreSQL database")?;
+        let table: String = sqlx::query_scalar(
+            "select format('%I.%I', schemaname, tablename) from pg_tables \
+             where schemaname = $1 and tablename like 'videos\\_%'",
+        )
+        .bind(f.db.name())
+        .fetch_one(&mut pg)
+        .await
+        .context("finding the collection's table")?;
+        // Statistics reach pg_stat_user_tables within about 10 s of a session going idle.
+        let stats = async |pg: &mut sqlx::PgConnection, updates: i64| -> Result<i64> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (read, updated): (i64, i64) = sqlx::query_as(
+                    "select coalesce(seq_tup_read, 0), n_tup_upd from pg_stat_user_tables \
+                     where relid = $1::regclass",
+                )
+                .bind(&table)
+                .fetch_one(&mut *pg)
+                .await?;
+                if updated >= updates {
+                    return Ok(read);
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "{table}: {updated} of {updates} updates counted after 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let before = stats(&mut pg, 0).await?;
+        for i in 0..UPDATES {
+            let id = format!("d{}", i * 37 % DOCS);
+            let done = within(
+                &f.mongodb,
+                "an update by _id",
+                f.coll("videos")
+                    .update_one(doc! {"_id": &id, "rev": 1}, doc! {"$inc": {"n": 1}}),
+            )
+            .await?;
+            ensure!(done.modified_count == 1, "{id}: {done:?}");
+        }
+        let read = stats(&mut pg, UPDATES as i64).await? - before;
+        ensure!(
+            read < DOCS as i64,
+            "{UPDATES} updates by _id read {read} rows of {table} in sequence \
+             (one whole scan is {DOCS})"
+        );
+        Ok(())
+    })
+    .await
+}

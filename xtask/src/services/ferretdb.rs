@@ -11,6 +11,12 @@
 //! `build/version/version.txt`. So the module is downloaded (`go mod download`), copied,
 //! given that file, and built with `go build ./cmd/ferretdb`.
 //!
+//! FerretDB 1.24 filters by `_id` with JSON containment (`_jsonb->'_id' @> $1`), which its
+//! own btree index on `_id` cannot serve, so every find or update by `_id` read the whole
+//! collection. `prepare` installs, in its database, an event trigger that gives every table
+//! FerretDB makes for a collection a GIN index on that expression
+//! (`ferretdb_id_index.sql`).
+//!
 //! `mongodb-secure` (`services up --secure`): the same binary with a TLS listener only
 //! (127.0.0.1:27018, the [`secure`] certificate), on the database `ferretdb` of
 //! `postgres-secure`, reached over TLS with no login of its own: each client's login
@@ -34,6 +40,9 @@ const MODULE: &str = "github.com/FerretDB/FerretDB";
 const WHO: &str = "mongodb";
 /// FerretDB's database in the PostgreSQL service.
 const DATABASE: &str = "ferretdb";
+/// Run in [`DATABASE`] at every start: gives every collection table a GIN index on
+/// `_jsonb->'_id'`, which FerretDB's `_id` filters (JSON containment) can use; see the file.
+const ID_INDEX: &str = include_str!("ferretdb_id_index.sql");
 
 fn go() -> Option<PathBuf> {
     which("go", &["/usr/local/go/bin"])
@@ -81,7 +90,10 @@ pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
     let deadline = std::time::Instant::now() + POSTGRES_WAIT;
     loop {
         match postgres::ensure_database(backend(service), DATABASE) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                return postgres::execute(backend(service), DATABASE, ID_INDEX)
+                    .context("indexing FerretDB's tables by `_id` (ferretdb_id_index.sql)");
+            }
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(e.context(
                     "FerretDB keeps its data in PostgreSQL, which does not answer: \

@@ -251,6 +251,11 @@ pub fn ensure_database(service: Service, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `sql` (one or more statements) in `database` as the superuser.
+pub fn execute(service: Service, database: &str, sql: &str) -> Result<()> {
+    query(service, database, sql).map(drop)
+}
+
 /// The URL of the database `name`, as the superuser.
 pub fn url(name: &str) -> String {
     format!("postgres://{USER}:{PASSWORD}@{ADDR}/{name}")
