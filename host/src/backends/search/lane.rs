@@ -7,7 +7,7 @@
 //! bulks go through its [`Lane`]: at most [`REQUESTS_IN_FLIGHT`] requests at a time, and the
 //! calls that arrive while they are busy wait and go out together in the next one, up to
 //! [`MAX_ITEMS`] documents and [`MAX_BYTES`] of them (a call larger than that goes alone).
-//! Each call gets back exactly its own items' outcomes, in order; a request that fails
+//! Each call gets back exactly its own items' answers, in order; a request that fails
 //! fails each call in it with the same error.
 //!
 //! Every call is checked on its own before it is queued (the grant, the ids, the
@@ -37,8 +37,8 @@ pub const MAX_ITEMS: usize = 5_000;
 /// over `http.max_content_length`, 100 MB by default).
 pub const MAX_BYTES: usize = 16 << 20;
 
-/// What a call's items came to: per item, `None` when stored, `Some(reason)` when refused.
-pub type Outcomes = Result<Vec<Option<String>>, HostError>;
+/// A call's share of a request's answer: its own items of the reply's `items`, in order.
+pub type Items = Result<Vec<Value>, HostError>;
 
 /// Sends one `_bulk` request and returns its answer's `items`.
 pub trait Post: Send + Sync + 'static {
@@ -59,7 +59,7 @@ pub struct Part {
 struct Entry {
     id: u64,
     part: Part,
-    reply: oneshot::Sender<Outcomes>,
+    reply: oneshot::Sender<Items>,
 }
 
 /// A plugin's queue of bulk calls and the requests that carry them.
@@ -95,9 +95,9 @@ impl<P: Post> Lane<P> {
         }
     }
 
-    /// Sends `part` (in a request of its own or shared) and returns its items' outcomes,
-    /// checked with `outcomes` against its own items.
-    pub async fn submit(&self, part: Part, outcomes: fn(&[Value]) -> Outcomes) -> Outcomes {
+    /// Sends `part` (in a request of its own or shared) and returns its own items of the
+    /// answer.
+    pub async fn submit(&self, part: Part) -> Items {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         self.lock().push_back(Entry {
@@ -119,7 +119,7 @@ impl<P: Post> Lane<P> {
             if !taken.is_empty() {
                 // Sent from a task of its own, so a caller that gives up (its timeout) does
                 // not take its companions' answers with it.
-                tokio::spawn(send(self.post.clone(), taken, permit, outcomes));
+                tokio::spawn(send(self.post.clone(), taken, permit));
             }
             if !self.lock().iter().any(|e| e.id == id) {
                 break;
@@ -129,7 +129,7 @@ impl<P: Post> Lane<P> {
     }
 }
 
-fn answered(answer: Result<Outcomes, oneshot::error::RecvError>) -> Outcomes {
+fn answered(answer: Result<Items, oneshot::error::RecvError>) -> Items {
     answer.unwrap_or_else(|_| Err(HostError::other("bulk-index: the request was lost")))
 }
 
@@ -163,13 +163,8 @@ fn take(queue: &mut VecDeque<Entry>) -> Vec<Entry> {
     taken
 }
 
-/// Sends `entries` as one request and answers each with its own items' outcomes.
-async fn send<P: Post>(
-    post: Arc<P>,
-    entries: Vec<Entry>,
-    _permit: OwnedSemaphorePermit,
-    outcomes: fn(&[Value]) -> Outcomes,
-) {
+/// Sends `entries` as one request and answers each with its own items.
+async fn send<P: Post>(post: Arc<P>, entries: Vec<Entry>, _permit: OwnedSemaphorePermit) {
     let total: usize = entries.iter().map(|e| e.part.items).sum();
     let mut lines = Vec::with_capacity(total * 2);
     let mut waiting = Vec::with_capacity(entries.len());
@@ -189,10 +184,9 @@ async fn send<P: Post>(
     });
     match answer {
         Ok(items) => {
-            let mut start = 0;
+            let mut items = items.into_iter();
             for (n, reply) in waiting {
-                let _ = reply.send(outcomes(&items[start..start + n]));
-                start += n;
+                let _ = reply.send(Ok(items.by_ref().take(n).collect()));
             }
         }
         Err(e) => {
@@ -263,6 +257,14 @@ mod tests {
         }
     }
 
+    /// Per item, `None` when stored, `Some(error)` when refused.
+    type Outcomes = Result<Vec<Option<String>>, HostError>;
+
+    /// Submits `part` and reads its items' outcomes.
+    async fn submit(lane: &Lane<Fake>, part: Part) -> Outcomes {
+        lane.submit(part).await.and_then(|items| outcomes(&items))
+    }
+
     fn outcomes(items: &[Value]) -> Outcomes {
         Ok(items
             .iter()
@@ -283,7 +285,7 @@ mod tests {
         for _ in 0..REQUESTS_IN_FLIGHT {
             let lane = lane.clone();
             calls.push(tokio::spawn(async move {
-                lane.submit(part(&[json!({})]), outcomes).await
+                submit(&lane, part(&[json!({})])).await
             }));
         }
         while lane.post.posted.load(Ordering::SeqCst) < REQUESTS_IN_FLIGHT {
@@ -302,7 +304,7 @@ mod tests {
             let lane = lane.clone();
             let docs: Vec<Value> = (0..5).map(|j| json!({"bad": j == i % 5})).collect();
             queued.push(tokio::spawn(async move {
-                (i, lane.submit(part(&docs), outcomes).await)
+                (i, submit(&lane, part(&docs)).await)
             }));
         }
         while lane.lock().len() < 10 {
@@ -358,11 +360,11 @@ mod tests {
         let (lane, gate, calls) = held().await;
         let abandoned = {
             let lane = lane.clone();
-            tokio::spawn(async move { lane.submit(part(&vec![json!({}); 7]), outcomes).await })
+            tokio::spawn(async move { submit(&lane, part(&vec![json!({}); 7])).await })
         };
         let kept = {
             let lane = lane.clone();
-            tokio::spawn(async move { lane.submit(part(&vec![json!({}); 3]), outcomes).await })
+            tokio::spawn(async move { submit(&lane, part(&vec![json!({}); 3])).await })
         };
         while lane.lock().len() < 2 {
             tokio::task::yield_now().await;

@@ -219,16 +219,17 @@ pub struct Client {
 impl Client {
     /// Binds `plugin`'s `grant` to the shared client.
     pub fn new(shared: &Shared, plugin: &str, grant: &Grant) -> Client {
+        let opaque = opaque_id(plugin);
         Client {
             grants: grant.indices.clone().into(),
             client: shared.client.clone(),
             http: shared.http.clone(),
             base: shared.base.clone(),
-            opaque: opaque_id(plugin),
+            opaque: opaque.clone(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             bulks: Arc::new(lane::Lane::new(Bulk {
                 client: shared.client.clone(),
-                opaque: opaque_id(plugin),
+                opaque,
             })),
         }
     }
@@ -354,7 +355,7 @@ impl Client {
             items: items.len(),
             bytes,
         };
-        self.bulks.submit(part, bulk_outcomes).await
+        bulk_outcomes(&self.bulks.submit(part).await?)
     }
 
     async fn get(
