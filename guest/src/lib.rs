@@ -6,6 +6,8 @@
 //! - [`Verdict`]: a handler's verdict on an event, and what a failed host call makes of it
 //!   ([`Verdict::after_host_error`]).
 //! - [`in_key_order`]: a batch applied event by event, each entity's events kept in order.
+//! - [`Flattened`]: a call of the `partitions-handler` form as one list of events, and its
+//!   outcomes back as one list per partition.
 //! - [`time`]: RFC 3339 and calendar-day formats of the platform's timestamps.
 //! - [`probe`]: the script runner of the test plugins that probe a capability.
 
@@ -34,6 +36,58 @@ impl Verdict {
         } else {
             Verdict::Reject(reason)
         }
+    }
+}
+
+/// The events of a call over several partitions (`partitions-handler`) as one list, each
+/// partition's after the one before, so that a handler works on the call as on one batch;
+/// then its outcomes back, one list per partition. Within a partition the order is kept;
+/// between partitions there was none to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flattened<B, E> {
+    /// What each partition's events have in common (its `batch-info`), in call order.
+    pub partitions: Vec<B>,
+    /// Every event of the call.
+    pub events: Vec<E>,
+    /// The partition (its index in [`Flattened::partitions`]) of each event.
+    pub partition_of: Vec<usize>,
+}
+
+impl<B, E> Flattened<B, E> {
+    /// Flattens `partitions`, each split by `split` into what its events have in common
+    /// and its events.
+    pub fn new<P>(partitions: Vec<P>, split: impl Fn(P) -> (B, Vec<E>)) -> Self {
+        let mut flat = Flattened {
+            partitions: Vec::with_capacity(partitions.len()),
+            events: Vec::new(),
+            partition_of: Vec::new(),
+        };
+        for (i, p) in partitions.into_iter().enumerate() {
+            let (batch, events) = split(p);
+            flat.partitions.push(batch);
+            flat.partition_of
+                .extend(std::iter::repeat_n(i, events.len()));
+            flat.events.extend(events);
+        }
+        flat
+    }
+
+    /// What event `i`'s partition has in common.
+    pub fn partition(&self, i: usize) -> &B {
+        &self.partitions[self.partition_of[i]]
+    }
+
+    /// `outcomes`, one per event of [`Flattened::events`], as one list per partition.
+    ///
+    /// # Panics
+    /// When `outcomes` is not one per event.
+    pub fn split<O>(&self, outcomes: Vec<O>) -> Vec<Vec<O>> {
+        assert_eq!(outcomes.len(), self.events.len(), "one outcome per event");
+        let mut lists: Vec<Vec<O>> = self.partitions.iter().map(|_| Vec::new()).collect();
+        for (&p, o) in self.partition_of.iter().zip(outcomes) {
+            lists[p].push(o);
+        }
+        lists
     }
 }
 
@@ -74,6 +128,25 @@ pub fn in_key_order<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_over_partitions_is_flattened_in_order_and_its_outcomes_split_back() {
+        let call = vec![
+            ("a", vec!["a0", "a1"]),
+            ("b", vec![]),
+            ("c", vec!["c0", "c1", "c2"]),
+        ];
+        let flat = Flattened::new(call, |p| p);
+        assert_eq!(flat.partitions, ["a", "b", "c"]);
+        assert_eq!(flat.events, ["a0", "a1", "c0", "c1", "c2"]);
+        assert_eq!(flat.partition_of, [0, 0, 2, 2, 2]);
+        assert_eq!(*flat.partition(3), "c");
+        let outcomes = flat.events.iter().map(|e| e.to_uppercase()).collect();
+        assert_eq!(
+            flat.split(outcomes),
+            vec![vec!["A0", "A1"], vec![], vec!["C0", "C1", "C2"]]
+        );
+    }
 
     #[test]
     fn a_retried_key_holds_back_its_later_events_only() {

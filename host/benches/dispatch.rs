@@ -71,6 +71,8 @@ fn event(i: usize) -> Event {
 /// The Kafka records behind `events`: each keyed by its subject, as on the platform.
 fn records(events: &[Event]) -> Records {
     Records::new(
+        "t",
+        0,
         events
             .iter()
             .map(|e| {

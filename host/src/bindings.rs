@@ -51,3 +51,20 @@ pub mod json {
         },
     });
 }
+
+/// The handler world of the contract's partitions form (`partitions-minimal-handler`): a
+/// call carries the events of several partitions. Its imports are a subset of the handler
+/// world's: the generated import traits are shared with the module above.
+pub mod partitions {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "polyhost:platform/partitions-minimal-handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasi:config": crate::bindings::wasi::config,
+            "wasi:logging": crate::bindings::wasi::logging,
+            "polyhost:platform": crate::bindings::polyhost::platform,
+        },
+    });
+}

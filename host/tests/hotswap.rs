@@ -147,7 +147,7 @@ async fn bad_versions_are_refused_with_the_reason_and_processing_goes_on() -> Re
         (
             "a component of the wrong world",
             harness::platform_plugin("event-generator"),
-            "does not export `polyhost:platform/handler",
+            "does not export a handler: a handler exports exactly one of `polyhost:platform/handler",
         ),
         (
             "a component importing an ungranted interface",

@@ -190,7 +190,7 @@ async fn a_handler_exporting_both_forms_or_neither_is_refused_naming_them() {
     assert!(matches!(err, LoadError::Link { .. }), "{msg}");
     assert!(
         msg.contains(
-            "exports both `polyhost:platform/handler@0.2.0` and `polyhost:platform/json-handler@0.2.0`"
+            "exports `polyhost:platform/handler@0.2.0` (world `minimal-handler`), `polyhost:platform/json-handler@0.2.0` (world `json-minimal-handler`): a handler exports exactly one of them"
         ),
         "{msg}"
     );
@@ -209,7 +209,7 @@ async fn a_handler_exporting_both_forms_or_neither_is_refused_naming_them() {
     let msg = err.to_string();
     assert!(
         msg.contains(
-            "does not export `polyhost:platform/handler@0.2.0` or `polyhost:platform/json-handler@0.2.0`"
+            "does not export a handler: a handler exports exactly one of `polyhost:platform/handler@0.2.0` (world `minimal-handler`), `polyhost:platform/json-handler@0.2.0` (world `json-minimal-handler`), `polyhost:platform/partitions-handler@0.2.0` (world `partitions-minimal-handler`)"
         ),
         "{msg}"
     );

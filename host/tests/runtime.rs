@@ -53,6 +53,8 @@ async fn reject_reaches_the_host_with_its_reason() {
     }
     // The reason names the key the plugin read through `polyhost:platform/records`.
     let records = Records::new(
+        "t",
+        0,
         evs.iter()
             .map(|e| {
                 Arc::new(RecordMeta {

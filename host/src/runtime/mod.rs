@@ -33,6 +33,7 @@ use crate::backends::{self, Backends, Connections};
 use crate::bindings::PlatformHandlerPre;
 use crate::bindings::generator::EventGeneratorPre;
 use crate::bindings::json::JsonMinimalHandlerPre;
+use crate::bindings::partitions::PartitionsMinimalHandlerPre;
 use crate::manifest::{Kind, PluginSpec};
 use crate::state::{HostState, PluginEnv};
 
@@ -426,39 +427,69 @@ pub(crate) enum HandlerPre {
     Typed(PlatformHandlerPre<HostState>),
     /// `polyhost:platform/json-handler`: the events as one JSON text.
     Json(JsonMinimalHandlerPre<HostState>),
+    /// `polyhost:platform/partitions-handler`: the events of several partitions in a call.
+    Partitions(PartitionsMinimalHandlerPre<HostState>),
 }
 
 impl HandlerPre {
-    /// The form `component` exports, type-checked: exactly one of `handler` and
-    /// `json-handler`, or the reason it is refused.
+    /// The form `component` exports, type-checked: exactly one of `handler`,
+    /// `json-handler` and `partitions-handler`, or the reason it is refused.
     fn new(
         engine: &Engine,
         component: &Component,
         pre: wasmtime::component::InstancePre<HostState>,
     ) -> Result<HandlerPre, String> {
-        let typed = format!("polyhost:platform/handler@{CONTRACT_VERSION}");
-        let json = format!("polyhost:platform/json-handler@{CONTRACT_VERSION}");
+        let forms = [
+            ("handler", "minimal-handler"),
+            ("json-handler", "json-minimal-handler"),
+            ("partitions-handler", "partitions-minimal-handler"),
+        ]
+        .map(|(form, world)| {
+            (
+                format!("polyhost:platform/{form}@{CONTRACT_VERSION}"),
+                world,
+            )
+        });
         let ty = component.component_type();
         let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-        match (exports.contains(&typed.as_str()), exports.contains(&json.as_str())) {
-            (true, true) => Err(format!(
-                "exports both `{typed}` and `{json}`: a handler exports exactly one of them (world `minimal-handler` or `json-minimal-handler`)"
-            )),
-            (false, true) => JsonMinimalHandlerPre::new(pre)
-                .map(HandlerPre::Json)
-                .map_err(|e| {
-                    format!(
-                        "does not export `{json}` as the json-minimal-handler world requires ({e:#})"
-                    )
-                }),
-            (true, false) => PlatformHandlerPre::new(pre)
+        let exported: Vec<&(String, &str)> = forms
+            .iter()
+            .filter(|(name, _)| exports.contains(&name.as_str()))
+            .collect();
+        let names = |forms: &[&(String, &str)]| {
+            forms
+                .iter()
+                .map(|(name, world)| format!("`{name}` (world `{world}`)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let [(name, world)] = exported.as_slice() else {
+            let all: Vec<&(String, &str)> = forms.iter().collect();
+            return Err(if exported.is_empty() {
+                format!(
+                    "does not export a handler: a handler exports exactly one of {}",
+                    names(&all)
+                )
+            } else {
+                format!(
+                    "exports {}: a handler exports exactly one of them",
+                    names(&exported)
+                )
+            });
+        };
+        let wrong = |e: wasmtime::Error| {
+            format!("does not export `{name}` as the {world} world requires ({e:#})")
+        };
+        match *world {
+            "minimal-handler" => PlatformHandlerPre::new(pre)
                 .map(HandlerPre::Typed)
-                .map_err(|e| {
-                    format!("does not export `{typed}` as the handler world requires ({e:#})")
-                }),
-            (false, false) => Err(format!(
-                "does not export `{typed}` or `{json}`: a handler exports one of them (world `minimal-handler` or `json-minimal-handler`)"
-            )),
+                .map_err(wrong),
+            "json-minimal-handler" => JsonMinimalHandlerPre::new(pre)
+                .map(HandlerPre::Json)
+                .map_err(wrong),
+            _ => PartitionsMinimalHandlerPre::new(pre)
+                .map(HandlerPre::Partitions)
+                .map_err(wrong),
         }
     }
 }

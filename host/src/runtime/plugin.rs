@@ -7,10 +7,11 @@
 //! with it. The batch's Kafka records are set before and cleared after every call, so no
 //! batch sees another's records.
 //!
-//! A handler exports one of the contract's two forms, `handler` (the events as a
-//! `list<event>`) or `json-handler` (the events as one JSON text, made per call by
-//! `json.rs`); everything around the call — deadlines, the length check, instance
-//! reuse — is the same for both.
+//! A handler exports one of the contract's three forms, `handler` (one partition's events
+//! as a `list<event>`), `json-handler` (the same as one JSON text, made per call by
+//! `json.rs`) or `partitions-handler` (the events of several partitions in one call);
+//! everything around the call — deadlines, the length check, instance reuse — is the same
+//! for all three.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use super::{CacheOutcome, Checked, HandlerPre, PreInstance, Records};
 use crate::bindings::PlatformHandler;
 use crate::bindings::generator::EventGenerator;
 use crate::bindings::json::JsonMinimalHandler;
+use crate::bindings::partitions::PartitionsMinimalHandler;
+use crate::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
 use crate::bindings::polyhost::platform::messaging::Message;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use crate::manifest::{InstanceMode, Kind, Limits, PluginSpec};
@@ -40,6 +43,10 @@ pub enum BatchFailure {
     /// The plugin returned a number of outcomes other than the number of events.
     #[error("plugin returned {outcomes} outcomes for {events} events")]
     WrongLength { events: usize, outcomes: usize },
+    /// A `partitions-handler` returned a number of outcome lists other than the number of
+    /// partitions of the call.
+    #[error("plugin returned {lists} lists of outcomes for {partitions} partitions")]
+    WrongPartitions { partitions: usize, lists: usize },
     /// The plugin could not be instantiated (e.g. its start function trapped, or every
     /// pool slot is taken).
     #[error("plugin could not be instantiated: {0}")]
@@ -108,13 +115,16 @@ struct Kept {
 enum HandlerBindings {
     Typed(PlatformHandler),
     Json(JsonMinimalHandler),
+    Partitions(PartitionsMinimalHandler),
 }
 
-/// A batch's events as the handler's form takes them: the events themselves, or their
-/// JSON text (made once per call, before any instance is taken).
+/// A call's events as the handler's form takes them: one partition's events themselves,
+/// or their JSON text (made once per call, before any instance is taken), or the events of
+/// several partitions.
 enum BatchEvents<'a> {
-    Typed(&'a [Event]),
-    Json(String),
+    Typed(&'a BatchInfo, &'a [Event]),
+    Json(&'a BatchInfo, String),
+    Partitions(Vec<PartitionEvents>),
 }
 
 impl HandlerPre {
@@ -122,34 +132,46 @@ impl HandlerPre {
         Ok(match self {
             HandlerPre::Typed(pre) => HandlerBindings::Typed(pre.instantiate_async(store).await?),
             HandlerPre::Json(pre) => HandlerBindings::Json(pre.instantiate_async(store).await?),
+            HandlerPre::Partitions(pre) => {
+                HandlerBindings::Partitions(pre.instantiate_async(store).await?)
+            }
         })
     }
 
-    fn events<'a>(&self, events: &'a [Event]) -> BatchEvents<'a> {
+    fn events<'a>(&self, batch: &'a BatchInfo, events: &'a [Event]) -> BatchEvents<'a> {
         match self {
-            HandlerPre::Typed(_) => BatchEvents::Typed(events),
-            HandlerPre::Json(_) => BatchEvents::Json(super::json::events_json(events)),
+            HandlerPre::Typed(_) => BatchEvents::Typed(batch, events),
+            HandlerPre::Json(_) => BatchEvents::Json(batch, super::json::events_json(events)),
+            HandlerPre::Partitions(_) => BatchEvents::Partitions(vec![PartitionEvents {
+                batch: batch.clone(),
+                events: events.to_vec(),
+            }]),
         }
     }
 }
 
 impl HandlerBindings {
-    /// `handle` of whichever form the instance exports.
+    /// `handle` of whichever form the instance exports: one list of outcomes per partition
+    /// of the call.
     async fn call_handle(
         &self,
         store: &mut Store<HostState>,
-        batch: &BatchInfo,
         events: &BatchEvents<'_>,
-    ) -> wasmtime::Result<Vec<Outcome>> {
+    ) -> wasmtime::Result<Vec<Vec<Outcome>>> {
         match (self, events) {
-            (HandlerBindings::Typed(b), BatchEvents::Typed(events)) => {
-                b.polyhost_platform_handler()
-                    .call_handle(store, batch, events)
-                    .await
-            }
-            (HandlerBindings::Json(b), BatchEvents::Json(text)) => {
-                b.polyhost_platform_json_handler()
-                    .call_handle(store, batch, text)
+            (HandlerBindings::Typed(b), BatchEvents::Typed(batch, events)) => b
+                .polyhost_platform_handler()
+                .call_handle(store, batch, events)
+                .await
+                .map(|outcomes| vec![outcomes]),
+            (HandlerBindings::Json(b), BatchEvents::Json(batch, text)) => b
+                .polyhost_platform_json_handler()
+                .call_handle(store, batch, text)
+                .await
+                .map(|outcomes| vec![outcomes]),
+            (HandlerBindings::Partitions(b), BatchEvents::Partitions(parts)) => {
+                b.polyhost_platform_partitions_handler()
+                    .call_handle(store, parts)
                     .await
             }
             // Never: both come from the same `HandlerPre`. A host bug fails the batch, not
@@ -299,7 +321,7 @@ impl LoadedPlugin {
 
     /// [`LoadedPlugin::handle`] on the instance `permit` holds. A permit of another version
     /// (the plugin was swapped while the caller waited) is given back and one of this
-    /// version waited for.
+    /// version waited for. A `partitions-handler` gets the batch as a call of one partition.
     pub async fn handle_holding(
         &self,
         permit: InstancePermit,
@@ -310,18 +332,65 @@ impl LoadedPlugin {
         let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
         };
+        let call = pre.events(batch, events);
+        let mut lists = self
+            .call(permit, pre, call, vec![events.len()], records)
+            .await?;
+        Ok(lists.pop().unwrap_or_default())
+    }
+
+    /// Whether this version exports the `partitions-handler` form, which takes the events
+    /// of several partitions in one call ([`LoadedPlugin::handle_partitions_holding`]).
+    pub fn takes_partitions(&self) -> bool {
+        matches!(
+            self.instance,
+            PreInstance::Handler(HandlerPre::Partitions(_))
+        )
+    }
+
+    /// Hands the events of several partitions to a `partitions-handler` in one call, on
+    /// the instance `permit` holds, and returns one list of outcomes per partition (one
+    /// outcome per event). `records` are the Kafka records behind every partition's events.
+    pub async fn handle_partitions_holding(
+        &self,
+        permit: InstancePermit,
+        parts: Vec<PartitionEvents>,
+        records: Records,
+    ) -> Result<Vec<Vec<Outcome>>, BatchFailure> {
+        let PreInstance::Handler(pre @ HandlerPre::Partitions(_)) = &self.instance else {
+            return Err(BatchFailure::WrongKind(self.kind));
+        };
+        let lengths = parts.iter().map(|p| p.events.len()).collect();
+        self.call(
+            permit,
+            pre,
+            BatchEvents::Partitions(parts),
+            lengths,
+            records,
+        )
+        .await
+    }
+
+    /// One call of `handle` with `events`, whose partitions have `lengths` events each.
+    async fn call(
+        &self,
+        permit: InstancePermit,
+        pre: &HandlerPre,
+        events: BatchEvents<'_>,
+        lengths: Vec<usize>,
+        records: Records,
+    ) -> Result<Vec<Vec<Outcome>>, BatchFailure> {
         let _permit = if Arc::ptr_eq(&permit.of, &self.permits) {
             permit
         } else {
             drop(permit);
             self.instance().await
         };
-        let batch_events = pre.events(events);
         let now = Instant::now();
         self.first_batch.get_or_init(|| now);
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         if self.limits.instance == InstanceMode::Reused {
-            let call = self.handle_reused(pre, batch, events, &batch_events, records);
+            let call = self.handle_reused(pre, &events, &lengths, records);
             // Host calls made during the call count against this plugin in the metrics.
             return crate::metrics::CALLING_PLUGIN
                 .scope(Arc::from(self.name.as_str()), call)
@@ -336,7 +405,7 @@ impl LoadedPlugin {
                 .await
                 .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
             bindings
-                .call_handle(&mut store, batch, &batch_events)
+                .call_handle(&mut store, &events)
                 .await
                 .map_err(|e| self.failure(&e))
         };
@@ -345,21 +414,7 @@ impl LoadedPlugin {
         let outcomes = tokio::time::timeout(self.wall_limit(), call)
             .await
             .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))??;
-        self.check_length(events, outcomes)
-    }
-
-    fn check_length(
-        &self,
-        events: &[Event],
-        outcomes: Vec<Outcome>,
-    ) -> Result<Vec<Outcome>, BatchFailure> {
-        if outcomes.len() != events.len() {
-            return Err(BatchFailure::WrongLength {
-                events: events.len(),
-                outcomes: outcomes.len(),
-            });
-        }
-        Ok(outcomes)
+        check_lengths(&lengths, outcomes)
     }
 
     /// [`LoadedPlugin::handle`] on a kept instance (a new one when none is idle). The
@@ -367,11 +422,10 @@ impl LoadedPlugin {
     async fn handle_reused(
         &self,
         pre: &HandlerPre,
-        batch: &BatchInfo,
-        events: &[Event],
-        batch_events: &BatchEvents<'_>,
+        events: &BatchEvents<'_>,
+        lengths: &[usize],
         records: Records,
-    ) -> Result<Vec<Outcome>, BatchFailure> {
+    ) -> Result<Vec<Vec<Outcome>>, BatchFailure> {
         let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut kept = match kept {
             Some(k) => k,
@@ -391,16 +445,14 @@ impl LoadedPlugin {
         };
         kept.store.data_mut().records = records;
         self.arm_deadline(&mut kept.store);
-        let call = kept
-            .bindings
-            .call_handle(&mut kept.store, batch, batch_events);
+        let call = kept.bindings.call_handle(&mut kept.store, events);
         // Any failure drops `kept`: an instance that trapped, timed out (its call abandoned
         // midway) or answered wrongly may be in any state, so it handles nothing more.
         let outcomes = tokio::time::timeout(self.wall_limit(), call)
             .await
             .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
             .map_err(|e| self.failure(&e))?;
-        let outcomes = self.check_length(events, outcomes)?;
+        let outcomes = check_lengths(lengths, outcomes)?;
         kept.store.data_mut().records = Records::default();
         kept.batches += 1;
         if kept.batches < self.limits.reuse_batches {
@@ -494,6 +546,29 @@ impl Generator {
             },
         }
     }
+}
+
+/// `outcomes` if it has one list per partition of the call, each with one outcome per
+/// event (`lengths`: the partitions' event counts).
+fn check_lengths(
+    lengths: &[usize],
+    outcomes: Vec<Vec<Outcome>>,
+) -> Result<Vec<Vec<Outcome>>, BatchFailure> {
+    if outcomes.len() != lengths.len() {
+        return Err(BatchFailure::WrongPartitions {
+            partitions: lengths.len(),
+            lists: outcomes.len(),
+        });
+    }
+    for (&events, list) in lengths.iter().zip(&outcomes) {
+        if list.len() != events {
+            return Err(BatchFailure::WrongLength {
+                events,
+                outcomes: list.len(),
+            });
+        }
+    }
+    Ok(outcomes)
 }
 
 /// A short reason for people and dead-letter headers: the trap when there is one,

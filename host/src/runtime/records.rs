@@ -19,26 +19,65 @@ pub struct RecordMeta {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// The records of one batch, in offset order (as a batch's events are). Each record is
-/// shared, not copied: a batch handed over again (a retry, or one event at a time) shares
-/// the same records.
+/// One partition's records in a call, in offset order (as its events are).
+#[derive(Debug, Clone)]
+struct Part {
+    topic: Arc<str>,
+    partition: i32,
+    records: Arc<[Arc<RecordMeta>]>,
+}
+
+/// The records of one call: one partition's (the `handler` and `json-handler` forms), or
+/// several partitions' (the `partitions-handler` form). Each record is shared, not copied:
+/// a batch handed over again (a retry, or one event at a time) shares the same records.
 #[derive(Debug, Clone, Default)]
-pub struct Records(Arc<[Arc<RecordMeta>]>);
+pub struct Records(Arc<[Part]>);
 
 impl Records {
-    /// The records of a batch; `records` must be in offset order.
-    pub fn new(records: Vec<Arc<RecordMeta>>) -> Self {
-        debug_assert!(records.is_sorted_by_key(|r| r.offset));
-        Records(records.into())
+    /// The records of a one-partition batch; `records` must be in offset order.
+    pub fn new(topic: &str, partition: i32, records: Vec<Arc<RecordMeta>>) -> Self {
+        Records::of_partitions(vec![(topic.into(), partition, records)])
     }
 
-    /// The record at `offset`, if it is one of the batch's.
-    pub fn get(&self, offset: i64) -> Option<&RecordMeta> {
-        self.0
-            .binary_search_by_key(&offset, |r| r.offset)
-            .ok()
-            .map(|i| &*self.0[i])
+    /// The records of a call over several partitions, each partition's in offset order.
+    pub fn of_partitions(parts: Vec<(Arc<str>, i32, Vec<Arc<RecordMeta>>)>) -> Self {
+        Records(
+            parts
+                .into_iter()
+                .map(|(topic, partition, records)| {
+                    debug_assert!(records.is_sorted_by_key(|r| r.offset));
+                    Part {
+                        topic,
+                        partition,
+                        records: records.into(),
+                    }
+                })
+                .collect(),
+        )
     }
+
+    /// The record at `offset`, if the call carries one partition and it is one of its.
+    pub fn get(&self, offset: i64) -> Option<&RecordMeta> {
+        match &*self.0 {
+            [part] => find(&part.records, offset),
+            _ => None,
+        }
+    }
+
+    /// The record at `offset` of `partition` of `topic`, if it is one of the call's.
+    pub fn get_at(&self, topic: &str, partition: i32, offset: i64) -> Option<&RecordMeta> {
+        self.0
+            .iter()
+            .find(|p| p.partition == partition && &*p.topic == topic)
+            .and_then(|p| find(&p.records, offset))
+    }
+}
+
+fn find(records: &[Arc<RecordMeta>], offset: i64) -> Option<&RecordMeta> {
+    records
+        .binary_search_by_key(&offset, |r| r.offset)
+        .ok()
+        .map(|i| &*records[i])
 }
 
 impl Host for HostState {
@@ -50,6 +89,31 @@ impl Host for HostState {
         Ok(self
             .records
             .get(offset)
+            .map(|r| r.headers.clone())
+            .unwrap_or_default())
+    }
+
+    async fn key_at(
+        &mut self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self
+            .records
+            .get_at(&topic, partition, offset)
+            .and_then(|r| r.key.clone()))
+    }
+
+    async fn headers_at(
+        &mut self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+    ) -> wasmtime::Result<Vec<Header>> {
+        Ok(self
+            .records
+            .get_at(&topic, partition, offset)
             .map(|r| r.headers.clone())
             .unwrap_or_default())
     }
@@ -69,11 +133,30 @@ mod tests {
 
     #[test]
     fn finds_a_batch_record_by_offset_and_nothing_else() {
-        let records = Records::new(vec![record(3), record(4), record(9)]);
+        let records = Records::new("t", 0, vec![record(3), record(4), record(9)]);
         assert_eq!(records.get(4), Some(&*record(4)));
         assert_eq!(records.get(9), Some(&*record(9)));
         assert_eq!(records.get(5), None);
         assert_eq!(records.get(0), None);
+        assert_eq!(records.get_at("t", 0, 4), Some(&*record(4)));
+        assert_eq!(records.get_at("t", 1, 4), None);
+        assert_eq!(records.get_at("u", 0, 4), None);
         assert_eq!(Records::default().get(3), None);
+    }
+
+    #[test]
+    fn a_call_over_partitions_names_a_record_by_topic_partition_and_offset() {
+        let records = Records::of_partitions(vec![
+            ("t".into(), 0, vec![record(3), record(4)]),
+            ("t".into(), 1, vec![record(4), record(7)]),
+            ("u".into(), 0, vec![record(9)]),
+        ]);
+        assert_eq!(records.get_at("t", 1, 7), Some(&*record(7)));
+        assert_eq!(records.get_at("t", 0, 7), None);
+        assert_eq!(records.get_at("u", 0, 9), Some(&*record(9)));
+        assert_eq!(records.get_at("u", 1, 9), None);
+        // An offset alone is ambiguous over several partitions: it names nothing.
+        assert_eq!(records.get(4), None);
+        assert_eq!(records.get(9), None);
     }
 }

@@ -96,6 +96,7 @@ impl PluginConsumer {
                 series: crate::metrics::global().series(&spec.name),
                 lag,
                 first_assignment,
+                gather: Default::default(),
             }),
             registry,
         })

@@ -6,6 +6,10 @@
 //! - A dispatcher task reads the plugin's consumer and routes each record to its
 //!   partition's worker (the private `partition` module); workers run concurrently, and
 //!   the plugin's own semaphore (`max_instances`) bounds the instances in flight.
+//! - A plugin of the `partitions-handler` form gets calls gathered across its partitions
+//!   (the private `gather` module): the partitions whose records arrive within
+//!   `batch_wait_ms` of each other share one call, each settling its own outcomes as
+//!   after any call; its retries and one-at-a-time hand-overs are its own calls.
 //! - Backpressure: a worker's queue holds a few batches. When it is full the dispatcher
 //!   waits for room (librdkafka keeps prefetching meanwhile, within its own bounds), so a
 //!   plugin that keeps up is never paused. Only a worker that makes no room for
@@ -43,13 +47,14 @@
 //!   version in place.
 //!
 //! This module holds the trigger's API; the private `consumer` module, a plugin's consumer
-//! and dispatcher; `rebalance`, the consumer's callbacks; `topics`, topic creation;
-//! `signal`, stopping on SIGINT or SIGTERM.
+//! and dispatcher; `gather`, calls across partitions; `rebalance`, the consumer's
+//! callbacks; `topics`, topic creation; `signal`, stopping on SIGINT or SIGTERM.
 
 pub mod backoff;
 pub mod cloudevent;
 mod consumer;
 pub mod dlq;
+mod gather;
 pub mod offsets;
 mod partition;
 mod rebalance;
@@ -206,6 +211,8 @@ pub(crate) struct Shared {
     lag: Arc<AtomicI64>,
     /// Becomes `true` at the consumer's first assignment.
     first_assignment: watch::Receiver<bool>,
+    /// The window of calls gathered across partitions (`partitions-handler` plugins).
+    pub(crate) gather: gather::Gather,
 }
 
 impl Shared {

@@ -22,8 +22,10 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::cloudevent;
 use super::dlq::{self, Letter, PublishError, Written};
+use super::gather;
 use super::offsets::PartitionProgress;
 use super::{Disposition, Processed, Shared};
+use crate::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use crate::runtime::{InstancePermit, RecordMeta, Records};
 use crate::text::{MAX_REASON_BYTES, cap_bytes, for_log};
@@ -156,6 +158,21 @@ impl Worker {
             let Some(first) = self.rx.recv().await else {
                 break; // the dispatcher is done with this partition: drained
             };
+            // A plugin of the `partitions-handler` form: the batch joins a call gathered
+            // across partitions (a restarted worker's first batch goes alone).
+            if self.shared.plugin().takes_partitions() && self.restart.is_none() {
+                let ticket = self.shared.gather.join(&self.shared, size, wait);
+                let batch = self.fill(first, size, &ticket).await;
+                self.took(batch.len());
+                if *self.revoked.borrow() || *self.stopping.borrow() {
+                    tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, left = batch.len(), "partition revoked or stopping: worker ends");
+                    break;
+                }
+                if self.process(batch, None, Some(ticket)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             let mut batch = vec![first];
             let deadline = tokio::time::Instant::now() + wait;
             while batch.len() < size {
@@ -199,10 +216,43 @@ impl Worker {
                 tracing::debug!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, left = batch.len(), "stopping: worker ends");
                 break;
             }
-            if self.process(batch, permit).await.is_err() {
+            if self.process(batch, permit, None).await.is_err() {
                 break;
             }
         }
+    }
+
+    /// A batch for a gathered call: `first` and the records that arrive until the window
+    /// of `ticket` closes or is full, up to `size` (or the partition is revoked, or the
+    /// host stops).
+    async fn fill(
+        &mut self,
+        first: OwnedMessage,
+        size: usize,
+        ticket: &gather::Ticket,
+    ) -> Vec<OwnedMessage> {
+        let mut batch = vec![first];
+        let mut closed = ticket.clone_closed();
+        while batch.len() < size && ticket.reserve() {
+            let next = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = closed.wait_for(|c| *c) => None,
+                    _ = self.revoked.wait_for(|r| *r) => None,
+                    _ = self.stopping.wait_for(|s| *s) => None,
+                },
+            };
+            match next {
+                Some(m) => batch.push(m),
+                None => {
+                    ticket.unreserve();
+                    break;
+                }
+            }
+        }
+        batch
     }
 
     /// Counts records out of the queue, and resumes the partition once the worker caught up.
@@ -224,10 +274,12 @@ impl Worker {
 
     /// Settles every event of `records`, the first hand-over on the instance `permit`
     /// holds (if any): `Err` when the worker must stop with some unsettled.
+    /// With a `ticket`, the first hand-over is part of a call gathered across partitions.
     async fn process(
         &mut self,
         records: Vec<OwnedMessage>,
         permit: Option<InstancePermit>,
+        mut ticket: Option<gather::Ticket>,
     ) -> Result<(), Abandon> {
         let restart = self.restart.take();
         let mut slots: Vec<Slot> = records
@@ -310,10 +362,16 @@ impl Worker {
             let mut split = false;
             delay_next = false;
             for group in groups {
-                match self
-                    .hand_over(&mut slots, &group, attempt, permit.take())
-                    .await?
-                {
+                let round = match ticket.take() {
+                    Some(ticket) if !isolate => {
+                        self.hand_over_gathered(&mut slots, &group, ticket).await?
+                    }
+                    _ => {
+                        self.hand_over(&mut slots, &group, attempt, permit.take())
+                            .await?
+                    }
+                };
+                match round {
                     Round::Settled => {}
                     Round::Retry => delay_next = true,
                     Round::Split => split = true,
@@ -326,21 +384,19 @@ impl Worker {
         }
     }
 
-    /// Hands the events `group` of `slots` to the plugin once (on the instance `permit`
-    /// holds, if any) and settles what it can.
-    async fn hand_over(
-        &mut self,
+    /// The events `group` of `slots` as a hand-over carries them, counted as handed over
+    /// once more: the batch, its events, and their records.
+    fn prepare(
+        &self,
         slots: &mut [Slot],
         group: &[usize],
         attempt: u32,
-        permit: Option<InstancePermit>,
-    ) -> Result<Round, Abandon> {
-        let plugin = self.shared.plugin();
+    ) -> (BatchInfo, Vec<Event>, Vec<Arc<RecordMeta>>) {
         let events: Vec<Event> = group
             .iter()
             .map(|&i| slots[i].event.clone().expect("only events are pending"))
             .collect();
-        let records = Records::new(group.iter().map(|&i| slots[i].meta.clone()).collect());
+        let records = group.iter().map(|&i| slots[i].meta.clone()).collect();
         let info = BatchInfo {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -354,7 +410,22 @@ impl Worker {
                 (hook.0)(&self.topic, self.partition, slots[i].record.offset());
             }
         }
-        tracing::trace!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
+        tracing::trace!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, first = slots[group[0]].record.offset(), events = group.len(), attempt, "handing over");
+        (info, events, records)
+    }
+
+    /// Hands the events `group` of `slots` to the plugin once (on the instance `permit`
+    /// holds, if any) and settles what it can.
+    async fn hand_over(
+        &mut self,
+        slots: &mut [Slot],
+        group: &[usize],
+        attempt: u32,
+        permit: Option<InstancePermit>,
+    ) -> Result<Round, Abandon> {
+        let plugin = self.shared.plugin();
+        let (info, events, records) = self.prepare(slots, group, attempt);
+        let records = Records::new(&self.topic, self.partition, records);
         // Waited for here, so that the batch's time below is its call alone.
         let permit = match permit {
             Some(permit) => permit,
@@ -369,6 +440,41 @@ impl Worker {
         if attempt > 0 {
             series.retries.inc_by(group.len() as u64);
         }
+        let handled = handled.map_err(|failure| (failure, group.len()));
+        self.answered(slots, group, attempt, handled).await
+    }
+
+    /// Hands the events `group` of `slots` (their first hand-over) to the call `ticket` is
+    /// part of, gathered across partitions, and settles what it can.
+    async fn hand_over_gathered(
+        &mut self,
+        slots: &mut [Slot],
+        group: &[usize],
+        ticket: gather::Ticket,
+    ) -> Result<Round, Abandon> {
+        let (batch, events, records) = self.prepare(slots, group, 0);
+        match ticket
+            .submit(PartitionEvents { batch, events }, records)
+            .await
+        {
+            Some(handled) => self.answered(slots, group, 0, handled).await,
+            None => {
+                tracing::error!(plugin = %self.shared.name, topic = %self.topic, partition = self.partition, events = group.len(), "a gathered call ended without an answer: retrying its events");
+                Ok(Round::Retry)
+            }
+        }
+    }
+
+    /// Settles what a hand-over of the events `group` of `slots` answered: their outcomes,
+    /// or the failure of the call and how many events it carried in all.
+    async fn answered(
+        &mut self,
+        slots: &mut [Slot],
+        group: &[usize],
+        attempt: u32,
+        handled: gather::Answer,
+    ) -> Result<Round, Abandon> {
+        let plugin = self.shared.plugin();
         match handled {
             Ok(outcomes) => {
                 let mut round = Round::Settled;
@@ -394,12 +500,14 @@ impl Worker {
                 }
                 Ok(round)
             }
-            Err(failure) if failure.is_permanent() && group.len() > 1 => {
+            // A call of several events (this partition's, or several partitions') failed:
+            // which one is at fault is found by handing them over one at a time.
+            Err((failure, called)) if failure.is_permanent() && called > 1 => {
                 let reason = for_log(&failure.to_string(), MAX_REASON_BYTES).into_owned();
-                tracing::info!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, events = group.len(), %reason, "batch failed permanently: handing its events over one at a time");
+                tracing::info!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, events = group.len(), called, %reason, "batch failed permanently: handing its events over one at a time");
                 Ok(Round::Split)
             }
-            Err(failure) if failure.is_permanent() => {
+            Err((failure, _)) if failure.is_permanent() => {
                 let reason = failure.to_string();
                 let i = group[0];
                 tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, offset = slots[i].record.offset(), reason = %for_log(&reason, MAX_REASON_BYTES), "event failed permanently: dead-lettering it");
@@ -409,7 +517,7 @@ impl Worker {
                 self.settle(&slots[i], disposition, handed);
                 Ok(Round::Settled)
             }
-            Err(failure) => {
+            Err((failure, _)) => {
                 tracing::warn!(plugin = %plugin.name, topic = %self.topic, partition = self.partition, attempt, reason = %for_log(&failure.to_string(), MAX_REASON_BYTES), "batch failed transiently: retrying");
                 Ok(Round::Retry)
             }

@@ -1,14 +1,15 @@
 //! S3 auditor: every event of every platform topic, and every dead letter, as one
 //! Elasticsearch document in the daily index `audit-events-<YYYY.MM.DD>` of its time.
 //!
-//! Per batch: the index template is put unless this instance did (idempotent; see
-//! [`template`]), then the whole batch goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
+//! It exports the handler contract's partitions form: a call carries the events of several
+//! of its many partitions. Per call: the index template is put unless this instance did
+//! (idempotent; see [`template`]), then every event of the call goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
 //! or replayed event replaces its own document: the indices end the same however often
 //! an event comes.
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "polyhost:platform/platform-handler",
+    world: "polyhost:platform/partitions-platform-handler",
     generate_all,
 });
 
@@ -18,10 +19,11 @@ pub mod template;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use exports::polyhost::platform::handler::Guest;
+use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
 use polyhost::platform::records;
 use polyhost::platform::search::{self, BulkItem};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::Flattened;
 use wasi::logging::logging::{Level, log};
 
 /// Whether this instance has put the template already: once per instance, which the
@@ -32,46 +34,55 @@ static TEMPLATE_PUT: AtomicBool = AtomicBool::new(false);
 struct Auditor;
 
 impl Guest for Auditor {
-    fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
-        if events.is_empty() {
-            return Vec::new();
-        }
-        if let Err(e) = put_template() {
-            warn(&format!("put-index-template: {}", e.message));
-            return vec![outcome::from_error(&e); events.len()];
-        }
-        let mut outcomes = vec![Outcome::Ok; events.len()];
-        let mut items = Vec::with_capacity(events.len());
-        // Where each item's event is in `events`.
-        let mut positions = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            if let Some(problem) = document::id_problem(&event.id) {
-                outcomes[i] = Outcome::Reject(problem);
-                continue;
-            }
-            items.push(BulkItem {
-                index: document::index_for(event.time),
-                id: event.id.clone(),
-                document: document::document(
-                    &batch.topic,
-                    batch.partition,
-                    event,
-                    records::key(event.offset).as_deref(),
-                )
-                .to_string(),
-            });
-            positions.push(i);
-        }
-        for (i, o) in positions.into_iter().zip(index_all(&items)) {
-            outcomes[i] = o;
-        }
-        for (event, o) in events.iter().zip(&outcomes) {
-            if let Outcome::Reject(why) = o {
-                warn(&format!("event `{}` rejected: {why}", event.id));
-            }
-        }
-        outcomes
+    fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
+        let call = Flattened::new(partitions, |p| (p.batch, p.events));
+        let outcomes = handle(&call);
+        call.split(outcomes)
     }
+}
+
+/// Indexes the events of a call, one outcome per event.
+fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
+    let events = &call.events;
+    if events.is_empty() {
+        return Vec::new();
+    }
+    if let Err(e) = put_template() {
+        warn(&format!("put-index-template: {}", e.message));
+        return vec![outcome::from_error(&e); events.len()];
+    }
+    let mut outcomes = vec![Outcome::Ok; events.len()];
+    let mut items = Vec::with_capacity(events.len());
+    // Where each item's event is in `events`.
+    let mut positions = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let batch = call.partition(i);
+        if let Some(problem) = document::id_problem(&event.id) {
+            outcomes[i] = Outcome::Reject(problem);
+            continue;
+        }
+        items.push(BulkItem {
+            index: document::index_for(event.time),
+            id: event.id.clone(),
+            document: document::document(
+                &batch.topic,
+                batch.partition,
+                event,
+                records::key_at(&batch.topic, batch.partition, event.offset).as_deref(),
+            )
+            .to_string(),
+        });
+        positions.push(i);
+    }
+    for (i, o) in positions.into_iter().zip(index_all(&items)) {
+        outcomes[i] = o;
+    }
+    for (event, o) in events.iter().zip(&outcomes) {
+        if let Outcome::Reject(why) = o {
+            warn(&format!("event `{}` rejected: {why}", event.id));
+        }
+    }
+    outcomes
 }
 
 /// Indexes `items` in one `bulk-index`, one outcome per item. When Elasticsearch refuses

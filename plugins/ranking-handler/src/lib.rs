@@ -14,12 +14,17 @@
 //! 5. when a top 10 changed: the event published, then one `kv.pipeline` remembering it and
 //!    reading the board again.
 //!
+//! It exports the handler contract's partitions form: a call carries the events of several
+//! partitions of its four topics, worked out as one batch, so those round trips are per
+//! call, not per partition. Each entity's events keep their order (within a partition;
+//! between partitions there is none to keep).
+//!
 //! The recomputed state is idempotent, so it runs on replays too. The domain logic is in
 //! [`domain`]; this file is the WIT glue.
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "polyhost:platform/platform-handler",
+    world: "polyhost:platform/partitions-platform-handler",
     generate_all,
 });
 
@@ -28,10 +33,11 @@ pub mod domain;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use domain::{Action, Cmd, Config, Derived, TitleGenres, keys};
-use exports::polyhost::platform::handler::Guest;
+use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
 use polyhost::platform::kv::{self, ApplyEntry, Command, Op, RankRange, Reply, Scored, SetCommand};
 use polyhost::platform::messaging::{self, Message};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
+use polyhost_guest::Flattened;
 use wasi::logging::logging::{Level, log};
 
 struct RankingHandler;
@@ -61,9 +67,10 @@ fn failed(e: &Error, what: &str) -> Outcome {
     }
 }
 
-/// A batch's outcomes as they are decided.
+/// A call's outcomes as they are decided.
 struct Outcomes<'a> {
-    batch: &'a BatchInfo,
+    /// The call, for each event's partition.
+    call: &'a Flattened<BatchInfo, Event>,
     events: &'a [Event],
     list: Vec<Outcome>,
 }
@@ -79,13 +86,13 @@ impl Outcomes<'_> {
             return;
         }
         if let Outcome::Reject(reason) = &outcome {
-            let ev = &self.events[i];
+            let (ev, batch) = (&self.events[i], self.call.partition(i));
             log(
                 Level::Warn,
                 "ranking-handler",
                 &format!(
                     "{}/{} offset {}: rejecting {}: {reason}",
-                    self.batch.topic, self.batch.partition, ev.offset, ev.id
+                    batch.topic, batch.partition, ev.offset, ev.id
                 ),
             );
         }
@@ -100,66 +107,73 @@ impl Outcomes<'_> {
 }
 
 impl Guest for RankingHandler {
-    fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
-        let cfg = match Config::from_lookup(|k| wasi::config::store::get(k).ok().flatten()) {
-            Ok(cfg) => cfg,
+    fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
+        let call = Flattened::new(partitions, |p| (p.batch, p.events));
+        let list = match Config::from_lookup(|k| wasi::config::store::get(k).ok().flatten()) {
+            Ok(cfg) => handle(&call, &cfg),
             Err(e) => {
                 log(Level::Error, "ranking-handler", &e);
-                return events.iter().map(|_| Outcome::Retry(e.clone())).collect();
+                vec![Outcome::Retry(e); call.events.len()]
             }
         };
-        let mut out = Outcomes {
-            batch: &batch,
-            events: &events,
-            list: vec![Outcome::Ok; events.len()],
-        };
-        let actions: Vec<Result<Action, String>> = events
-            .iter()
-            .map(|ev| domain::parse(&ev.type_, &ev.data, ev.time))
-            .collect();
-        let applied = apply(&mut out, &actions, &cfg);
-        let mut derived = Derived::default();
-        for &i in &applied {
-            if let Ok(a) = &actions[i] {
-                derived.add(i, a);
-            }
-        }
-        // The announced boards the batch's events may have changed: read once the derived
-        // state is written, in the same round trip.
-        let mut announced: Vec<&'static str> = applied
-            .iter()
-            .filter_map(|&i| actions[i].as_ref().ok().and_then(Action::announced_board))
-            .collect();
-        announced.sort_unstable();
-        announced.dedup();
-        let boards = if derived.is_empty() {
-            BTreeMap::new()
-        } else {
-            recompute(&mut out, &derived, &cfg, &announced)
-        };
-        // The boards whose top 10 the batch may have changed, by the last event that did.
-        let mut touched: BTreeMap<&'static str, Touch> = BTreeMap::new();
-        for &i in &applied {
-            let Some(board) = actions[i].as_ref().ok().and_then(Action::announced_board) else {
-                continue;
-            };
-            if !out.ok(i) {
-                continue;
-            }
-            let t = touched.entry(board).or_insert_with(|| Touch {
-                cause_id: String::new(),
-                time: None,
-                events: Vec::new(),
-            });
-            t.cause_id.clone_from(&events[i].id);
-            t.time = events[i].time;
-            t.events.push(i);
-        }
-        if !touched.is_empty() {
-            announce(&mut out, &touched, boards);
-        }
-        out.list
+        call.split(list)
     }
+}
+
+/// Handles the events of a call, worked out as one batch.
+fn handle(call: &Flattened<BatchInfo, Event>, cfg: &Config) -> Vec<Outcome> {
+    let events = &call.events;
+    let mut out = Outcomes {
+        call,
+        events,
+        list: vec![Outcome::Ok; events.len()],
+    };
+    let actions: Vec<Result<Action, String>> = events
+        .iter()
+        .map(|ev| domain::parse(&ev.type_, &ev.data, ev.time))
+        .collect();
+    let applied = apply(&mut out, &actions, cfg);
+    let mut derived = Derived::default();
+    for &i in &applied {
+        if let Ok(a) = &actions[i] {
+            derived.add(i, a);
+        }
+    }
+    // The announced boards the batch's events may have changed: read once the derived
+    // state is written, in the same round trip.
+    let mut announced: Vec<&'static str> = applied
+        .iter()
+        .filter_map(|&i| actions[i].as_ref().ok().and_then(Action::announced_board))
+        .collect();
+    announced.sort_unstable();
+    announced.dedup();
+    let boards = if derived.is_empty() {
+        BTreeMap::new()
+    } else {
+        recompute(&mut out, &derived, cfg, &announced)
+    };
+    // The boards whose top 10 the batch may have changed, by the last event that did.
+    let mut touched: BTreeMap<&'static str, Touch> = BTreeMap::new();
+    for &i in &applied {
+        let Some(board) = actions[i].as_ref().ok().and_then(Action::announced_board) else {
+            continue;
+        };
+        if !out.ok(i) {
+            continue;
+        }
+        let t = touched.entry(board).or_insert_with(|| Touch {
+            cause_id: String::new(),
+            time: None,
+            events: Vec::new(),
+        });
+        t.cause_id.clone_from(&events[i].id);
+        t.time = events[i].time;
+        t.events.push(i);
+    }
+    if !touched.is_empty() {
+        announce(&mut out, &touched, boards);
+    }
+    out.list
 }
 
 export!(RankingHandler);

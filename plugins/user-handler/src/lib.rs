@@ -5,6 +5,11 @@
 //! `streaming.subscription.activated` to `streaming.derived` on a subscription's first
 //! successful payment.
 //!
+//! It exports the handler contract's partitions form: a call carries the events of several
+//! partitions of its two topics, worked out as one batch (a user's events keep their order
+//! within a partition, and between the two topics there is none to keep), so the round
+//! trips below are per call, not per partition.
+//!
 //! - [`domain`]: parsing and validation, the subscription state machine, the derived
 //!   event; plain functions, tested natively.
 //! - [`batch`]: the batch worked out in the guest against the rows it touches: each
@@ -28,27 +33,32 @@ mod store;
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "polyhost:platform/platform-handler",
+    world: "polyhost:platform/partitions-platform-handler",
     generate_all,
 });
 
 use batch::{Decision, Incoming};
-use exports::polyhost::platform::handler::Guest;
+use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
 use polyhost::platform::records;
 use polyhost::platform::types::{BatchInfo, Event, Outcome};
+use polyhost_guest::Flattened;
 use wasi::logging::logging::{Level, log};
 
 struct UserHandler;
 
 impl Guest for UserHandler {
-    fn handle(_batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
+    fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
         let derived_topic = wasi::config::store::get("derived_topic")
             .ok()
             .flatten()
             .unwrap_or_else(|| domain::DERIVED_TOPIC.to_owned());
-        let incoming: Vec<Incoming> = events.iter().map(incoming).collect();
-        let decisions = store::handle(&incoming, &derived_topic);
-        incoming
+        let call = Flattened::new(partitions, |p| {
+            let events = p.events.iter().map(|e| incoming(e, &p.batch)).collect();
+            (p.batch, events)
+        });
+        let decisions = store::handle(&call.events, &derived_topic);
+        let outcomes = call
+            .events
             .iter()
             .zip(decisions)
             .map(|(event, decision)| match decision {
@@ -62,14 +72,15 @@ impl Guest for UserHandler {
                     Outcome::Reject(reason)
                 }
             })
-            .collect()
+            .collect();
+        call.split(outcomes)
     }
 }
 
 export!(UserHandler);
 
-/// An event parsed for the batch.
-fn incoming(event: &Event) -> Incoming {
+/// An event of `batch`'s partition, parsed for the batch.
+fn incoming(event: &Event, batch: &BatchInfo) -> Incoming {
     let command =
         domain::parse(&event.type_, event.subject.as_deref(), &event.data).and_then(|command| {
             match event.time {
@@ -82,17 +93,17 @@ fn incoming(event: &Event) -> Incoming {
         id: event.id.clone(),
         ty: event.type_.clone(),
         time: event.time.unwrap_or_default(),
-        entity: entity_of(event),
+        entity: entity_of(event, batch),
         command,
     }
 }
 
 /// The entity an event is about: its subject, else its Kafka key.
-fn entity_of(event: &Event) -> Option<String> {
-    event
-        .subject
-        .clone()
-        .or_else(|| records::key(event.offset).map(|k| String::from_utf8_lossy(&k).into_owned()))
+fn entity_of(event: &Event, batch: &BatchInfo) -> Option<String> {
+    event.subject.clone().or_else(|| {
+        records::key_at(&batch.topic, batch.partition, event.offset)
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+    })
 }
 
 /// Logs a warning, tagged with the plugin.

@@ -1,0 +1,65 @@
+//! Test plugin: exports `polyhost:platform/partitions-handler` (world
+//! `partitions-minimal-handler`). It answers per event, by the event's `type`:
+//!
+//! - `echo` — rejects the event with, as the reason, where it came from and what the call
+//!   carried: `<topic>/<partition>@<offset> attempt <n>; key-at <key>; key <key>; call of
+//!   <p> partitions and <e> events` (a key as its UTF-8 text, `-` when there is none), so a
+//!   test sees what the plugin got;
+//! - `fault.panic` — panics (a trap);
+//! - `fault.wrong-length` — answers its partition one outcome too many;
+//! - anything else — `ok`.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "polyhost:platform/partitions-minimal-handler",
+    generate_all,
+});
+
+use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
+use polyhost::platform::records;
+use polyhost::platform::types::Outcome;
+
+struct PartitionsHandler;
+
+fn text(key: Option<Vec<u8>>) -> String {
+    key.map_or_else(
+        || "-".to_owned(),
+        |k| String::from_utf8_lossy(&k).into_owned(),
+    )
+}
+
+impl Guest for PartitionsHandler {
+    fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
+        let total: usize = partitions.iter().map(|p| p.events.len()).sum();
+        let call = format!("call of {} partitions and {total} events", partitions.len());
+        partitions
+            .iter()
+            .map(|p| {
+                let b = &p.batch;
+                let mut out = Vec::with_capacity(p.events.len());
+                for e in &p.events {
+                    match e.type_.as_str() {
+                        "echo" => out.push(Outcome::Reject(format!(
+                            "{}/{}@{} attempt {}; key-at {}; key {}; {call}",
+                            b.topic,
+                            b.partition,
+                            e.offset,
+                            b.attempt,
+                            text(records::key_at(&b.topic, b.partition, e.offset)),
+                            text(records::key(e.offset)),
+                        ))),
+                        "fault.panic" => panic!("partitions-handler was asked to panic"),
+                        "fault.wrong-length" => {
+                            out.push(Outcome::Ok);
+                            out.push(Outcome::Ok);
+                        }
+                        _ => out.push(Outcome::Ok),
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+export!(PartitionsHandler);
