@@ -17,6 +17,7 @@ use polyhost::manifest::{InstanceMode, PluginSpec};
 use polyhost::trigger::{Disposition, Processed, Trigger, TriggerConfig, dlq};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
@@ -24,7 +25,7 @@ const PARTITIONS: i32 = 3;
 
 /// Produces, to each partition `p` of `topic`, one CloudEvent per type of `types(p)`: the
 /// `i`-th with id `<prefix><p>-<i>` and key `k<p>-<first + i>` (`first`: the partition's
-/// next offset, so a key names its offset).
+/// next offset, so a key names its offset) and one header `h`.
 async fn produce(
     producer: &FutureProducer,
     topic: &str,
@@ -44,6 +45,10 @@ async fn produce(
                     FutureRecord::to(topic)
                         .partition(p)
                         .key(format!("k{p}-{}", first + i).as_bytes())
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: "h",
+                            value: Some("v"),
+                        }))
                         .payload(&payload),
                     Duration::from_secs(10),
                 )
@@ -158,10 +163,6 @@ async fn partitions_ready_together_share_a_call_and_a_failed_call_is_split_per_e
     produce(&producer, &topic, "f", first.len(), types).await?;
     let n = second.len() * PARTITIONS as usize;
     let seen = settled(&mut rx, n).await;
-    trigger.shutdown().await?;
-    let _ = admin
-        .delete_topics(&[topic.as_str(), dlq_topic.as_str()], &options)
-        .await;
     assert_eq!(seen.len(), n, "every event settled: {seen:?}");
     for ((p, offset), disposition) in &seen {
         let i = *offset as usize - first.len();
@@ -176,6 +177,40 @@ async fn partitions_ready_together_share_a_call_and_a_failed_call_is_split_per_e
                         "; key-at k{p}-{offset}; key k{p}-{offset}; call of 1 partitions and 1 events"
                     )),
                 "{reason}"
+            ),
+            ("test.ok", Disposition::Ok) => {}
+            other => panic!("partition {p} offset {offset}: unexpected {other:?}"),
+        }
+    }
+
+    // A call answered with one list of outcomes too many fails as a whole, and a plugin
+    // asking `records` for what its call does not hold gets nothing. The third partition's
+    // `test.ok` makes the call one of several partitions.
+    let third = |p: i32| -> Vec<&'static str> {
+        vec![["probe", "fault.wrong-partitions", "test.ok"][p as usize]]
+    };
+    let from = first.len() + second.len();
+    produce(&producer, &topic, "g", from, third).await?;
+    let seen = settled(&mut rx, PARTITIONS as usize).await;
+    trigger.shutdown().await?;
+    let _ = admin
+        .delete_topics(&[topic.as_str(), dlq_topic.as_str()], &options)
+        .await;
+    assert_eq!(
+        seen.len(),
+        PARTITIONS as usize,
+        "every event settled: {seen:?}"
+    );
+    for ((p, offset), disposition) in &seen {
+        assert_eq!(*offset as usize, from, "partition {p}");
+        match (third(*p)[0], disposition) {
+            ("probe", Disposition::DeadLettered(r)) => assert_eq!(
+                r,
+                "other-topic -; other-partition -; other-offset -; long-topic -; headers 0; own headers 1"
+            ),
+            ("fault.wrong-partitions", Disposition::DeadLettered(r)) => assert!(
+                r.contains("returned 2 lists of outcomes for 1 partitions"),
+                "{r}"
             ),
             ("test.ok", Disposition::Ok) => {}
             other => panic!("partition {p} offset {offset}: unexpected {other:?}"),

@@ -15,6 +15,7 @@ mod harness;
 mod process;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{CLIENT_TIMEOUT, Service, unique_name, with_cleanup, within};
@@ -604,6 +605,86 @@ async fn index_templates_install_inside_the_grant() -> Result<()> {
     .await
 }
 
+/// `prepare-index` creates an index in the background, from the templates that match it,
+/// one creation at a time per plugin; an index that exists keeps its documents; a name
+/// outside the grant, or not one concrete name, is refused.
+#[tokio::test]
+async fn indices_are_prepared_in_the_background_one_at_a_time() -> Result<()> {
+    with_fixture(async |f| {
+        let (first, second) = (f.n("a-day-1"), f.n("a-day-2"));
+        let template = json!({
+            "index_patterns": [f.n("a-day-*")],
+            "priority": 500,
+            "template": {
+                "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+                "mappings": {"properties": {"code": {"type": "keyword"}}},
+            },
+        });
+        // Asked 50 times in a row (a few milliseconds), while the first creation is under
+        // way (a tenth of a second at least): one is started.
+        f.run(json!({"steps": [
+            {"call": "put-index-template", "name": f.n("day"), "body": template},
+            {"call": "prepare-index", "index": first, "times": 50, "expect": {"ok": 1}},
+            {"call": "prepare-index", "index": f.n("c"), "expect": {"err": "denied"}},
+            {"call": "prepare-index", "index": f.n("a-*"), "expect": {"err": "invalid"}},
+            {"call": "prepare-index", "index": format!("{first},{}", f.n("c")),
+             "expect": {"err": "invalid"}},
+        ]}))
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f.index_exists(&first).await? {
+            ensure!(Instant::now() < deadline, "{first} was not created in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mapping = f
+            .ok(
+                "mapping",
+                f.client
+                    .indices()
+                    .get_mapping(IndicesGetMappingParts::Index(&[&first]))
+                    .send(),
+            )
+            .await?;
+        ensure!(
+            mapping[&first]["mappings"]["properties"]["code"]["type"] == "keyword",
+            "the template's mapping applied: {mapping}"
+        );
+
+        // Prepared again once it holds a document: started, and then it is as it was.
+        f.run(json!({"steps": [
+            {"call": "index", "index": first, "id": "1", "doc": {"code": "X-1"}},
+            {"call": "prepare-index", "index": first, "expect": {"ok": true}},
+        ]}))
+        .await?;
+        // The next is started once that one has finished.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = f
+            .run(json!({"steps": [
+                {"call": "prepare-index", "index": second, "expect": {"ok": true}},
+            ]}))
+            .await
+        {
+            ensure!(Instant::now() < deadline, "no second creation in 30 s: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(f.count(&first).await? == 1, "{first} lost its document");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f.index_exists(&second).await? {
+            ensure!(
+                Instant::now() < deadline,
+                "{second} was not created in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ensure!(
+            !f.index_exists(&f.n("c")).await?,
+            "an index outside the grant was created"
+        );
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn indices_outside_the_grant_are_refused_and_untouched() -> Result<()> {
     with_fixture(async |f| {
@@ -935,7 +1016,6 @@ async fn search_tasks(f: &Fixture) -> Result<Vec<String>> {
 /// long runs of three repeated terms (about 6 s here, natively).
 #[tokio::test]
 async fn a_timed_out_search_is_cancelled_on_the_server() -> Result<()> {
-    use std::time::{Duration, Instant};
     with_fixture(async |f| {
         let index = f.n("a-slow");
         // Elasticsearch looks for a cancellation between segments (and every few thousand

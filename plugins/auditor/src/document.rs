@@ -2,6 +2,8 @@
 //!
 //! Plain functions over the event, so they test natively.
 
+use std::collections::BTreeSet;
+
 use chrono::DateTime;
 use serde_json::{Map, Value};
 
@@ -41,6 +43,24 @@ pub fn index_for(time: Option<i64>) -> String {
         Some(t) => format!("{INDEX_PREFIX}{}", t.format("%Y.%m.%d")),
         None => UNDATED_INDEX.to_string(),
     }
+}
+
+/// A day, in the microseconds event times are in.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The daily indices of the days after the days of `times`, but those in `written` (the
+/// indices a call writes into exist once it has).
+pub fn next_days<'a>(
+    times: impl IntoIterator<Item = Option<i64>>,
+    written: impl IntoIterator<Item = &'a str>,
+) -> BTreeSet<String> {
+    let written: BTreeSet<&str> = written.into_iter().collect();
+    times
+        .into_iter()
+        .filter_map(|t| t?.checked_add(DAY_MICROS))
+        .map(|t| index_for(Some(t)))
+        .filter(|i| i != UNDATED_INDEX && !written.contains(i.as_str()))
+        .collect()
 }
 
 /// `time` as RFC 3339 UTC: milliseconds when the time has no finer part (the platform's
@@ -103,6 +123,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn next_days_are_the_days_after_but_those_written() {
+        const DAY: i64 = 86_400_000_000;
+        // 2026-01-01 (twice) and the last microsecond of 2026-01-02, whose next day is
+        // written; no time, and a time with no next day.
+        let times = [NEW_YEAR, NEW_YEAR + 5, NEW_YEAR + 2 * DAY - 1].map(Some);
+        let next = next_days(
+            times.into_iter().chain([None, Some(i64::MAX)]),
+            ["audit-events-2026.01.02"],
+        );
+        assert_eq!(
+            next.into_iter().collect::<Vec<_>>(),
+            ["audit-events-2026.01.03"]
+        );
+    }
 
     fn event(time: Option<i64>, data: &str) -> Event {
         Event {

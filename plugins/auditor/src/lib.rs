@@ -3,9 +3,14 @@
 //!
 //! It exports the handler contract's partitions form: a call carries the events of several
 //! of its many partitions. Per call: the index template is put unless this instance did
-//! (idempotent; see [`template`]), then every event of the call goes in one `bulk-index`. Each document's `_id` is its event id, so a redelivered
-//! or replayed event replaces its own document: the indices end the same however often
-//! an event comes.
+//! (idempotent; see [`template`]), then every event of the call goes in one `bulk-index`.
+//! Each document's `_id` is its event id, so a redelivered or replayed event replaces its
+//! own document: the indices end the same however often an event comes.
+//!
+//! Then the index of the day after each day the call wrote into is prepared (created in
+//! the background by the host) unless this instance has asked already: creating an index
+//! takes Elasticsearch up to half a second on a loaded machine, and the first call of a
+//! day, with every partition in it, would otherwise wait for it.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -17,6 +22,8 @@ pub mod document;
 pub mod outcome;
 pub mod template;
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
@@ -30,6 +37,13 @@ use wasi::logging::logging::{Level, log};
 /// platform's manifest reuses across batches (`instance = "reused"`); a per-batch
 /// instance puts it every batch.
 static TEMPLATE_PUT: AtomicBool = AtomicBool::new(false);
+
+/// The next days' indices this instance has asked to prepare: the latest
+/// [`PREPARED_KEPT`], so that a replay of old days does not grow it.
+static PREPARED: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// How many prepared index names an instance remembers.
+const PREPARED_KEPT: usize = 16;
 
 struct Auditor;
 
@@ -77,6 +91,7 @@ fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
     for (i, o) in positions.into_iter().zip(index_all(&items)) {
         outcomes[i] = o;
     }
+    prepare_next_days(events, &items);
     for (event, o) in events.iter().zip(&outcomes) {
         if let Outcome::Reject(why) = o {
             warn(&format!("event `{}` rejected: {why}", event.id));
@@ -120,6 +135,31 @@ fn index_all(items: &[BulkItem]) -> Vec<Outcome> {
             outcomes
         }
         Err(e) => vec![outcome::from_error(&e); items.len()],
+    }
+}
+
+/// Asks the host to prepare the index of the day after each day of `events`, unless the call
+/// wrote into it already or this instance asked before. One creation at a time: when the
+/// host is still busy with the last one, the rest wait for a later call.
+fn prepare_next_days(events: &[Event], written: &[BulkItem]) {
+    let next = document::next_days(
+        events.iter().map(|e| e.time),
+        written.iter().map(|i| i.index.as_str()),
+    );
+    let mut prepared = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
+    for index in next {
+        if prepared.contains(&index) {
+            continue;
+        }
+        match search::prepare_index(&index) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => warn(&format!("prepare-index `{index}`: {}", e.message)),
+        }
+        if prepared.len() == PREPARED_KEPT {
+            prepared.pop_front();
+        }
+        prepared.push_back(index);
     }
 }
 

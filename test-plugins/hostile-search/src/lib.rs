@@ -313,6 +313,20 @@ fn attack(t: &Value) -> Vec<Value> {
             &format!("index into `{name}`"),
             search::index(name, "1", r#"{"x":1}"#),
         ));
+        out.push(report(
+            &format!("prepare-index `{name}`"),
+            search::prepare_index(name),
+        ));
+    }
+    for name in [
+        "*".to_string(),
+        format!("{p}-a-*"),
+        format!("{granted},{other}"),
+    ] {
+        out.push(report(
+            &format!("prepare-index `{name}`"),
+            search::prepare_index(&name),
+        ));
     }
     out.push(report("refresh `_all`", search::refresh("_all")));
 

@@ -116,6 +116,24 @@ fn run_step(step: &Value) -> Result<Actual, String> {
                 Value::Null
             })
         }
+        // `times`: asked that many times in a row; the answer is then how many were started.
+        "prepare-index" => match step["times"].as_u64() {
+            None => outcome(search::prepare_index(&s("index")?), |started| {
+                json!(started)
+            }),
+            Some(times) => {
+                let mut started = 0;
+                let mut failed = None;
+                for _ in 0..times {
+                    match search::prepare_index(&s("index")?) {
+                        Ok(true) => started += 1,
+                        Ok(false) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                outcome(failed.map_or(Ok(started), Err), |n| json!(n))
+            }
+        },
         other => return Err(format!("unknown call `{other}`")),
     })
 }

@@ -101,4 +101,13 @@ impl Host for View<'_, Search> {
         )
         .await
     }
+
+    async fn prepare_index(&mut self, index: String) -> Result<bool, HostError> {
+        let (c, env) = self.granted()?;
+        let timeout = env.host_call_timeout;
+        with_timeout(timeout, "search.prepare-index", async {
+            c.prepare_index(&index, timeout)
+        })
+        .await
+    }
 }

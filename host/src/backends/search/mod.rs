@@ -29,6 +29,10 @@
 //! partition sends many small bulks at once. Each call is checked alone before it joins a
 //! request and gets back only its own items' outcomes.
 //!
+//! `prepare-index` creates an index in the background, one at a time per plugin: creating
+//! one takes the server a few hundred milliseconds on a loaded machine, which every write
+//! into it (and, in a call of several partitions, every partition of the call) would wait.
+//!
 //! By job: `scope` (what a body may hold), `errors` (answers as error kinds), `host` (the
 //! generated `Host` trait, as the plugin calls it), `lane` (shared bulk requests); the
 //! grant, the [`Search`] backend unit and the clients here.
@@ -48,7 +52,8 @@ use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::response::Response;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::{
-    IndicesGetIndexTemplateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts,
+    IndicesCreateParts, IndicesGetIndexTemplateParts, IndicesPutIndexTemplateParts,
+    IndicesRefreshParts,
 };
 use elasticsearch::{BulkParts, DeleteParts, Elasticsearch, IndexParts};
 use serde::Deserialize;
@@ -75,6 +80,9 @@ pub struct Grant {
 /// Calls one plugin may have in flight, so that one busy plugin cannot take every pooled
 /// connection (or every search thread of the server) from the others.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// Index creations one plugin may have under way in the background (`prepare-index`).
+pub const PREPARING: usize = 1;
 
 /// The client's own bound on one request. Host calls are bounded more tightly by the
 /// plugin's host-call timeout; this is the backstop for the connection itself.
@@ -214,6 +222,8 @@ pub struct Client {
     in_flight: Arc<Semaphore>,
     /// The plugin's bulks in flight, which share requests ([`lane`]).
     bulks: Arc<lane::Lane<Bulk>>,
+    /// Its background index creations ([`PREPARING`]).
+    preparing: Arc<Semaphore>,
 }
 
 impl Client {
@@ -231,6 +241,7 @@ impl Client {
                 client: shared.client.clone(),
                 opaque,
             })),
+            preparing: Arc::new(Semaphore::new(PREPARING)),
         }
     }
 
@@ -480,6 +491,54 @@ impl Client {
             .map(drop)
     }
 
+    /// Starts creating `index` in the background unless this plugin's previous creation is
+    /// still under way (`false`). The creation is bounded by `timeout`; an index that
+    /// exists is left alone, and any other failure is logged.
+    fn prepare_index(&self, index: &str, timeout: Duration) -> Result<bool, HostError> {
+        scope::check_index(&self.grants, index)?;
+        let Ok(permit) = self.preparing.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        let (client, opaque, index) = (self.client.clone(), self.opaque(), index.to_owned());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let what = format!("prepare-index `{index}`");
+            let indices = client.indices();
+            let sent = indices
+                .create(IndicesCreateParts::Index(&index))
+                .header(OPAQUE_ID, opaque.clone())
+                .send();
+            let created = tokio::time::timeout(timeout, async {
+                let response = sent.await.map_err(|e| map_transport(&what, &e))?;
+                let status = response.status_code().as_u16();
+                let text = response
+                    .text()
+                    .await
+                    .map_err(|e| map_transport(&what, &e))?;
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                match status {
+                    200..300 => Ok(true),
+                    400 if body["error"]["type"] == ALREADY_EXISTS => Ok(false),
+                    _ => Err(map_status(&what, status, &body)),
+                }
+            })
+            .await;
+            let plugin = opaque.to_str().unwrap_or_default();
+            match created {
+                Ok(Ok(true)) => tracing::debug!(plugin, index, "index prepared"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(plugin, index, error = %e.message, "{what} failed"),
+                Err(_) => tracing::warn!(
+                    plugin,
+                    index,
+                    "{what} did not finish within {} ms",
+                    timeout.as_millis()
+                ),
+            }
+        });
+        Ok(true)
+    }
+
     async fn put_index_template(&self, name: &str, body: &str) -> Result<(), HostError> {
         let body = scope::check_template(&self.grants, name, body)?;
         let what = format!("put-index-template `{name}`");
@@ -578,6 +637,9 @@ fn allow_not_found(r: Result<Value, HostError>) -> Result<Option<Value>, HostErr
     }
 }
 
+/// The error type Elasticsearch answers a creation of an index that exists with.
+const ALREADY_EXISTS: &str = "resource_already_exists_exception";
+
 /// The `X-Opaque-Id` header, which names the plugin in the server's `_tasks` and slow logs.
 const OPAQUE_ID: HeaderName = HeaderName::from_static("x-opaque-id");
 
@@ -596,6 +658,8 @@ struct Bulk {
 
 impl lane::Post for Bulk {
     async fn post(&self, lines: Vec<JsonBody<Value>>) -> Result<Vec<Value>, HostError> {
+        let started = std::time::Instant::now();
+        let documents = lines.len() / 2;
         let sent = self
             .client
             .bulk(BulkParts::None)
@@ -604,6 +668,14 @@ impl lane::Post for Bulk {
             .send()
             .await;
         let mut reply = expect_success("bulk-index", sent).await?;
+        // Elasticsearch's own time for the request against the host's: a gap between them
+        // is queueing or transport, not indexing.
+        tracing::debug!(
+            documents,
+            took_ms = reply.get("took").and_then(serde_json::Value::as_u64),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "bulk request answered"
+        );
         match reply.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => Ok(items),
             _ => Err(HostError::other(format!(
