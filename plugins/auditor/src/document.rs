@@ -126,10 +126,9 @@ mod tests {
 
     #[test]
     fn next_days_are_the_days_after_but_those_written() {
-        const DAY: i64 = 86_400_000_000;
         // 2026-01-01 (twice) and the last microsecond of 2026-01-02, whose next day is
         // written; no time, and a time with no next day.
-        let times = [NEW_YEAR, NEW_YEAR + 5, NEW_YEAR + 2 * DAY - 1].map(Some);
+        let times = [NEW_YEAR, NEW_YEAR + 5, NEW_YEAR + 2 * DAY_MICROS - 1].map(Some);
         let next = next_days(
             times.into_iter().chain([None, Some(i64::MAX)]),
             ["audit-events-2026.01.02"],

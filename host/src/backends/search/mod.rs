@@ -509,13 +509,7 @@ impl Client {
                 .header(OPAQUE_ID, opaque.clone())
                 .send();
             let created = tokio::time::timeout(timeout, async {
-                let response = sent.await.map_err(|e| map_transport(&what, &e))?;
-                let status = response.status_code().as_u16();
-                let text = response
-                    .text()
-                    .await
-                    .map_err(|e| map_transport(&what, &e))?;
-                let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                let (status, body) = answer(&what, sent.await).await?;
                 match status {
                     200..300 => Ok(true),
                     400 if body["error"]["type"] == ALREADY_EXISTS => Ok(false),
@@ -614,15 +608,24 @@ async fn expect_success(
     what: &str,
     sent: Result<Response, elasticsearch::Error>,
 ) -> Result<Value, HostError> {
-    let response = sent.map_err(|e| map_transport(what, &e))?;
-    let status = response.status_code().as_u16();
-    let text = response.text().await.map_err(|e| map_transport(what, &e))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let (status, body) = answer(what, sent).await?;
     if (200..300).contains(&status) {
         Ok(body)
     } else {
         Err(map_status(what, status, &body))
     }
+}
+
+/// The status of an answer and its body: JSON, or its text when it is not JSON.
+async fn answer(
+    what: &str,
+    sent: Result<Response, elasticsearch::Error>,
+) -> Result<(u16, Value), HostError> {
+    let response = sent.map_err(|e| map_transport(what, &e))?;
+    let status = response.status_code().as_u16();
+    let text = response.text().await.map_err(|e| map_transport(what, &e))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, body))
 }
 
 /// `not-found` as `None`, for the calls whose WIT answers a miss with a value.
