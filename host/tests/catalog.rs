@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result, ensure};
 use common::{Service, unique_name, with_cleanup, within};
 use mongodb::bson::{Document, doc};
 use polyhost::backends::documents;
+use polyhost::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
 use polyhost::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use polyhost::manifest::{InstanceMode, PluginSpec};
 use polyhost::runtime::{LoadedPlugin, Records, Runtime};
@@ -45,6 +46,27 @@ impl Fixture {
             .handle(&info, events, Records::default())
             .await
             .map_err(|e| anyhow::anyhow!("the batch failed: {e}"))
+    }
+
+    /// Hands the plugin one call of several partitions: `(topic, partition, events)`, each
+    /// on a first attempt. One list of outcomes per partition.
+    async fn handle_call(&self, parts: &[(&str, i32, &[Event])]) -> Result<Vec<Vec<Outcome>>> {
+        let parts = parts
+            .iter()
+            .map(|(topic, partition, events)| PartitionEvents {
+                batch: BatchInfo {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    attempt: 0,
+                },
+                events: events.to_vec(),
+            })
+            .collect();
+        let permit = self.plugin.instance().await;
+        self.plugin
+            .handle_partitions_holding(permit, parts, Records::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("the call failed: {e}"))
     }
 
     /// The title `id` as stored.
@@ -291,6 +313,100 @@ async fn kept_titles_are_not_read_again_and_a_fresh_instance_finds_them_stored()
         )
         .await?;
         ensure!(ratings == 2, "two ratings documents, found {ratings}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_call_of_both_topics_applies_publications_first_and_keeps_order_per_partition()
+-> Result<()> {
+    let _serial = SERIAL.lock().await;
+    with_fixture(async |f| {
+        ensure!(
+            f.plugin.takes_partitions(),
+            "the catalog-handler exports the partitions form"
+        );
+        // One call, the ratings partition first. The ratings are applied after the
+        // publications all the same, so they find their titles. t-7's relation names a
+        // title not stored: it is retried, and holds back t-7's later event of its own
+        // partition, but not t-7's rating from the other topic.
+        let ratings = [rated(40, "r40", "t-7", 4), rated(41, "r41", "t-8", 2)];
+        let related = ev(
+            12,
+            "p12",
+            "streaming.title.related",
+            json!({"title_id": "t-7", "related_title_id": "t-404", "relation": "sequel"}),
+        );
+        let catalog = [
+            published(10, "p10", "t-7"),
+            published(11, "p11", "t-8"),
+            related,
+            renamed(13, "p13", "t-7", "Seven"),
+        ];
+        let before = documents_calls();
+        let lists = f
+            .handle_call(&[
+                ("streaming.ratings", 3, &ratings),
+                ("streaming.catalog", 1, &catalog),
+            ])
+            .await?;
+        let calls = documents_calls() - before;
+        ensure!(lists.len() == 2, "one list per partition: {lists:?}");
+        ensure!(
+            all_ok(&lists[0]),
+            "the ratings find the titles published in the same call: {:?}",
+            lists[0]
+        );
+        let catalog_outcomes = &lists[1];
+        ensure!(
+            matches!(
+                catalog_outcomes.as_slice(),
+                [
+                    Outcome::Ok,
+                    Outcome::Ok,
+                    Outcome::Retry(_),
+                    Outcome::Retry(_)
+                ]
+            ),
+            "both publications apply; the relation to a title not stored is retried, and the \
+             rename after it in its partition with it: {catalog_outcomes:?}"
+        );
+        ensure!(
+            calls == 3.0,
+            "a call costs what one batch does, not a batch per partition: a read of t-404 \
+             (not met yet), one write of the titles, one of the ratings; made {calls} \
+             documents calls"
+        );
+
+        // Both partitions again, as after a restart: nothing counts twice.
+        let lists = f
+            .handle_call(&[
+                ("streaming.catalog", 1, &catalog[..2]),
+                ("streaming.ratings", 3, &ratings),
+            ])
+            .await?;
+        ensure!(
+            lists.iter().all(|l| all_ok(l)),
+            "the replay is applied already: {lists:?}"
+        );
+        for (title, stars) in [("t-7", 4), ("t-8", 2)] {
+            let doc = f.title(title).await?;
+            let rating = doc.get_document("rating")?;
+            ensure!(
+                int(rating, "count")? == 1 && int(rating, "sum")? == stars,
+                "{title}: its rating counted once: {rating}"
+            );
+            ensure!(
+                int(rating, "last_partition")? == 3,
+                "{title}: the summary names the ratings partition: {rating}"
+            );
+        }
+        let t7 = f.title("t-7").await?;
+        ensure!(
+            t7.get_str("name")? == "One",
+            "the held-back rename is not applied: {t7}"
+        );
         Ok(())
     })
     .await

@@ -39,7 +39,8 @@ use polyhost_guest::{Verdict, in_key_order};
 pub struct Item<'a> {
     /// The event id.
     pub id: &'a str,
-    /// Its key (the subject: the title), which orders a title's events.
+    /// Its key (the subject, the title, with its partition), which orders a title's events
+    /// of one partition.
     pub key: Option<&'a str>,
     /// Where it is: (partition, offset).
     pub at: (i32, i64),
