@@ -990,12 +990,12 @@ async fn results_and_documents_are_bounded_by_the_plugin_limits() -> Result<()> 
     .await
 }
 
-/// The opaque ids (`X-Opaque-Id`) of the search tasks running on the server.
-async fn search_tasks(f: &Fixture) -> Result<Vec<String>> {
+/// The opaque ids (`X-Opaque-Id`) of the tasks of `actions` running on the server.
+async fn tasks(f: &Fixture, actions: &str) -> Result<Vec<String>> {
     let (status, tasks) = f
         .http(
             reqwest::Method::GET,
-            "_tasks?actions=*search*&detailed=true",
+            &format!("_tasks?actions={actions}&detailed=true"),
             None,
         )
         .await?;
@@ -1008,6 +1008,11 @@ async fn search_tasks(f: &Fixture) -> Result<Vec<String>> {
         .flat_map(|t| t.values())
         .filter_map(|t| t["headers"]["X-Opaque-Id"].as_str().map(str::to_string))
         .collect())
+}
+
+/// The opaque ids of the search tasks running on the server.
+async fn search_tasks(f: &Fixture) -> Result<Vec<String>> {
+    tasks(f, "*search*").await
 }
 
 /// A search past the host-call timeout fails with `timeout`, and the server stops running
@@ -1115,6 +1120,115 @@ async fn a_timed_out_search_is_cancelled_on_the_server() -> Result<()> {
         println!("timed out after {took:?}; gone from the server's tasks {gone_after:?} after the call began");
         // Dropping the control's request cancels it in turn.
         control.abort();
+        Ok(())
+    })
+    .await
+}
+
+/// How many bulk requests (not their shard-level parts) with the opaque id `ours` the
+/// server is running.
+async fn bulk_tasks(f: &Fixture, ours: &str) -> Result<usize> {
+    let ids = tasks(f, "indices:data/write/bulk").await?;
+    Ok(ids.iter().filter(|id| *id == ours).count())
+}
+
+/// `polyhost_backend_<what>_total{backend="search",plugin="<plugin>"}` so far.
+fn search_series(what: &str, plugin: &str) -> f64 {
+    let prefix = format!("polyhost_backend_{what}_total{{");
+    polyhost::metrics::global()
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.starts_with(&prefix)
+                && l.contains("backend=\"search\"")
+                && l.contains(&format!("plugin=\"{plugin}\""))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plugin that floods `bulk-index` under a 5 ms host-call timeout (four instances, each
+/// sending the same 500 documents 250 times in a row, every call abandoned at its timeout)
+/// never has more than two bulk requests running on the server: a call abandoned while
+/// queued is dropped, and one whose request left waits for it without holding up the
+/// plugin, which goes on to its next call. Once the flood ends, the server runs none.
+#[tokio::test]
+async fn a_bulk_flood_past_its_timeout_keeps_two_requests_on_the_server() -> Result<()> {
+    with_fixture(async |f| {
+        let index = f.n("a-flood");
+        let name = format!("flood-{}", &f.p[f.p.len() - 12..]);
+        let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.search = Some(search::Grant {
+            indices: vec![f.n("a-*")],
+        });
+        spec.limits.host_call_timeout_ms = 5;
+        spec.limits.call_timeout_ms = 120_000;
+        spec.limits.max_instances = 4;
+        let flood = f
+            .runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the flood: {e}"))?;
+        // 500 documents of 1 KiB: Elasticsearch takes ~15 ms for such a bulk on an idle
+        // machine of this kind, so every call outlives its 5 ms.
+        let items: Vec<Value> = (0..500)
+            .map(|i| json!({"index": index, "id": i.to_string(),
+                            "doc": {"i": i, "pad": "p".repeat(1024)}}))
+            .collect();
+        const TIMES: u64 = 250;
+        const INSTANCES: usize = 4;
+        let script = json!({"steps": [{"call": "bulk-index", "items": items, "times": TIMES,
+                                        "expect": {"ok": "*"}}]});
+        let ours = format!("polyhost/{name}");
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let calls = async {
+            let results =
+                futures::future::join_all((0..INSTANCES).map(|_| harness::run_script(&flood, &script)))
+                    .await;
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            results
+        };
+        let watch = async {
+            let (mut most, mut looks) = (0, 0);
+            while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(bulk_tasks(f, &ours).await?);
+                looks += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            anyhow::Ok((most, looks))
+        };
+        let (results, watched) = tokio::join!(calls, watch);
+        for r in results {
+            r?;
+        }
+        let (most, looks) = watched?;
+        let calls = search_series("calls", &name);
+        let errors = search_series("errors", &name);
+        println!(
+            "{calls} bulk calls, {errors} failed; at most {most} bulk requests on the server in {looks} looks"
+        );
+        ensure!(
+            calls == (TIMES as usize * INSTANCES) as f64,
+            "every call of the flood reached the host: {calls}"
+        );
+        ensure!(
+            errors >= calls / 2.0,
+            "the flood ran past its timeout: only {errors} of {calls} calls failed"
+        );
+        ensure!(most >= 1, "no bulk request of the flood was seen on the server ({looks} looks)");
+        ensure!(
+            most <= 2,
+            "the plugin had {most} bulk requests running on the server at once; its lane allows 2"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bulk_tasks(f, &ours).await? > 0 {
+            ensure!(
+                Instant::now() < deadline,
+                "the flood's bulk requests still run on the server 10 s after it ended"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(())
     })
     .await

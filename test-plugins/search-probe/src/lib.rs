@@ -82,6 +82,22 @@ fn run_step(step: &Value) -> Result<Actual, String> {
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
+            // `times`: sent that many times in a row, whatever each answers (a flood); the
+            // answer is then how many calls failed with `timeout`.
+            if let Some(times) = step["times"].as_u64() {
+                let timeouts = (0..times)
+                    .filter(|_| {
+                        matches!(
+                            search::bulk_index(&items),
+                            Err(Error {
+                                kind: ErrorKind::Timeout,
+                                ..
+                            })
+                        )
+                    })
+                    .count();
+                return Ok(Actual::ok(json!(timeouts)));
+            }
             outcome(search::bulk_index(&items), |results| {
                 Value::Array(
                     results
