@@ -177,8 +177,26 @@ async fn with_fixture(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Res
     with_fixture_tuned(|_| {}, body).await
 }
 
+/// Held shared by every test of this file, and alone by the one whose load would distort
+/// the others' timings (a flood).
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// [`with_fixture`], with the probe's spec changed by `tune` before it is loaded.
 async fn with_fixture_tuned(
+    tune: impl FnOnce(&mut PluginSpec),
+    body: impl AsyncFnOnce(&mut Fixture) -> Result<()>,
+) -> Result<()> {
+    let _shared = EXCLUSIVE.read().await;
+    fixture(tune, body).await
+}
+
+/// [`with_fixture`], with no other test of this file running meanwhile.
+async fn with_fixture_alone(body: impl AsyncFnOnce(&mut Fixture) -> Result<()>) -> Result<()> {
+    let _alone = EXCLUSIVE.write().await;
+    fixture(|_| {}, body).await
+}
+
+async fn fixture(
     tune: impl FnOnce(&mut PluginSpec),
     body: impl AsyncFnOnce(&mut Fixture) -> Result<()>,
 ) -> Result<()> {
@@ -650,12 +668,26 @@ async fn indices_are_prepared_in_the_background_one_at_a_time() -> Result<()> {
             "the template's mapping applied: {mapping}"
         );
 
-        // Prepared again once it holds a document: started, and then it is as it was.
+        // Prepared again once it holds a document: started once the first creation has
+        // answered (the index exists a little before its create request returns: the
+        // request waits for the shard to start), and then it is as it was.
         f.run(json!({"steps": [
             {"call": "index", "index": first, "id": "1", "doc": {"code": "X-1"}},
-            {"call": "prepare-index", "index": first, "expect": {"ok": true}},
         ]}))
         .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = f
+            .run(json!({"steps": [
+                {"call": "prepare-index", "index": first, "expect": {"ok": true}},
+            ]}))
+            .await
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "{first} not prepared again in 30 s: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // The next is started once that one has finished.
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Err(e) = f
@@ -1154,7 +1186,7 @@ fn search_series(what: &str, plugin: &str) -> f64 {
 /// plugin, which goes on to its next call. Once the flood ends, the server runs none.
 #[tokio::test]
 async fn a_bulk_flood_past_its_timeout_keeps_two_requests_on_the_server() -> Result<()> {
-    with_fixture(async |f| {
+    with_fixture_alone(async |f| {
         let index = f.n("a-flood");
         let name = format!("flood-{}", &f.p[f.p.len() - 12..]);
         let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
