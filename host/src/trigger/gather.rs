@@ -237,7 +237,6 @@ async fn call(shared: Arc<Shared>, window: Arc<Window>, deadline: Instant) {
     // The version in place now: a swap to another form hands each partition over alone.
     let plugin = shared.plugin();
     let events: usize = submissions.iter().map(|s| s.events.events.len()).sum();
-    let started = Instant::now();
     if plugin.takes_partitions() {
         let mut parts = Vec::with_capacity(submissions.len());
         let mut records = Vec::with_capacity(submissions.len());
@@ -252,13 +251,11 @@ async fn call(shared: Arc<Shared>, window: Arc<Window>, deadline: Instant) {
             answers.push(s.answer);
         }
         tracing::trace!(plugin = %plugin.name, partitions = parts.len(), events, "handing over a gathered call");
-        let handled = plugin
-            .handle_partitions_holding(permit, parts, Records::of_partitions(records))
-            .await;
-        shared
-            .series
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let handled = timed(
+            &shared,
+            plugin.handle_partitions_holding(permit, parts, Records::of_partitions(records)),
+        )
+        .await;
         match handled {
             Ok(lists) => {
                 for (answer, outcomes) in answers.into_iter().zip(lists) {
@@ -277,16 +274,25 @@ async fn call(shared: Arc<Shared>, window: Arc<Window>, deadline: Instant) {
             let permit = plugin.instance().await;
             let batch = &s.events.batch;
             let records = Records::new(&batch.topic, batch.partition, s.records);
-            let started = Instant::now();
-            let handled = plugin
-                .handle_holding(permit, batch, &s.events.events, records)
-                .await;
-            shared
-                .series
-                .batch_seconds
-                .observe(started.elapsed().as_secs_f64());
+            let handled = timed(
+                &shared,
+                plugin.handle_holding(permit, batch, &s.events.events, records),
+            )
+            .await;
             let n = s.events.events.len();
             let _ = s.answer.send(handled.map_err(|f| (f, n)));
         }
     }
+}
+
+/// Awaits `call` (a call into the plugin), counting its time in the plugin's
+/// `batch_seconds`.
+async fn timed<T>(shared: &Shared, call: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = call.await;
+    shared
+        .series
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    out
 }
