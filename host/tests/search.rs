@@ -57,6 +57,28 @@ impl Fixture {
         format!("{}-{rest}", self.p)
     }
 
+    /// A `search-probe` of a name of its own, `<prefix>-…` (so its requests carry an
+    /// opaque id no other test's do), granted `<p>-a-*`, under the limits `tune` sets.
+    async fn own_probe(
+        &self,
+        prefix: &str,
+        tune: impl FnOnce(&mut polyhost::manifest::Limits),
+    ) -> Result<(String, Arc<LoadedPlugin>)> {
+        let name = format!("{prefix}-{}", &self.p[self.p.len() - 12..]);
+        let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
+        spec.subscribe = vec!["t".into()];
+        spec.grants.search = Some(search::Grant {
+            indices: vec![self.n("a-*")],
+        });
+        tune(&mut spec.limits);
+        let probe = self
+            .runtime
+            .load(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading {name}: {e}"))?;
+        Ok((name, probe))
+    }
+
     /// The status and JSON body of a native request.
     async fn call(
         &self,
@@ -1088,19 +1110,12 @@ async fn a_timed_out_search_is_cancelled_on_the_server() -> Result<()> {
         let slow = json!({"size": 10, "_source": false, "query": {"match_phrase": {"t": {
             "query": "c b a c b a c b a c b a a a a b b b c c c", "slop": 3000}}}});
 
-        let name = format!("slow-{}", &f.p[f.p.len() - 12..]);
-        let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
-        spec.subscribe = vec!["t".into()];
-        spec.grants.search = Some(search::Grant {
-            indices: vec![f.n("a-*")],
-        });
-        spec.limits.host_call_timeout_ms = 1_000;
-        spec.limits.call_timeout_ms = 60_000;
-        let probe = f
-            .runtime
-            .load(&spec)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the probe: {e}"))?;
+        let (name, probe) = f
+            .own_probe("slow", |limits| {
+                limits.host_call_timeout_ms = 1_000;
+                limits.call_timeout_ms = 60_000;
+            })
+            .await?;
 
         // The control: the same search sent natively, left running.
         let control_id = format!("control-{}", f.p);
@@ -1188,20 +1203,13 @@ fn search_series(what: &str, plugin: &str) -> f64 {
 async fn a_bulk_flood_past_its_timeout_keeps_two_requests_on_the_server() -> Result<()> {
     with_fixture_alone(async |f| {
         let index = f.n("a-flood");
-        let name = format!("flood-{}", &f.p[f.p.len() - 12..]);
-        let mut spec = PluginSpec::new(&name, test_plugin("search-probe"));
-        spec.subscribe = vec!["t".into()];
-        spec.grants.search = Some(search::Grant {
-            indices: vec![f.n("a-*")],
-        });
-        spec.limits.host_call_timeout_ms = 5;
-        spec.limits.call_timeout_ms = 120_000;
-        spec.limits.max_instances = 4;
-        let flood = f
-            .runtime
-            .load(&spec)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the flood: {e}"))?;
+        let (name, flood) = f
+            .own_probe("flood", |limits| {
+                limits.host_call_timeout_ms = 5;
+                limits.call_timeout_ms = 120_000;
+                limits.max_instances = 4;
+            })
+            .await?;
         // 500 documents of 1 KiB: Elasticsearch takes ~15 ms for such a bulk on an idle
         // machine of this kind, so every call outlives its 5 ms.
         let items: Vec<Value> = (0..500)

@@ -45,10 +45,10 @@ impl Guest for CatalogHandler {
         // Partitions of ratings last: a rating of a title published in the same call then
         // finds it (rather than being retried, and holding back the title's later ratings
         // of its partition). There is no order between partitions to keep.
-        let mut order: Vec<usize> = (0..partitions.len()).collect();
-        order.sort_by_key(|&i| has_ratings(&partitions[i]));
-        let mut slots: Vec<Option<PartitionEvents>> = partitions.into_iter().map(Some).collect();
-        let ordered: Vec<PartitionEvents> = order.iter().filter_map(|&i| slots[i].take()).collect();
+        let mut indexed: Vec<(usize, PartitionEvents)> =
+            partitions.into_iter().enumerate().collect();
+        indexed.sort_by_key(|(_, p)| has_ratings(p));
+        let (order, ordered): (Vec<usize>, Vec<PartitionEvents>) = indexed.into_iter().unzip();
         let call = Flattened::new(ordered, |p| (p.batch, p.events));
         let outcomes = handle(&call);
         let mut lists: Vec<Vec<Outcome>> = vec![Vec::new(); order.len()];
