@@ -925,17 +925,28 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
     .await
 }
 
-/// The FerretDB that `cargo xtask services up` starts finds a document by `_id` through an
-/// index: FerretDB 1.24 filters by `_id` with JSON containment, which its own btree index
-/// cannot serve, so each update by `_id` used to read the whole collection; `services up`
-/// gives every collection table a GIN index that serves it (`ferretdb_id_index.sql`).
-/// Counted by PostgreSQL: 50 updates by `_id` (and `rev`, as the catalog handler's) in a
-/// collection of 2 000 documents read fewer rows in sequence than one whole-collection scan.
-#[tokio::test]
-async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
-    const DOCS: usize = 2_000;
-    const UPDATES: usize = 50;
-    with_fixture(async |f| {
+/// What PostgreSQL counts of the table under one FerretDB collection.
+#[derive(Debug, Clone, Copy)]
+struct TableCounts {
+    /// Rows read by whole-table (sequential) scans.
+    seq_read: i64,
+    /// Index scans begun.
+    idx_scans: i64,
+    /// Rows updated.
+    updated: i64,
+}
+
+/// The PostgreSQL table FerretDB keeps a collection in, with a connection to read its
+/// statistics.
+struct FerretTable {
+    pg: sqlx::PgConnection,
+    name: String,
+}
+
+impl FerretTable {
+    /// The table of `f`'s collection `collection`; fails unless the server is FerretDB (what
+    /// these checks are about is the FerretDB `cargo xtask services up` starts).
+    async fn of(f: &Fixture, collection: &str) -> Result<FerretTable> {
         let info = within(
             &f.mongodb,
             "buildInfo",
@@ -947,11 +958,6 @@ async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
             "{}: not FerretDB (this checks the FerretDB `cargo xtask services up` starts)",
             f.mongodb
         );
-        let seeded: Vec<Document> = (0..DOCS)
-            .map(|i| doc! {"_id": format!("d{i}"), "rev": 1, "n": 0})
-            .collect();
-        within(&f.mongodb, "seeding", f.coll("videos").insert_many(seeded)).await?;
-
         // FerretDB keeps a collection in the table `<database>.<collection>_<hash>` of its
         // PostgreSQL database.
         use sqlx::Connection as _;
@@ -962,36 +968,77 @@ async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
         let mut pg = sqlx::PgConnection::connect_with(&options)
             .await
             .context("connecting to FerretDB's PostgreSQL database")?;
-        let table: String = sqlx::query_scalar(
+        let name: String = sqlx::query_scalar(
             "select format('%I.%I', schemaname, tablename) from pg_tables \
-             where schemaname = $1 and tablename like 'videos\\_%'",
+             where schemaname = $1 and tablename like $2 || '\\_%'",
         )
         .bind(f.db.name())
+        .bind(collection)
         .fetch_one(&mut pg)
         .await
         .context("finding the collection's table")?;
-        // Statistics reach pg_stat_user_tables within about 10 s of a session going idle.
-        let stats = async |pg: &mut sqlx::PgConnection, updates: i64| -> Result<i64> {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let (read, updated): (i64, i64) = sqlx::query_as(
-                    "select coalesce(seq_tup_read, 0), n_tup_upd from pg_stat_user_tables \
-                     where relid = $1::regclass",
-                )
-                .bind(&table)
-                .fetch_one(&mut *pg)
-                .await?;
-                if updated >= updates {
-                    return Ok(read);
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "{table}: {updated} of {updates} updates counted after 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(FerretTable { pg, name })
+    }
+
+    /// The table's counts once `ready` holds of them. Statistics reach
+    /// pg_stat_user_tables within about 10 s of a session going idle, so this polls, for
+    /// up to 30 s.
+    async fn counts_when(
+        &mut self,
+        what: &str,
+        ready: impl Fn(&TableCounts) -> bool,
+    ) -> Result<TableCounts> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (seq_read, idx_scans, updated): (i64, i64, i64) = sqlx::query_as(
+                "select coalesce(seq_tup_read, 0), coalesce(idx_scan, 0), n_tup_upd \
+                 from pg_stat_user_tables where relid = $1::regclass",
+            )
+            .bind(&self.name)
+            .fetch_one(&mut self.pg)
+            .await?;
+            let counts = TableCounts {
+                seq_read,
+                idx_scans,
+                updated,
+            };
+            if ready(&counts) {
+                return Ok(counts);
             }
-        };
-        let before = stats(&mut pg, 0).await?;
+            ensure!(
+                Instant::now() < deadline,
+                "{}: {what} not counted after 30 s ({counts:?})",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// `n` documents `{_id: "d<i>", rev: 1, n: i, pad: <1 KiB>}` in `videos`, inserted in order.
+async fn seed_videos(f: &Fixture, n: usize) -> Result<()> {
+    let pad = "x".repeat(1024);
+    let seeded: Vec<Document> = (0..n)
+        .map(|i| doc! {"_id": format!("d{i}"), "rev": 1, "n": i as i64, "pad": &pad})
+        .collect();
+    within(&f.mongodb, "seeding", f.coll("videos").insert_many(seeded)).await?;
+    Ok(())
+}
+
+/// The FerretDB that `cargo xtask services up` starts finds a document by `_id` through an
+/// index: FerretDB 1.24 filters by `_id` with JSON containment, which its own btree index
+/// cannot serve, so each update by `_id` used to read the whole collection; `services up`
+/// gives every collection table a GIN index that serves it (`ferretdb_id_index.sql`).
+/// Counted by PostgreSQL: 50 updates by `_id` (and `rev`, as the catalog handler's) in a
+/// collection of 2 000 documents read fewer rows in sequence than one whole-collection scan.
+#[tokio::test]
+async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
+    const DOCS: usize = 2_000;
+    const UPDATES: usize = 50;
+    with_fixture(async |f| {
+        seed_videos(f, DOCS).await?;
+        let mut table = FerretTable::of(f, "videos").await?;
+        let before = table.counts_when("the seeding", |_| true).await?;
         for i in 0..UPDATES {
             let id = format!("d{}", i * 37 % DOCS);
             let done = within(
@@ -1003,11 +1050,72 @@ async fn ferretdb_updates_by_id_do_not_read_the_collection() -> Result<()> {
             .await?;
             ensure!(done.modified_count == 1, "{id}: {done:?}");
         }
-        let read = stats(&mut pg, UPDATES as i64).await? - before;
+        let after = table
+            .counts_when("the updates", |c| c.updated >= UPDATES as i64)
+            .await?;
+        let read = after.seq_read - before.seq_read;
         ensure!(
             read < DOCS as i64,
-            "{UPDATES} updates by _id read {read} rows of {table} in sequence \
-             (one whole scan is {DOCS})"
+            "{UPDATES} updates by _id read {read} rows of {} in sequence \
+             (one whole scan is {DOCS})",
+            table.name
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A `find` that looks documents up by a list of `_id`s answers the same whether the host
+/// reads them with one `$in` or one query per id, and once the host has seen both cost,
+/// it stops reading the whole collection for them: FerretDB 1.24 scans the collection for
+/// `$in` (a scan of 2 000 documents against ten lookups through the `_id` index). The
+/// first find takes `$in`, the second one query per id (each way tried once), the next
+/// ones the cheaper; all four answer exactly the ids asked for (a repeated id once, an
+/// absent one not at all), with the projection applied. Counted by PostgreSQL: the last
+/// two began an index scan per id and read no rows in sequence.
+#[tokio::test]
+async fn finds_by_ids_answer_alike_and_stop_reading_the_whole_collection() -> Result<()> {
+    const DOCS: usize = 2_000;
+    with_fixture(async |f| {
+        seed_videos(f, DOCS).await?;
+        let mut table = FerretTable::of(f, "videos").await?;
+        let before = table.counts_when("the seeding", |_| true).await?;
+        // Ten ids to read, in the order they were inserted (the order of a whole scan),
+        // one of them twice and one absent.
+        let wanted = [3, 5, 17, 17, 230, 404, 999, 1200, 1500, 1777, 1999];
+        let mut ids: Vec<String> = wanted.iter().map(|i| format!("d{i}")).collect();
+        ids.insert(5, "absent".into());
+        let expected: Vec<Value> = [3, 5, 17, 230, 404, 999, 1200, 1500, 1777, 1999]
+            .iter()
+            .map(|i| json!({"_id": format!("d{i}"), "n": i}))
+            .collect();
+        let find = json!({"call": "find", "collection": "videos",
+                          "filter": {"_id": {"$in": ids}},
+                          "options": {"projection": {"n": 1}},
+                          "expect": {"ok": expected}});
+        let per_find = expected.len() as i64 + 1; // the ids, the absent one included
+
+        f.run(json!({"steps": [find, find]})).await?;
+        // Both ways tried: the `$in` scanned the collection, the reads by id used the index.
+        let learnt = table
+            .counts_when("the first two finds", |c| {
+                c.seq_read >= before.seq_read + DOCS as i64
+                    && c.idx_scans >= before.idx_scans + per_find
+            })
+            .await?;
+
+        f.run(json!({"steps": [find, find]})).await?;
+        let after = table
+            .counts_when("the last two finds", |c| {
+                c.idx_scans >= learnt.idx_scans + 2 * per_find
+            })
+            .await?;
+        let read = after.seq_read - learnt.seq_read;
+        ensure!(
+            read < DOCS as i64,
+            "the last two finds by ids read {read} rows of {} in sequence \
+             (one whole scan is {DOCS})",
+            table.name
         );
         Ok(())
     })

@@ -189,15 +189,9 @@ fn summary_cannot_tell(title: &Value, partition: i32) -> bool {
         && crate::update::counted_through(title).is_none_or(|(p, _)| p != i64::from(partition))
 }
 
-/// Up to this many ids, [`find_in`] looks each one up on its own: FerretDB 1.24 answers a
-/// filter on one `_id` from the primary key, but `{"_id": {"$in": …}}` by reading the whole
-/// collection (115 ms for 459 titles, whatever the number of ids, and growing with the
-/// collection), so a batch naming a few titles, as batches do at a modest rate, is cheaper
-/// in a few lookups of a few milliseconds.
-const LOOKUPS_MAX: usize = 12;
-
-/// The documents of `collection` whose `_id` is one of `ids`: one call, or one per id when
-/// there are at most [`LOOKUPS_MAX`].
+/// The documents of `collection` whose `_id` is one of `ids`, in one call (the host reads
+/// them whichever way the server answers faster: FerretDB 1.24 reads the whole collection
+/// for `$in`, so there the host looks the ids up one by one).
 fn find_in(
     collection: &str,
     ids: &BTreeSet<&str>,
@@ -205,20 +199,6 @@ fn find_in(
 ) -> Result<Vec<Value>, Verdict> {
     if ids.is_empty() {
         return Ok(Vec::new());
-    }
-    if ids.len() <= LOOKUPS_MAX {
-        let mut found = Vec::new();
-        for id in ids {
-            let filter = json!({ "_id": id }).to_string();
-            if let Some(text) = docs::find_one(collection, &filter).map_err(host)? {
-                found.push(serde_json::from_str(&text).map_err(|e| {
-                    Verdict::Retry(format!(
-                        "a document of {collection} read back as bad JSON: {e}"
-                    ))
-                })?);
-            }
-        }
-        return Ok(found);
     }
     let filter = json!({"_id": {"$in": ids}}).to_string();
     let options = FindOptions {

@@ -18,21 +18,22 @@
 //! `insert` commands of at most [`STATEMENTS_PER_COMMAND`](super::STATEMENTS_PER_COMMAND),
 //! then every file entry (a reader never meets an entry without its chunks), then the
 //! revisions of the ids read (whichever way the server answers faster: see
-//! [`RevisionReads`]) and the older ones removed at once. The bucket's indexes (the
+//! [`super::keyed`]) and the older ones removed at once. The bucket's indexes (the
 //! driver's, by the driver's names) are made once per client before its first such write.
 
 use std::time::Duration;
 
-use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _, TryStreamExt as _};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, TryStreamExt as _};
 use mongodb::bson::{Bson, Document, doc, oid::ObjectId};
 use mongodb::error::{Error as MongoError, ErrorKind as MongoErrorKind, GridFsErrorKind};
 use mongodb::gridfs::{FilesCollectionDocument, GridFsBucket};
-use mongodb::options::GridFsBucketOptions;
+use mongodb::options::{FindOptions, GridFsBucketOptions};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-use super::bulk::{MAX_POOL_SIZE, insert_all};
+use super::bulk::insert_all;
+use super::keyed::{self, KeyedRead};
 use super::{Client, Limits, check_bucket, map_error, render};
 use crate::bindings::polyhost::platform::documents::{Blob, BlobInfo, NewBlob};
 use crate::budget::{self, ResultBudget};
@@ -275,31 +276,14 @@ impl Client {
             return Err(e);
         }
         let ids: Vec<&str> = infos.iter().map(|i| i.id.as_str()).collect();
-        let reads = self.revision_reads(bucket);
-        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, reads).await;
-        let pruned = pruned.map(|(how, took)| {
-            self.revision_reads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(bucket.to_string())
-                .or_default()
-                .learn(how, ids.len(), took);
-        });
+        let how = self.keyed_reads.choose(files.name(), ids.len());
+        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, how).await;
+        let pruned = pruned.map(|took| self.keyed_reads.learn(files.name(), how, ids.len(), took));
         if let Err(e) = pruned {
             tracing::warn!(plugin = %self.plugin, bucket, error = %map_error(&what, e),
                 "put-blobs: could not remove older revisions");
         }
         Ok(infos)
-    }
-
-    /// What this client has learnt of `bucket`'s revision reads.
-    fn revision_reads(&self, bucket: &str) -> RevisionReads {
-        self.revision_reads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(bucket)
-            .copied()
-            .unwrap_or_default()
     }
 
     /// The bucket's indexes, the ones the driver makes before its first upload (by the same
@@ -554,100 +538,25 @@ async fn remove_orphan_chunks(
     Ok(())
 }
 
-/// How `put-blobs` reads the revisions of its ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RevisionRead {
-    /// One `find` of `{"filename": {"$in": ids}}`.
-    In,
-    /// One `find` per id, up to [`MAX_POOL_SIZE`] in flight.
-    PerId,
-}
-
-/// What reading revisions has cost, learnt per client and bucket: the server decides which
-/// way is cheaper. MongoDB answers `$in` from the index; FerretDB 1.24 reads the whole files
-/// collection for it (60 ms at 900 files, growing with the bucket, whatever the number of
-/// ids) but answers one `filename` from the index in about a millisecond. So: `$in` while
-/// it costs less than a query per id would for this many ids, else one per id; each way is
-/// tried once, and every read updates its estimate, so a growing bucket moves the choice.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct RevisionReads {
-    /// A `$in` read, whatever the number of ids.
-    in_query: Option<Duration>,
-    /// A read per id, per id (in flight together, as they go).
-    per_id: Option<Duration>,
-}
-
-impl RevisionReads {
-    /// The way to read the revisions of `ids` ids.
-    pub(super) fn choose(&self, ids: usize) -> RevisionRead {
-        match (self.in_query, self.per_id) {
-            (None, _) => RevisionRead::In,
-            (Some(_), None) => RevisionRead::PerId,
-            (Some(q), Some(p)) if q <= p.saturating_mul(u32::try_from(ids).unwrap_or(u32::MAX)) => {
-                RevisionRead::In
-            }
-            _ => RevisionRead::PerId,
-        }
-    }
-
-    /// Takes in a read of `ids` ids made `how` that took `took`: the estimate moves half
-    /// way to it.
-    pub(super) fn learn(&mut self, how: RevisionRead, ids: usize, took: Duration) {
-        let (estimate, seen) = match how {
-            RevisionRead::In => (&mut self.in_query, took),
-            RevisionRead::PerId => (
-                &mut self.per_id,
-                took / u32::try_from(ids.max(1)).unwrap_or(u32::MAX),
-            ),
-        };
-        *estimate = Some(estimate.map_or(seen, |old| (old + seen) / 2));
-    }
-}
-
-/// [`prune_older`] for many ids at once: the revisions of `ids` read (the way `reads`
-/// chooses), then one removal of the file entries older than the ones just stored
+/// [`prune_older`] for many ids at once: the revisions of `ids` read `how` (see
+/// [`super::keyed`]), then one removal of the file entries older than the ones just stored
 /// (`file_ids`, in the order of `ids`), then one of their chunks (entries first, as the
-/// driver deletes). Answers how the revisions were read and what that took.
+/// driver deletes). Answers what reading the revisions took.
 async fn prune_older_many(
     files: &mongodb::Collection<Document>,
     chunks: &mongodb::Collection<Document>,
     ids: &[&str],
     file_ids: &[Bson],
-    reads: RevisionReads,
-) -> Result<(RevisionRead, Duration), MongoError> {
-    let how = reads.choose(ids.len());
-    let projection = doc! { "_id": 1, "filename": 1, "uploadDate": 1 };
+    how: KeyedRead,
+) -> Result<Duration, MongoError> {
+    let options = FindOptions::builder()
+        .projection(doc! { "_id": 1, "filename": 1, "uploadDate": 1 })
+        .build();
+    let keys = ids.iter().map(|id| Bson::from(*id)).collect();
     let started = std::time::Instant::now();
-    let revisions: Vec<Document> = match how {
-        RevisionRead::In => {
-            files
-                .find(doc! { "filename": { "$in": ids } })
-                .projection(projection)
-                .await?
-                .try_collect()
-                .await?
-        }
-        RevisionRead::PerId => {
-            // Owned ids and collection handles: the futures must not borrow (they go to
-            // `Send` host-call futures, where borrowed closure arguments do not type-check).
-            let owned: Vec<(String, mongodb::Collection<Document>, Document)> = ids
-                .iter()
-                .map(|id| (id.to_string(), files.clone(), projection.clone()))
-                .collect();
-            futures::stream::iter(owned)
-                .map(|(id, files, projection)| async move {
-                    files
-                        .find(doc! { "filename": id })
-                        .projection(projection)
-                        .await?
-                        .try_collect::<Vec<Document>>()
-                        .await
-                })
-                .buffer_unordered(MAX_POOL_SIZE as usize)
-                .try_concat()
-                .await?
-        }
-    };
+    let revisions: Vec<Document> = keyed::by_keys(files, "filename", keys, options, how)
+        .try_collect()
+        .await?;
     let took = started.elapsed();
     let key = |d: &Document| {
         (
@@ -672,13 +581,13 @@ async fn prune_older_many(
         .filter_map(|r| r.get("_id").cloned())
         .collect();
     if older.is_empty() {
-        return Ok((how, took));
+        return Ok(took);
     }
     files.delete_many(doc! { "_id": { "$in": &older } }).await?;
     chunks
         .delete_many(doc! { "files_id": { "$in": &older } })
         .await?;
-    Ok((how, took))
+    Ok(took)
 }
 
 /// The newest revision of `id`.
@@ -786,32 +695,4 @@ fn io_to_mongo_error(e: std::io::Error) -> MongoError {
 
 fn map_io_error(what: String, e: std::io::Error) -> HostError {
     map_error(what, io_to_mongo_error(e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn revision_reads_try_each_way_then_take_the_cheaper_for_the_ids_at_hand() {
-        let mut reads = RevisionReads::default();
-        assert_eq!(reads.choose(200), RevisionRead::In, "first, one $in");
-        reads.learn(RevisionRead::In, 200, ms(60));
-        assert_eq!(reads.choose(200), RevisionRead::PerId, "then one per id");
-        reads.learn(RevisionRead::PerId, 200, ms(100)); // 0.5 ms per id
-        // A $in read costs 60 ms whatever the ids; per id, 0.5 ms each.
-        assert_eq!(reads.choose(200), RevisionRead::In);
-        assert_eq!(reads.choose(100), RevisionRead::PerId);
-        assert_eq!(reads.choose(3), RevisionRead::PerId);
-        // The bucket grows: $in reads slow down, and the choice moves.
-        for _ in 0..4 {
-            reads.learn(RevisionRead::In, 200, ms(400));
-        }
-        assert_eq!(reads.choose(200), RevisionRead::PerId);
-        assert_eq!(reads.choose(1_000), RevisionRead::In);
-    }
 }

@@ -376,7 +376,7 @@ fn spread(run: Vec<(Command, usize, Vec<Document>)>) -> Vec<(Command, usize, Vec
 
 /// An `_id` as compared by the server: numbers by value (`1`, `1L` and `1.0` match the
 /// same document), anything else by type and value.
-fn id_key(id: &Bson) -> String {
+pub(super) fn id_key(id: &Bson) -> String {
     match id {
         Bson::Int32(n) => format!("n:{}", f64::from(*n)),
         Bson::Int64(n) => format!("n:{}", *n as f64),

@@ -16,7 +16,8 @@
 //! What comes back is bounded: documents are read from the cursor one by one and counted
 //! at their BSON length into the call's `limits.max_result_bytes`; a blob's length is
 //! counted before its bytes are read. Every read carries `maxTimeMS` = the host-call
-//! timeout, so the server stops the work when the host stops waiting.
+//! timeout, so the server stops the work when the host stops waiting. A `find` that only
+//! looks documents up by `_id` is read whichever way the server answers faster (`keyed`).
 //!
 //! The server is FerretDB 1.24 locally and MongoDB 7 under docker compose, so only what both
 //! speak is used: plain CRUD commands, `count_documents` (an aggregation of `$match` and
@@ -31,6 +32,7 @@
 //!   screening of filters, updates and pipelines);
 //! - `bulk`: `bulk-write`, in bounded write commands;
 //! - `blobs`: GridFS blobs, and how they are stored;
+//! - `keyed`: reading documents by a list of keys, the way the server answers faster;
 //! - `errors`: the one mapping of driver and server errors to [`HostError`] kinds;
 //! - `host`: the generated `Host` trait, as the plugin calls it.
 
@@ -38,13 +40,14 @@ mod blobs;
 mod bulk;
 mod errors;
 mod host;
+mod keyed;
 mod scope;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::options::FindOptions as MongoFindOptions;
 use serde::Deserialize;
@@ -192,8 +195,8 @@ pub struct Client {
         Arc<std::sync::Mutex<std::collections::HashMap<String, mongodb::gridfs::GridFsBucket>>>,
     /// The buckets whose indexes `put-blobs` has made (see `blobs`).
     indexed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    /// Per bucket, what `put-blobs` has learnt its revision reads cost (see `blobs`).
-    revision_reads: Arc<std::sync::Mutex<std::collections::HashMap<String, blobs::RevisionReads>>>,
+    /// Per collection, what reading documents by a list of keys has cost (see `keyed`).
+    keyed_reads: Arc<keyed::Learnt>,
 }
 
 impl Client {
@@ -207,7 +210,7 @@ impl Client {
             blob_budget: Arc::default(),
             buckets: Arc::default(),
             indexed: Arc::default(),
-            revision_reads: Arc::default(),
+            keyed_reads: Arc::default(),
         }
     }
 
@@ -349,22 +352,37 @@ impl Client {
             Some(limit) => find.limit = Some(i64::try_from(limit).unwrap_or(i64::MAX)),
             None => {}
         }
+        let lookup = keyed::id_lookup(&filter, &find);
         let _permit = self.permit().await?;
         let started = Instant::now();
         let what = || format!("find in `{collection}`");
         // Raw documents, so each is counted at its BSON length as it arrives; the driver
         // holds one server batch at a time (at most 16 MiB), never the whole answer.
-        let mut cursor = coll
-            .clone_with_type::<RawDocumentBuf>()
-            .find(filter)
-            .with_options(find)
-            .await
-            .map_err(|e| map_error(what(), e))?;
+        let coll = coll.clone_with_type::<RawDocumentBuf>();
+        let mut learning = None;
+        let mut results = match lookup {
+            // A lookup by ids: read the way this server answers faster (see `keyed`).
+            Some(ids) => {
+                let how = self.keyed_reads.choose(collection, ids.len());
+                learning = Some((how, ids.len()));
+                keyed::by_keys(&coll, "_id", ids, find, how)
+            }
+            None => coll
+                .find(filter)
+                .with_options(find)
+                .await
+                .map_err(|e| map_error(what(), e))?
+                .boxed(),
+        };
         let mut budget = ResultBudget::new(limits.max_result_bytes);
         let mut found = Vec::new();
-        while let Some(raw) = cursor.try_next().await.map_err(|e| map_error(what(), e))? {
+        while let Some(raw) = results.try_next().await.map_err(|e| map_error(what(), e))? {
             budget.take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
             found.push(render_raw(&raw)?);
+        }
+        if let Some((how, ids)) = learning {
+            self.keyed_reads
+                .learn(collection, how, ids, started.elapsed());
         }
         limits.answered_in_time(started, &what())?;
         Ok(found)

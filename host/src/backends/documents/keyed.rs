@@ -1,0 +1,259 @@
+//! Reading the documents whose field is one of a list of keys: one `$in` query, or one
+//! query per key, whichever this server answers faster.
+//!
+//! MongoDB answers `{field: {"$in": keys}}` from the field's index. FerretDB 1.24 pushes an
+//! equality on a field down to PostgreSQL (where an index serves it) but not `$in`: for
+//! that it reads the whole collection and filters in its own process, which takes the same
+//! time whatever the number of keys and grows with the collection (280 ms for 100 `_id`s
+//! in a collection of 460 titles, against 1.3 ms a key read one by one, four at a time).
+//! So the host learns, per client and collection, what each way costs ([`KeyedReads`]),
+//! and reads the keys the cheaper way ([`by_keys`]). Both ways answer the same documents;
+//! neither promises an order.
+//!
+//! Used by `find` when its filter is exactly `{"_id": {"$in": […]}}` (see
+//! [`id_lookup`]), and by `put-blobs` for the revisions of the blobs it stored (by
+//! `filename`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt as _, TryStreamExt as _};
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::Error as MongoError;
+use mongodb::options::FindOptions;
+use serde::de::DeserializeOwned;
+
+use super::bulk::{MAX_POOL_SIZE, id_key};
+
+/// How the documents of a list of keys are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyedRead {
+    /// One `find` of `{field: {"$in": keys}}`.
+    In,
+    /// One `find` of `{field: key}` per key, up to [`MAX_POOL_SIZE`] in flight.
+    PerKey,
+}
+
+/// What reading by keys has cost in one collection: each way is tried once, then the
+/// cheaper for the number of keys at hand is taken, and every read updates its estimate,
+/// so a growing collection moves the choice.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct KeyedReads {
+    /// A `$in` read, whatever the number of keys.
+    in_query: Option<Duration>,
+    /// A read per key, per key (in flight together, as they go).
+    per_key: Option<Duration>,
+}
+
+impl KeyedReads {
+    /// The way to read `keys` keys.
+    pub(super) fn choose(&self, keys: usize) -> KeyedRead {
+        match (self.in_query, self.per_key) {
+            (None, _) => KeyedRead::In,
+            (Some(_), None) => KeyedRead::PerKey,
+            (Some(q), Some(p))
+                if q <= p.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX)) =>
+            {
+                KeyedRead::In
+            }
+            _ => KeyedRead::PerKey,
+        }
+    }
+
+    /// Takes in a read of `keys` keys made `how` that took `took`: the estimate moves half
+    /// way to it.
+    pub(super) fn learn(&mut self, how: KeyedRead, keys: usize, took: Duration) {
+        let (estimate, seen) = match how {
+            KeyedRead::In => (&mut self.in_query, took),
+            KeyedRead::PerKey => (
+                &mut self.per_key,
+                took / u32::try_from(keys.max(1)).unwrap_or(u32::MAX),
+            ),
+        };
+        *estimate = Some(estimate.map_or(seen, |old| (old + seen) / 2));
+    }
+}
+
+/// [`KeyedReads`] per collection, for one client.
+#[derive(Debug, Default)]
+pub(super) struct Learnt(Mutex<HashMap<String, KeyedReads>>);
+
+impl Learnt {
+    /// The way to read `keys` keys of `collection`.
+    pub(super) fn choose(&self, collection: &str, keys: usize) -> KeyedRead {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(collection)
+            .copied()
+            .unwrap_or_default()
+            .choose(keys)
+    }
+
+    /// Takes in a read of `keys` keys of `collection` (see [`KeyedReads::learn`]).
+    pub(super) fn learn(&self, collection: &str, how: KeyedRead, keys: usize, took: Duration) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(collection.to_string())
+            .or_default()
+            .learn(how, keys, took);
+    }
+}
+
+/// The documents of `coll` whose `field` is one of `keys`, read `how`, each with
+/// `options` (a projection, `maxTimeMS`; no sort, skip or limit, which a read per key
+/// cannot honour). Each matching document comes once, provided no two keys match the same
+/// value (see [`id_lookup`]).
+pub(super) fn by_keys<T>(
+    coll: &mongodb::Collection<T>,
+    field: &str,
+    keys: Vec<Bson>,
+    options: FindOptions,
+    how: KeyedRead,
+) -> BoxStream<'static, Result<T, MongoError>>
+where
+    T: DeserializeOwned + Unpin + Send + Sync + 'static,
+{
+    let coll = coll.clone();
+    let field = field.to_string();
+    match how {
+        KeyedRead::In => futures::stream::once(async move {
+            coll.find(doc! { field: { "$in": keys } })
+                .with_options(options)
+                .await
+        })
+        .try_flatten()
+        .boxed(),
+        KeyedRead::PerKey => futures::stream::iter(keys)
+            .map(move |key| {
+                // Owned handles: the futures go to `Send` host-call futures, where borrowed
+                // closure arguments do not type-check.
+                let (coll, options, filter) = (coll.clone(), options.clone(), doc! { &field: key });
+                async move {
+                    coll.find(filter)
+                        .with_options(options)
+                        .await?
+                        .try_collect::<Vec<T>>()
+                        .await
+                }
+            })
+            .buffered(MAX_POOL_SIZE as usize)
+            .map_ok(|found| futures::stream::iter(found.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed(),
+    }
+}
+
+/// The `_id`s of a `find` that only looks documents up by id — a filter of exactly
+/// `{"_id": {"$in": [ids]}}`, with no sort, skip or limit — listed once each (by the
+/// server's comparison: `1` and `1L` are one id). Only ids that match by equality alone
+/// qualify: strings, integers and ObjectIds (a regex in `$in` is a pattern, a document or
+/// array compares field by field, a double may be NaN).
+pub(super) fn id_lookup(filter: &Document, options: &FindOptions) -> Option<Vec<Bson>> {
+    if options.sort.is_some()
+        || options.skip.is_some_and(|s| s > 0)
+        || options.limit.is_some()
+        || filter.len() != 1
+    {
+        return None;
+    }
+    let condition = filter.get_document("_id").ok()?;
+    if condition.len() != 1 {
+        return None;
+    }
+    let ids = condition.get_array("$in").ok()?;
+    if ids.is_empty() {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    let mut unique = Vec::with_capacity(ids.len());
+    for id in ids {
+        match id {
+            Bson::String(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::ObjectId(_) => {}
+            _ => return None,
+        }
+        if seen.insert(id_key(id)) {
+            unique.push(id.clone());
+        }
+    }
+    Some(unique)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::oid::ObjectId;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn keyed_reads_try_each_way_then_take_the_cheaper_for_the_keys_at_hand() {
+        let mut reads = KeyedReads::default();
+        assert_eq!(reads.choose(200), KeyedRead::In, "first, one $in");
+        reads.learn(KeyedRead::In, 200, ms(60));
+        assert_eq!(reads.choose(200), KeyedRead::PerKey, "then one per key");
+        reads.learn(KeyedRead::PerKey, 200, ms(100)); // 0.5 ms per key
+        // A $in read costs 60 ms whatever the keys; per key, 0.5 ms each.
+        assert_eq!(reads.choose(200), KeyedRead::In);
+        assert_eq!(reads.choose(100), KeyedRead::PerKey);
+        assert_eq!(reads.choose(3), KeyedRead::PerKey);
+        // The collection grows: $in reads slow down, and the choice moves.
+        for _ in 0..4 {
+            reads.learn(KeyedRead::In, 200, ms(400));
+        }
+        assert_eq!(reads.choose(200), KeyedRead::PerKey);
+        assert_eq!(reads.choose(1_000), KeyedRead::In);
+    }
+
+    #[test]
+    fn learnt_is_kept_per_collection() {
+        let learnt = Learnt::default();
+        learnt.learn("titles", KeyedRead::In, 10, ms(300));
+        assert_eq!(learnt.choose("titles", 10), KeyedRead::PerKey);
+        assert_eq!(learnt.choose("ratings", 10), KeyedRead::In);
+    }
+
+    #[test]
+    fn only_a_plain_list_of_ids_is_a_lookup() {
+        let plain = FindOptions::default();
+        let oid = ObjectId::new();
+        assert_eq!(
+            id_lookup(&doc! {"_id": {"$in": ["a", 1, 1_i64, "a", oid, 2]}}, &plain),
+            Some(vec![
+                "a".into(),
+                Bson::Int32(1),
+                Bson::ObjectId(oid),
+                Bson::Int32(2)
+            ]),
+            "listed once each, 1 and 1L as one"
+        );
+        let projected = FindOptions::builder().projection(doc! {"n": 1}).build();
+        assert!(id_lookup(&doc! {"_id": {"$in": ["a"]}}, &projected).is_some());
+        for filter in [
+            doc! {"_id": {"$in": []}},
+            doc! {"_id": "a"},
+            doc! {"_id": {"$in": ["a"]}, "n": 1},
+            doc! {"_id": {"$in": ["a"], "$ne": "b"}},
+            doc! {"_id": {"$nin": ["a"]}},
+            doc! {"n": {"$in": ["a"]}},
+            doc! {"_id": {"$in": [{"$regex": "^a"}]}},
+            doc! {"_id": {"$in": [mongodb::bson::Regex { pattern: "^a".into(), options: String::new() }]}},
+            doc! {"_id": {"$in": [1.5]}},
+            doc! {"_id": {"$in": [["a"]]}},
+        ] {
+            assert_eq!(id_lookup(&filter, &plain), None, "{filter}");
+        }
+        for options in [
+            FindOptions::builder().sort(doc! {"_id": 1}).build(),
+            FindOptions::builder().skip(1).build(),
+            FindOptions::builder().limit(1).build(),
+        ] {
+            assert_eq!(id_lookup(&doc! {"_id": {"$in": ["a"]}}, &options), None);
+        }
+    }
+}
