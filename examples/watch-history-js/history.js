@@ -4,8 +4,8 @@
 // stored as one document per event, keyed by the event id, so a replay rewrites the same
 // document instead of adding another.
 //
-// Events are the objects of the batch's JSON text (`json-handler`): `data` is the event's
-// JSON data, already parsed; data that is not JSON comes as `data_base64` instead.
+// Events are the objects of the call's JSON text (`json-partitions-handler`): `data` is the
+// event's JSON data, already parsed; data that is not JSON comes as `data_base64` instead.
 
 /** The event can never be applied: it goes to the dead-letter topic. */
 export class Malformed extends Error {}

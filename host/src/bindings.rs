@@ -19,52 +19,47 @@ wasmtime::component::bindgen!({
     },
 });
 
-/// The generator world, whose imports are a subset of the handler world's: the generated
-/// import traits are shared with the module above.
-pub mod generator {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "polyhost:platform/event-generator",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "wasi:config": crate::bindings::wasi::config,
-            "wasi:logging": crate::bindings::wasi::logging,
-            "polyhost:platform": crate::bindings::polyhost::platform,
-        },
-    });
+/// A module of bindings for a world whose imports are a subset of the handler world's: the
+/// generated import traits are shared with the module above.
+macro_rules! world_module {
+    ($(#[$doc:meta])* $name:ident: $world:literal) => {
+        $(#[$doc])*
+        pub mod $name {
+            wasmtime::component::bindgen!({
+                path: "../wit",
+                world: $world,
+                imports: { default: async | trappable },
+                exports: { default: async },
+                with: {
+                    "wasi:config": crate::bindings::wasi::config,
+                    "wasi:logging": crate::bindings::wasi::logging,
+                    "polyhost:platform": crate::bindings::polyhost::platform,
+                },
+            });
+        }
+    };
 }
 
-/// The handler world of the contract's JSON form (`json-minimal-handler`): the events of a
-/// batch as one JSON text. Its imports are a subset of the handler world's: the generated
-/// import traits are shared with the module above.
-pub mod json {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "polyhost:platform/json-minimal-handler",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "wasi:config": crate::bindings::wasi::config,
-            "wasi:logging": crate::bindings::wasi::logging,
-            "polyhost:platform": crate::bindings::polyhost::platform,
-        },
-    });
+world_module! {
+    /// The generator world.
+    generator: "polyhost:platform/event-generator"
 }
 
-/// The handler world of the contract's partitions form (`partitions-minimal-handler`): a
-/// call carries the events of several partitions. Its imports are a subset of the handler
-/// world's: the generated import traits are shared with the module above.
-pub mod partitions {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "polyhost:platform/partitions-minimal-handler",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "wasi:config": crate::bindings::wasi::config,
-            "wasi:logging": crate::bindings::wasi::logging,
-            "polyhost:platform": crate::bindings::polyhost::platform,
-        },
-    });
+world_module! {
+    /// The handler world of the contract's JSON form (`json-minimal-handler`): the events
+    /// of a batch as one JSON text.
+    json: "polyhost:platform/json-minimal-handler"
+}
+
+world_module! {
+    /// The handler world of the contract's partitions form (`partitions-minimal-handler`):
+    /// a call carries the events of several partitions.
+    partitions: "polyhost:platform/partitions-minimal-handler"
+}
+
+world_module! {
+    /// The handler world of the contract's JSON partitions form
+    /// (`json-partitions-minimal-handler`): a call carries the events of several
+    /// partitions as one JSON text.
+    json_partitions: "polyhost:platform/json-partitions-minimal-handler"
 }

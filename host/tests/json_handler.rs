@@ -1,7 +1,8 @@
-//! The handler contract's JSON form (`polyhost:platform/json-handler`): a plugin exporting
-//! it gets the batch's events as the JSON text the contract documents, per batch and on a
-//! reused instance, and its failures are the typed form's; a component exporting neither
-//! form, or both, is refused at load naming them.
+//! The handler contract's JSON forms (`polyhost:platform/json-handler`, and
+//! `json-partitions-handler` for calls of several partitions): a plugin exporting one gets
+//! the events as the JSON text the contract documents, per batch and on a reused instance,
+//! and its failures are the typed form's; a component exporting no form, or two, is refused
+//! at load naming them.
 //!
 //! Needs the test plugins (`cargo xtask plugins`); the last test needs Kafka too
 //! (`cargo xtask services up`), the others connect to no service.
@@ -11,7 +12,7 @@ mod harness;
 
 use harness::{batch, event, events, runtime, test_plugin};
 use polyhost::backends::messaging;
-use polyhost::bindings::polyhost::platform::types::{Event, Outcome};
+use polyhost::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
 use polyhost::manifest::{InstanceMode, PluginSpec};
 use polyhost::runtime::{BatchFailure, LoadError, LoadedPlugin, Records, Runtime};
 use serde_json::{Value, json};
@@ -179,6 +180,101 @@ async fn a_json_handler_fails_like_a_typed_one() {
     }
 }
 
+/// The JSON partitions form (`json-partitions-handler`): a call of several partitions
+/// carries each partition's `batch-info` and its events as the JSON text the contract
+/// documents, one array per partition in the call's order, and the outcomes go back per
+/// partition; a batch of one partition is a call of one; a wrong number of lists fails the
+/// call.
+#[tokio::test]
+async fn a_json_partitions_handler_gets_each_partitions_events_as_json() {
+    use polyhost::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
+    let rt = runtime();
+    let p = rt
+        .load(&spec("json-partitions-handler", InstanceMode::Reused))
+        .await
+        .expect("load json-partitions-handler");
+    assert!(p.takes_partitions());
+    let (mut evs, expected) = echo_batch();
+    for e in &mut evs {
+        e.type_ = "echo.json".into();
+    }
+    let info = |topic: &str, partition: i32, attempt: u32| BatchInfo {
+        topic: topic.into(),
+        partition,
+        attempt,
+    };
+    let with_type = |want: &Value| {
+        let mut want = want.clone();
+        want["type"] = json!("echo.json");
+        want
+    };
+    // Three partitions of two topics: the echo batch split in two, and an empty one.
+    let parts = vec![
+        PartitionEvents {
+            batch: info("a", 2, 0),
+            events: evs[..4].to_vec(),
+        },
+        PartitionEvents {
+            batch: info("b", 0, 3),
+            events: evs[4..].to_vec(),
+        },
+        PartitionEvents {
+            batch: info("a", 5, 0),
+            events: Vec::new(),
+        },
+    ];
+    let lists = p
+        .handle_partitions_holding(p.instance().await, parts, Records::default())
+        .await
+        .expect("handle_partitions");
+    assert_eq!(lists.iter().map(Vec::len).collect::<Vec<_>>(), [4, 2, 0]);
+    let echoes = lists.concat();
+    for (i, (o, want)) in echoes.iter().zip(&expected).enumerate() {
+        let Outcome::Reject(got) = o else {
+            panic!("not an echo: {o:?}");
+        };
+        let got: Value = serde_json::from_str(got).expect("the echo is JSON");
+        let (topic, partition, attempt) = if i < 4 { ("a", 2, 0) } else { ("b", 0, 3) };
+        assert_eq!(
+            got,
+            json!({"topic": topic, "partition": partition, "attempt": attempt,
+                   "event": with_type(want)}),
+        );
+    }
+
+    // One partition's batch, as the trigger hands a retry over: a call of one partition.
+    let out = p
+        .handle(&info("c", 1, 2), &evs[..1], Records::default())
+        .await
+        .expect("handle");
+    let Outcome::Reject(got) = &out[0] else {
+        panic!("not an echo: {out:?}");
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(got).unwrap(),
+        json!({"topic": "c", "partition": 1, "attempt": 2, "event": with_type(&expected[0])})
+    );
+
+    let failure = p
+        .handle(
+            &batch("t"),
+            &[event("w", "fault.wrong-partitions", &json!({}))],
+            Records::default(),
+        )
+        .await
+        .expect_err("a list too many");
+    assert!(
+        matches!(
+            failure,
+            BatchFailure::WrongPartitions {
+                partitions: 1,
+                lists: 2
+            }
+        ),
+        "{failure:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_handler_exporting_both_forms_or_neither_is_refused_naming_them() {
     let rt = runtime();
@@ -209,7 +305,7 @@ async fn a_handler_exporting_both_forms_or_neither_is_refused_naming_them() {
     let msg = err.to_string();
     assert!(
         msg.contains(
-            "does not export a handler: a handler exports exactly one of `polyhost:platform/handler@0.2.0` (world `minimal-handler`), `polyhost:platform/json-handler@0.2.0` (world `json-minimal-handler`), `polyhost:platform/partitions-handler@0.2.0` (world `partitions-minimal-handler`)"
+            "does not export a handler: a handler exports exactly one of `polyhost:platform/handler@0.2.0` (world `minimal-handler`), `polyhost:platform/json-handler@0.2.0` (world `json-minimal-handler`), `polyhost:platform/partitions-handler@0.2.0` (world `partitions-minimal-handler`), `polyhost:platform/json-partitions-handler@0.2.0` (world `json-partitions-minimal-handler`)"
         ),
         "{msg}"
     );

@@ -3,6 +3,7 @@
 //! call, each partition's events in offset order with its own `batch-info`, and a record's
 //! key is asked by topic, partition and offset; a failed call of several partitions hands
 //! every partition's events over one at a time, so only the culprits are dead-lettered.
+//! The same holds of the form with the events as JSON text (`json-partitions-handler`).
 //!
 //! Needs the test plugins (`cargo xtask plugins`) and Kafka (`cargo xtask services up`).
 
@@ -80,6 +81,19 @@ async fn settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_ready_together_share_a_call_and_a_failed_call_is_split_per_event()
 -> anyhow::Result<()> {
+    shared_calls_and_split_failures("partitions-handler").await
+}
+
+/// The same through the JSON partitions form (`json-partitions-handler`): a plugin that
+/// answers alike from the call's JSON text gets the same calls and the same dispositions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_json_partitions_form_shares_calls_and_splits_failures_alike() -> anyhow::Result<()> {
+    shared_calls_and_split_failures("json-partitions-handler").await
+}
+
+/// The partitions form's trip through the trigger, with the test plugin `plugin` (which
+/// answers as `test-plugins/partitions-handler` documents).
+async fn shared_calls_and_split_failures(plugin: &str) -> anyhow::Result<()> {
     let topic = common::unique_name("partitions");
     let admin: AdminClient<DefaultClientContext> = common::kafka_config().create()?;
     let options = AdminOptions::new().operation_timeout(Some(common::CLIENT_TIMEOUT));
@@ -103,10 +117,7 @@ async fn partitions_ready_together_share_a_call_and_a_failed_call_is_split_per_e
     produce(&producer, &topic, "e", 0, |_| first.to_vec()).await?;
 
     let rt = harness::runtime();
-    let mut s = PluginSpec::new(
-        common::unique_name("plugin"),
-        test_plugin("partitions-handler"),
-    );
+    let mut s = PluginSpec::new(common::unique_name("plugin"), test_plugin(plugin));
     s.subscribe = vec![topic.clone()];
     s.limits.batch_size = 64;
     s.limits.batch_wait_ms = 500;

@@ -302,6 +302,23 @@ collection = "{collection}"
     };
     assert_eq!(at, 1_767_225_600_000_000);
 
+    // One `bulk-write` per call, not a write per event: 102 events, in calls of up to 32.
+    let (_, metrics) = host.get("/metrics").await?;
+    let calls = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                r#"polyhost_backend_calls_total{{backend="documents",plugin="{}"}}"#,
+                f.plugin
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .context("the plugin's documents calls in /metrics")?;
+    assert!(
+        (1.0..=25.0).contains(&calls),
+        "{calls} documents calls for 102 events"
+    );
+
     let status = host.terminate(Duration::from_secs(30))?;
     assert!(status.success(), "exit status {status}:\n{}", host.logs());
     coll.drop().await?;

@@ -1,5 +1,6 @@
 //! The events of a batch as the JSON text `polyhost:platform/json-handler` receives: one
-//! object per event, `data` embedded as it is when it is JSON text, else `data_base64`.
+//! object per event, `data` embedded as it is when it is JSON text, else `data_base64`;
+//! and those of several partitions as `json-partitions-handler` receives them.
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -49,6 +50,16 @@ impl<'a> From<&'a Event> for JsonEvent<'a> {
 pub(crate) fn events_json(events: &[Event]) -> String {
     let events: Vec<JsonEvent<'_>> = events.iter().map(JsonEvent::from).collect();
     serde_json::to_string(&events).expect("strings and numbers always serialise")
+}
+
+/// The events of several partitions as `json-partitions-handler` receives them: a JSON
+/// array with one array per partition, in order, each as [`events_json`] makes it.
+pub(crate) fn partitions_json<'a>(partitions: impl IntoIterator<Item = &'a [Event]>) -> String {
+    let partitions: Vec<Vec<JsonEvent<'_>>> = partitions
+        .into_iter()
+        .map(|events| events.iter().map(JsonEvent::from).collect())
+        .collect();
+    serde_json::to_string(&partitions).expect("strings and numbers always serialise")
 }
 
 #[cfg(test)]
@@ -110,5 +121,16 @@ mod tests {
         assert_eq!(v[0]["data"], Value::Null);
         assert!(v[0].get("data_base64").is_none());
         assert_eq!(events_json(&[]), "[]");
+    }
+
+    #[test]
+    fn partitions_are_an_array_of_their_events_arrays_in_order() {
+        let a = [event(b"1"), event(b"x")];
+        let b = [event(br#"{"k":"v"}"#)];
+        let text = partitions_json([&a[..], &b[..], &[]]);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let each = |events: &[Event]| serde_json::from_str::<Value>(&events_json(events)).unwrap();
+        assert_eq!(v, json!([each(&a), each(&b), []]));
+        assert_eq!(partitions_json([]), "[]");
     }
 }

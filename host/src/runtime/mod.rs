@@ -33,6 +33,7 @@ use crate::backends::{self, Backends, Connections};
 use crate::bindings::PlatformHandlerPre;
 use crate::bindings::generator::EventGeneratorPre;
 use crate::bindings::json::JsonMinimalHandlerPre;
+use crate::bindings::json_partitions::JsonPartitionsMinimalHandlerPre;
 use crate::bindings::partitions::PartitionsMinimalHandlerPre;
 use crate::manifest::{Kind, PluginSpec};
 use crate::state::{HostState, PluginEnv};
@@ -429,11 +430,15 @@ pub(crate) enum HandlerPre {
     Json(JsonMinimalHandlerPre<HostState>),
     /// `polyhost:platform/partitions-handler`: the events of several partitions in a call.
     Partitions(PartitionsMinimalHandlerPre<HostState>),
+    /// `polyhost:platform/json-partitions-handler`: the events of several partitions in a
+    /// call, as one JSON text.
+    JsonPartitions(JsonPartitionsMinimalHandlerPre<HostState>),
 }
 
 impl HandlerPre {
     /// The form `component` exports, type-checked: exactly one of `handler`,
-    /// `json-handler` and `partitions-handler`, or the reason it is refused.
+    /// `json-handler`, `partitions-handler` and `json-partitions-handler`, or the reason
+    /// it is refused.
     fn new(
         engine: &Engine,
         component: &Component,
@@ -443,6 +448,7 @@ impl HandlerPre {
             ("handler", "minimal-handler"),
             ("json-handler", "json-minimal-handler"),
             ("partitions-handler", "partitions-minimal-handler"),
+            ("json-partitions-handler", "json-partitions-minimal-handler"),
         ]
         .map(|(form, world)| {
             (
@@ -487,8 +493,11 @@ impl HandlerPre {
             "json-minimal-handler" => JsonMinimalHandlerPre::new(pre)
                 .map(HandlerPre::Json)
                 .map_err(wrong),
-            _ => PartitionsMinimalHandlerPre::new(pre)
+            "partitions-minimal-handler" => PartitionsMinimalHandlerPre::new(pre)
                 .map(HandlerPre::Partitions)
+                .map_err(wrong),
+            _ => JsonPartitionsMinimalHandlerPre::new(pre)
+                .map(HandlerPre::JsonPartitions)
                 .map_err(wrong),
         }
     }

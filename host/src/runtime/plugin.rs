@@ -7,11 +7,11 @@
 //! with it. The batch's Kafka records are set before and cleared after every call, so no
 //! batch sees another's records.
 //!
-//! A handler exports one of the contract's three forms, `handler` (one partition's events
+//! A handler exports one of the contract's four forms, `handler` (one partition's events
 //! as a `list<event>`), `json-handler` (the same as one JSON text, made per call by
-//! `json.rs`) or `partitions-handler` (the events of several partitions in one call);
-//! everything around the call — deadlines, the length check, instance reuse — is the same
-//! for all three.
+//! `json.rs`), `partitions-handler` (the events of several partitions in one call) or
+//! `json-partitions-handler` (the same as one JSON text); everything around the call —
+//! deadlines, the length check, instance reuse — is the same for all four.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use super::{CacheOutcome, Checked, HandlerPre, PreInstance, Records};
 use crate::bindings::PlatformHandler;
 use crate::bindings::generator::EventGenerator;
 use crate::bindings::json::JsonMinimalHandler;
+use crate::bindings::json_partitions::JsonPartitionsMinimalHandler;
 use crate::bindings::partitions::PartitionsMinimalHandler;
 use crate::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
 use crate::bindings::polyhost::platform::messaging::Message;
@@ -116,15 +117,17 @@ enum HandlerBindings {
     Typed(PlatformHandler),
     Json(JsonMinimalHandler),
     Partitions(PartitionsMinimalHandler),
+    JsonPartitions(JsonPartitionsMinimalHandler),
 }
 
 /// A call's events as the handler's form takes them: one partition's events themselves,
 /// or their JSON text (made once per call, before any instance is taken), or the events of
-/// several partitions.
+/// several partitions, themselves or as JSON text.
 enum BatchEvents<'a> {
     Typed(&'a BatchInfo, &'a [Event]),
     Json(&'a BatchInfo, String),
     Partitions(Vec<PartitionEvents>),
+    JsonPartitions(Vec<BatchInfo>, String),
 }
 
 impl HandlerPre {
@@ -134,6 +137,9 @@ impl HandlerPre {
             HandlerPre::Json(pre) => HandlerBindings::Json(pre.instantiate_async(store).await?),
             HandlerPre::Partitions(pre) => {
                 HandlerBindings::Partitions(pre.instantiate_async(store).await?)
+            }
+            HandlerPre::JsonPartitions(pre) => {
+                HandlerBindings::JsonPartitions(pre.instantiate_async(store).await?)
             }
         })
     }
@@ -146,6 +152,22 @@ impl HandlerPre {
                 batch: batch.clone(),
                 events: events.to_vec(),
             }]),
+            HandlerPre::JsonPartitions(_) => BatchEvents::JsonPartitions(
+                vec![batch.clone()],
+                super::json::partitions_json([events]),
+            ),
+        }
+    }
+
+    /// The events of several partitions as the handler's form takes them (a form that
+    /// takes them: see [`LoadedPlugin::takes_partitions`]).
+    fn partitions(&self, parts: Vec<PartitionEvents>) -> BatchEvents<'static> {
+        match self {
+            HandlerPre::JsonPartitions(_) => {
+                let text = super::json::partitions_json(parts.iter().map(|p| &p.events[..]));
+                BatchEvents::JsonPartitions(parts.into_iter().map(|p| p.batch).collect(), text)
+            }
+            _ => BatchEvents::Partitions(parts),
         }
     }
 }
@@ -172,6 +194,11 @@ impl HandlerBindings {
             (HandlerBindings::Partitions(b), BatchEvents::Partitions(parts)) => {
                 b.polyhost_platform_partitions_handler()
                     .call_handle(store, parts)
+                    .await
+            }
+            (HandlerBindings::JsonPartitions(b), BatchEvents::JsonPartitions(parts, text)) => {
+                b.polyhost_platform_json_partitions_handler()
+                    .call_handle(store, parts, text)
                     .await
             }
             // Never: both come from the same `HandlerPre`. A host bug fails the batch, not
@@ -339,12 +366,13 @@ impl LoadedPlugin {
         Ok(lists.pop().unwrap_or_default())
     }
 
-    /// Whether this version exports the `partitions-handler` form, which takes the events
-    /// of several partitions in one call ([`LoadedPlugin::handle_partitions_holding`]).
+    /// Whether this version exports a partitions form (`partitions-handler` or
+    /// `json-partitions-handler`), which takes the events of several partitions in one
+    /// call ([`LoadedPlugin::handle_partitions_holding`]).
     pub fn takes_partitions(&self) -> bool {
         matches!(
             self.instance,
-            PreInstance::Handler(HandlerPre::Partitions(_))
+            PreInstance::Handler(HandlerPre::Partitions(_) | HandlerPre::JsonPartitions(_))
         )
     }
 
@@ -357,18 +385,15 @@ impl LoadedPlugin {
         parts: Vec<PartitionEvents>,
         records: Records,
     ) -> Result<Vec<Vec<Outcome>>, BatchFailure> {
-        let PreInstance::Handler(pre @ HandlerPre::Partitions(_)) = &self.instance else {
+        let PreInstance::Handler(pre) = &self.instance else {
             return Err(BatchFailure::WrongKind(self.kind));
         };
+        if !self.takes_partitions() {
+            return Err(BatchFailure::WrongKind(self.kind));
+        }
         let lengths = parts.iter().map(|p| p.events.len()).collect();
-        self.call(
-            permit,
-            pre,
-            BatchEvents::Partitions(parts),
-            lengths,
-            records,
-        )
-        .await
+        let events = pre.partitions(parts);
+        self.call(permit, pre, events, lengths, records).await
     }
 
     /// One call of `handle` with `events`, whose partitions have `lengths` events each.

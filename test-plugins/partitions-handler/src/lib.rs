@@ -13,7 +13,7 @@
 //!   rejects with what it got: `other-topic <key>; other-partition <key>; other-offset
 //!   <key>; long-topic <key>; headers <n>; own headers <m>` (`<n>`: how many headers all
 //!   of them gave; `<m>`: how many its own record has);
-////! - anything else — `ok`.
+//! - anything else — `ok`.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -21,74 +21,31 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+mod answer;
+
+use answer::At;
 use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
-use polyhost::platform::records;
 use polyhost::platform::types::Outcome;
 
 struct PartitionsHandler;
 
-fn text(key: Option<Vec<u8>>) -> String {
-    key.map_or_else(
-        || "-".to_owned(),
-        |k| String::from_utf8_lossy(&k).into_owned(),
-    )
-}
-
 impl Guest for PartitionsHandler {
     fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
-        let wrong_partitions = partitions
-            .iter()
-            .flat_map(|p| &p.events)
-            .any(|e| e.type_ == "fault.wrong-partitions");
-        let total: usize = partitions.iter().map(|p| p.events.len()).sum();
-        let call = format!("call of {} partitions and {total} events", partitions.len());
+        let events = partitions.iter().flat_map(|p| &p.events);
+        let wrong_partitions = answer::wrong_partitions(events.clone().map(|e| e.type_.as_str()));
+        let call = answer::call(partitions.len(), events.count());
         partitions
             .iter()
             .map(|p| {
-                let b = &p.batch;
                 let mut out = Vec::with_capacity(p.events.len());
                 for e in &p.events {
-                    match e.type_.as_str() {
-                        "echo" => out.push(Outcome::Reject(format!(
-                            "{}/{}@{} attempt {}; key-at {}; key {}; {call}",
-                            b.topic,
-                            b.partition,
-                            e.offset,
-                            b.attempt,
-                            text(records::key_at(&b.topic, b.partition, e.offset)),
-                            text(records::key(e.offset)),
-                        ))),
-                        "probe" => {
-                            let long = "t".repeat(1 << 20);
-                            let (t, p, o) = (&b.topic, b.partition, e.offset);
-                            let other = format!("{t}-other");
-                            let asks = [
-                                (other.as_str(), p, o),
-                                (t.as_str(), p + 1_000, o),
-                                (t.as_str(), p, o + 1_000_000),
-                                (long.as_str(), p, o),
-                            ];
-                            let headers: usize = asks
-                                .iter()
-                                .map(|&(t, p, o)| records::headers_at(t, p, o).len())
-                                .sum();
-                            let keys: Vec<String> = asks
-                                .iter()
-                                .map(|&(t, p, o)| text(records::key_at(t, p, o)))
-                                .collect();
-                            out.push(Outcome::Reject(format!(
-                                "other-topic {}; other-partition {}; other-offset {}; long-topic {}; headers {headers}; own headers {}",
-                                keys[0], keys[1], keys[2], keys[3],
-                                records::headers_at(t, p, o).len(),
-                            )));
-                        }
-                        "fault.panic" => panic!("partitions-handler was asked to panic"),
-                        "fault.wrong-length" => {
-                            out.push(Outcome::Ok);
-                            out.push(Outcome::Ok);
-                        }
-                        _ => out.push(Outcome::Ok),
-                    }
+                    let at = At {
+                        topic: &p.batch.topic,
+                        partition: p.batch.partition,
+                        attempt: p.batch.attempt,
+                        offset: e.offset,
+                    };
+                    answer::answer(&e.type_, &at, &call, &mut out);
                 }
                 out
             })
