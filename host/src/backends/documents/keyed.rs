@@ -36,29 +36,39 @@ pub(super) enum KeyedRead {
     PerKey,
 }
 
+/// Every this many reads of a collection, the way not chosen is taken once, so that its
+/// estimate follows the server too: one slow read (a load spike) would otherwise keep a way
+/// out of use for good.
+const RETRY_OTHER_EVERY: u32 = 64;
+
 /// What reading by keys has cost in one collection: each way is tried once, then the
-/// cheaper for the number of keys at hand is taken, and every read updates its estimate,
-/// so a growing collection moves the choice.
+/// cheaper for the number of keys at hand is taken (and the other every
+/// [`RETRY_OTHER_EVERY`] reads), and every read updates its estimate, so a growing
+/// collection moves the choice.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct KeyedReads {
     /// A `$in` read, whatever the number of keys.
     in_query: Option<Duration>,
     /// A read per key, per key (in flight together, as they go).
     per_key: Option<Duration>,
+    /// Reads chosen so far.
+    reads: u32,
 }
 
 impl KeyedReads {
     /// The way to read `keys` keys.
-    pub(super) fn choose(&self, keys: usize) -> KeyedRead {
-        match (self.in_query, self.per_key) {
-            (None, _) => KeyedRead::In,
-            (Some(_), None) => KeyedRead::PerKey,
-            (Some(q), Some(p))
-                if q <= p.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX)) =>
-            {
-                KeyedRead::In
-            }
-            _ => KeyedRead::PerKey,
+    pub(super) fn choose(&mut self, keys: usize) -> KeyedRead {
+        self.reads = self.reads.wrapping_add(1);
+        let (q, p) = match (self.in_query, self.per_key) {
+            (None, _) => return KeyedRead::In,
+            (Some(_), None) => return KeyedRead::PerKey,
+            (Some(q), Some(p)) => (q, p),
+        };
+        let in_is_cheaper = q <= p.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX));
+        if in_is_cheaper != self.reads.is_multiple_of(RETRY_OTHER_EVERY) {
+            KeyedRead::In
+        } else {
+            KeyedRead::PerKey
         }
     }
 
@@ -86,9 +96,8 @@ impl Learnt {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(collection)
-            .copied()
-            .unwrap_or_default()
+            .entry(collection.to_string())
+            .or_default()
             .choose(keys)
     }
 
@@ -208,6 +217,24 @@ mod tests {
         }
         assert_eq!(reads.choose(200), KeyedRead::PerKey);
         assert_eq!(reads.choose(1_000), KeyedRead::In);
+    }
+
+    #[test]
+    fn the_way_not_chosen_is_taken_once_every_so_many_reads() {
+        let mut reads = KeyedReads::default();
+        reads.learn(KeyedRead::In, 10, ms(300));
+        reads.learn(KeyedRead::PerKey, 10, ms(10));
+        let every = RETRY_OTHER_EVERY as usize;
+        let taken_in: Vec<usize> = (0..2 * every)
+            .filter(|_| reads.choose(10) == KeyedRead::In)
+            .collect();
+        assert_eq!(taken_in.len(), 2, "{taken_in:?}");
+        assert_eq!(taken_in[1] - taken_in[0], every);
+        // A spike that made `$in` look dear is forgotten as it is read again.
+        for _ in 0..6 {
+            reads.learn(KeyedRead::In, 10, ms(5));
+        }
+        assert_eq!(reads.choose(10), KeyedRead::In);
     }
 
     #[test]
