@@ -1121,3 +1121,60 @@ async fn finds_by_ids_answer_alike_and_stop_reading_the_whole_collection() -> Re
     })
     .await
 }
+
+/// A hostile list of ids read one query per id is bounded by the host-call timeout: a
+/// `find` of 40 000 ids, on the read that takes the way not chosen (the 64th; the learnt way
+/// for so many ids is one `$in`), fails as a timeout, and no read goes on on the server
+/// after the call ended. Counted by PostgreSQL: the call began some index scans (so it did
+/// read id by id, and no row in sequence), far fewer than 40 000, and none began in the 12 s after they settled.
+#[tokio::test]
+async fn a_long_list_of_ids_read_one_by_one_stops_with_the_call() -> Result<()> {
+    const IDS: i64 = 40_000;
+    with_fixture(async |f| {
+        seed_videos(f, 2_000).await?;
+        let hasty = f.hasty_probe(300).await?;
+        let mut table = FerretTable::of(f, "videos").await?;
+        // 63 finds of two ids: one `$in`, then one query per id (the cheaper for two).
+        let small = json!({"call": "find", "collection": "videos",
+                           "filter": {"_id": {"$in": ["d1", "d2"]}},
+                           "options": {"projection": {"n": 1}},
+                           "expect": {"ok": [{"_id": "d1", "n": 1}, {"_id": "d2", "n": 2}]}});
+        harness::run_script(&hasty, &json!({"steps": vec![small; 63]})).await?;
+        let before = table
+            .counts_when("the small finds", |c| c.idx_scans >= 120)
+            .await?;
+        let ids: Vec<String> = (0..IDS).map(|i| format!("d{i}")).collect();
+        harness::run_script(
+            &hasty,
+            &json!({"steps": [{"call": "find", "collection": "videos",
+                               "filter": {"_id": {"$in": ids}},
+                               "expect": {"err": "timeout"}}]}),
+        )
+        .await?;
+        let settled = table
+            .counts_when("the long find", |c| c.idx_scans > before.idx_scans)
+            .await?;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let read = table.counts_when("the long find", |_| true).await?;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let later = table.counts_when("after the long find", |_| true).await?;
+        let scans = read.idx_scans - before.idx_scans;
+        ensure!(
+            settled.idx_scans <= read.idx_scans && scans < IDS,
+            "the find of {IDS} ids began {scans} index scans"
+        );
+        ensure!(
+            read.seq_read == before.seq_read,
+            "the find of {IDS} ids read {} rows in sequence, not id by id",
+            read.seq_read - before.seq_read
+        );
+        ensure!(
+            later.idx_scans == read.idx_scans,
+            "reads went on after the call ended: {} index scans, then {}",
+            read.idx_scans,
+            later.idx_scans
+        );
+        Ok(())
+    })
+    .await
+}
