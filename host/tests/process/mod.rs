@@ -424,7 +424,44 @@ impl Drop for Fixture {
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         // librdkafka drives the request on its own thread: no async runtime is needed.
         let _ = futures::executor::block_on(admin.delete_topics(&names, &options));
+        // And the Redis keys: the recorder's, and the host's dedupe keys of the plugins'
+        // events (`polyhost:applied:<plugin>:<event id>`, kept a day), thousands a test,
+        // which would slow every later `SCAN` of the keyspace.
+        let mut patterns = vec![format!("{}*", self.prefix)];
+        patterns.extend(
+            std::iter::once(&self.plugin)
+                .chain(&other_plugins)
+                .map(|plugin| format!("polyhost:applied:{plugin}:*")),
+        );
+        let _ = delete_keys(&patterns);
     }
+}
+
+/// Deletes the Redis keys matching any of `patterns` (a blocking connection: it runs in
+/// `Drop`).
+fn delete_keys(patterns: &[String]) -> Result<()> {
+    let client = redis::Client::open(Service::redis().url.as_str())?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    for pattern in patterns {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query(&mut conn)?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK").arg(&keys).exec(&mut conn)?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
 }
 
 /// A Redis connection to the test services.
