@@ -112,7 +112,9 @@ async fn shared_calls_and_split_failures(plugin: &str) -> anyhow::Result<()> {
     }
     let producer: FutureProducer = common::kafka_config().create()?;
     // Every partition's records are there before the plugin starts: the first call
-    // gathers all three partitions (the window waits half a second).
+    // gathers all three partitions. The window waits three seconds: under the load of the
+    // whole suite, one partition's first fetch came more than half a second after the
+    // others'.
     let first = ["echo", "test.ok", "test.ok", "echo"];
     produce(&producer, &topic, "e", 0, |_| first.to_vec()).await?;
 
@@ -120,7 +122,7 @@ async fn shared_calls_and_split_failures(plugin: &str) -> anyhow::Result<()> {
     let mut s = PluginSpec::new(common::unique_name("plugin"), test_plugin(plugin));
     s.subscribe = vec![topic.clone()];
     s.limits.batch_size = 64;
-    s.limits.batch_wait_ms = 500;
+    s.limits.batch_wait_ms = 3_000;
     s.limits.instance = InstanceMode::Reused;
     s.limits.call_timeout_ms = 2_000;
     let plugin = rt.load(&s).await?;
