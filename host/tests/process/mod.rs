@@ -21,6 +21,7 @@ use redis::AsyncCommands as _;
 
 use crate::common::{Service, unique_name};
 pub use crate::harness::test_plugin;
+use polyhost::backends::keyvalue::HOST_NAMESPACE;
 
 /// The `polyhost` binary under test.
 pub fn polyhost() -> &'static str {
@@ -431,7 +432,7 @@ impl Drop for Fixture {
         patterns.extend(
             std::iter::once(&self.plugin)
                 .chain(&other_plugins)
-                .map(|plugin| format!("polyhost:applied:{plugin}:*")),
+                .map(|plugin| format!("{HOST_NAMESPACE}{plugin}:*")),
         );
         let _ = delete_keys(&patterns);
     }
