@@ -134,7 +134,7 @@ pub fn spawn(layout: &Layout) -> Result<Child> {
     let mut cmd = process::detached(home(layout).join("bin/elasticsearch"), run_as(layout));
     cmd.current_dir(&dir)
         .env("ES_JAVA_HOME", java_home)
-        .env("ES_JAVA_OPTS", "-Xms512m -Xmx512m")
+        .env("ES_JAVA_OPTS", "-Xms512m -Xmx512m -XX:TieredStopAtLevel=1")
         .env("ES_TMPDIR", dir.join("tmp"))
         .args(["-d", "-p"])
         .arg(pid_file(layout));

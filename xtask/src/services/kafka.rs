@@ -213,6 +213,7 @@ fn java_command(layout: &Layout, service: Service) -> Result<std::process::Comma
         .args([
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-XX:+ExplicitGCInvokesConcurrent",
+            "-XX:TieredStopAtLevel=1",
         ])
         .arg("-Djava.awt.headless=true")
         .arg(format!(
