@@ -134,6 +134,7 @@ pub fn spawn(layout: &Layout) -> Result<Child> {
     let mut cmd = process::detached(home(layout).join("bin/elasticsearch"), run_as(layout));
     cmd.current_dir(&dir)
         .env("ES_JAVA_HOME", java_home)
+        // The client compiler only, as for Kafka (`kafka::java_command`).
         .env("ES_JAVA_OPTS", "-Xms512m -Xmx512m -XX:TieredStopAtLevel=1")
         .env("ES_TMPDIR", dir.join("tmp"))
         .args(["-d", "-p"])

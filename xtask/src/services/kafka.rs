@@ -199,7 +199,9 @@ pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
     Ok(())
 }
 
-/// `java` with Kafka's class path and JVM options (Kafka's defaults, a small heap).
+/// `java` with Kafka's class path and JVM options (Kafka's defaults, a small heap, and the
+/// client compiler only: on two cores the optimising compiler's threads took as much CPU as
+/// the broker's own work, run after run; see the README's "The services").
 fn java_command(layout: &Layout, service: Service) -> Result<std::process::Command> {
     let java = java().context("no Java found (install openjdk-17-jre-headless)")?;
     let mut cmd = process::detached(java, None);
