@@ -63,3 +63,13 @@ world_module! {
     /// partitions as one JSON text.
     json_partitions: "polyhost:platform/json-partitions-minimal-handler"
 }
+
+/// The `setup` export (`plugin-setup`), which a plugin of any kind may add to its world:
+/// called once per loaded version before its first event. The world imports nothing.
+pub mod setup {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "polyhost:platform/plugin-setup",
+        exports: { default: async },
+    });
+}

@@ -100,6 +100,7 @@ const WIT: &[(&str, &str)] = &[
         include_str!("../../wit/records.wit"),
     ),
     ("platform/search.wit", include_str!("../../wit/search.wit")),
+    ("platform/setup.wit", include_str!("../../wit/setup.wit")),
     ("platform/sql.wit", include_str!("../../wit/sql.wit")),
     ("platform/types.wit", include_str!("../../wit/types.wit")),
     ("platform/worlds.wit", include_str!("../../wit/worlds.wit")),

@@ -487,3 +487,104 @@ async fn a_manifest_reload_that_changes_only_the_config_swaps_it_in_at_a_batch_b
     }
     Ok(())
 }
+
+/// The recorder's `<prefix>setup` hash: the version tag of each setup, in order.
+async fn setups(f: &Fixture) -> Result<Vec<String>> {
+    use redis::AsyncCommands;
+    let mut redis = process::redis_conn().await?;
+    let by_n: BTreeMap<u32, String> = redis.hgetall(format!("{}setup", f.prefix)).await?;
+    Ok(by_n.into_values().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_runs_once_per_loaded_version_before_its_events_and_a_failed_one_refuses_it()
+-> Result<()> {
+    let f = Fixture::new(2).await?;
+    let (a, b) = (test_plugin("recorder"), test_plugin("recorder-b"));
+    // The recorder's entry with a short time limit and `extra` config (its config table
+    // closes the entry).
+    let entry = |wasm: &Path, extra: &str| {
+        f.recorder(wasm, 10, 0).replace(
+            "max_instances = 4\n",
+            "max_instances = 4\ncall_timeout_ms = 500\n",
+        ) + extra
+    };
+
+    // A setup that fails, or runs past the plugin's time limit, keeps the host from
+    // starting, and says which plugin and why.
+    for (extra, reason) in [
+        (
+            "setup_fail = \"no stores today\"\n",
+            "setup failed: no stores today",
+        ),
+        (
+            "setup_spin = true\n",
+            "setup failed: plugin call exceeded its time limit of 500 ms",
+        ),
+    ] {
+        let manifest = f.manifest("bad.toml", &entry(&a, extra))?;
+        let out = std::process::Command::new(process::polyhost())
+            .args(["run", "--manifest", &manifest.display().to_string()])
+            .args([
+                "--admin-addr",
+                &format!("127.0.0.1:{}", process::free_port()),
+            ])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{extra}: the host started:\n{stderr}"
+        );
+        let expected = format!("plugin `{}`: {reason}", f.plugin);
+        assert!(stderr.contains(&expected), "{extra}: {expected}\n{stderr}");
+    }
+    assert!(setups(&f).await?.is_empty(), "no setup succeeded");
+
+    // Set up at start, before the first event: nothing is produced yet.
+    let manifest = f.manifest("m.toml", &entry(&a, ""))?;
+    let mut host = Host::start(&manifest, &[]).await?;
+    assert_eq!(setups(&f).await?, ["a"]);
+    f.produce(0, 100, 5).await?;
+    f.wait_recorded(100, Duration::from_secs(60)).await?;
+
+    // A hot swap sets the new version up before it takes events.
+    reload(&host, &f.plugin, &b)?.map_err(anyhow::Error::msg)?;
+    assert_eq!(setups(&f).await?, ["a", "b"]);
+
+    // A new version whose setup fails is refused; the running one stays and goes on.
+    std::fs::write(&manifest, entry(&a, "setup_fail = \"index missing\"\n"))?;
+    let out = host.cli(&["reload", "--manifest"])?;
+    assert!(!out.status.success(), "a failed setup was swapped in");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "plugin `{}`: setup failed: index missing",
+            f.plugin
+        )),
+        "{stderr}"
+    );
+    assert_eq!(host.plugin(&f.plugin).await?["digest"], digest(&b).as_str());
+    f.produce(100, 100, 5).await?;
+    f.wait_recorded(200, Duration::from_secs(60)).await?;
+
+    // A rollback returns to a version set up already: no setup again.
+    let out = host.cli(&["rollback", &f.plugin])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(setups(&f).await?, ["a", "b"]);
+    assert!(host.terminate(Duration::from_secs(30))?.success());
+    f.assert_exactly_once(200).await?;
+    // The first 100 events before the swap, the next 100 after the refused reload.
+    let mut by_version: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, version) in versions_by_partition(&f).await?.into_values().flatten() {
+        *by_version.entry(version).or_default() += 1;
+    }
+    assert_eq!(
+        by_version,
+        BTreeMap::from([("a".to_string(), 100), ("b".to_string(), 100)])
+    );
+    Ok(())
+}

@@ -162,6 +162,16 @@ macro_rules! registry {
                 )*
                 Ok(b)
             }
+
+            /// Waits until the background work the plugin started in any of its backends
+            /// has finished ([`Backend::settle`]).
+            pub async fn settle(&self) {
+                $(
+                    if let Some(client) = &self.$field {
+                        <$ty as Backend>::settle(client).await;
+                    }
+                )*
+            }
         }
 
         $(

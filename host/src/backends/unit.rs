@@ -51,6 +51,14 @@ pub trait Backend: Sized + Send + Sync + 'static {
         limits: &Limits,
     ) -> anyhow::Result<Self::Client>;
 
+    /// Waits until the background work `client`'s plugin started has finished (an index
+    /// `prepare-index` is creating): the host waits for it after a plugin's `setup`, so that
+    /// what setup prepared is there before the first event. Most backends start none.
+    fn settle(client: &Self::Client) -> impl Future<Output = ()> + Send {
+        let _ = client;
+        std::future::ready(())
+    }
+
     /// Adds the backend's interfaces to `linker`, their `Host` traits implemented for
     /// [`View<'_, Self>`](View) and linked through [`Data<Self>`](Data).
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;

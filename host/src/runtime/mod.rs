@@ -35,6 +35,7 @@ use crate::bindings::generator::EventGeneratorPre;
 use crate::bindings::json::JsonMinimalHandlerPre;
 use crate::bindings::json_partitions::JsonPartitionsMinimalHandlerPre;
 use crate::bindings::partitions::PartitionsMinimalHandlerPre;
+use crate::bindings::setup::PluginSetupPre;
 use crate::manifest::{Kind, PluginSpec};
 use crate::state::{HostState, PluginEnv};
 
@@ -132,6 +133,9 @@ pub enum LoadError {
     /// A granted backend could not be reached.
     #[error("plugin `{plugin}`: {reason}")]
     Connect { plugin: String, reason: String },
+    /// The plugin's `setup` returned an error, trapped or ran past its time limit.
+    #[error("plugin `{plugin}`: setup failed: {reason}")]
+    Setup { plugin: String, reason: String },
 }
 
 /// One import a plugin's grants do not cover.
@@ -297,8 +301,8 @@ impl Runtime {
         &self.connections
     }
 
-    /// Compiles, checks and links `spec`'s component, and binds its granted backends:
-    /// ready to handle events. Nothing of the plugin runs yet.
+    /// Compiles, checks and links `spec`'s component, binds its granted backends and runs
+    /// its `setup` export, when it has one: ready to handle events.
     pub async fn load(&self, spec: &PluginSpec) -> Result<Arc<LoadedPlugin>, LoadError> {
         let checked = self.check(spec).await?;
         let backends = Backends::bind(&self.connections, &spec.name, &spec.grants, &spec.limits)
@@ -315,13 +319,25 @@ impl Runtime {
             max_value_bytes: usize::try_from(spec.limits.max_value_bytes).unwrap_or(usize::MAX),
             backends,
         });
-        Ok(Arc::new(LoadedPlugin::new(
+        let plugin = LoadedPlugin::new(
             self.engine.clone(),
             spec,
             checked,
             env,
             self.config.epoch_tick,
-        )))
+        );
+        let started = std::time::Instant::now();
+        if plugin.setup().await.map_err(|reason| LoadError::Setup {
+            plugin: spec.name.clone(),
+            reason,
+        })? {
+            tracing::info!(
+                plugin = %spec.name,
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin set up"
+            );
+        }
+        Ok(Arc::new(plugin))
     }
 
     /// Everything [`Runtime::load`] does short of connecting: reads, compiles (or reads
@@ -379,6 +395,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| link(format!("cannot be linked: {e:#}")))?;
+        let setup = setup_export(&self.engine, &component, &pre).map_err(link)?;
         let instance = match spec.kind {
             Kind::Handler => {
                 PreInstance::Handler(HandlerPre::new(&self.engine, &component, pre).map_err(link)?)
@@ -395,6 +412,7 @@ impl Runtime {
             digest,
             cache: cache_outcome,
             instance,
+            setup,
         })
     }
 }
@@ -406,6 +424,8 @@ pub struct Checked {
     /// Whether the compiled code came from the cache.
     pub cache: CacheOutcome,
     pub(crate) instance: PreInstance,
+    /// The `setup` export, when the component has one.
+    pub(crate) setup: Option<PluginSetupPre<HostState>>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -504,6 +524,28 @@ impl HandlerPre {
 }
 
 /// The version of the `polyhost:platform` package in `wit/` (checked by a test).
+/// The component's `setup` export (see `wit/setup.wit`), type-checked: `None` when it has
+/// none, the reason when it has one of another type.
+fn setup_export(
+    engine: &Engine,
+    component: &Component,
+    pre: &wasmtime::component::InstancePre<HostState>,
+) -> Result<Option<PluginSetupPre<HostState>>, String> {
+    let name = format!("polyhost:platform/setup@{CONTRACT_VERSION}");
+    if !component
+        .component_type()
+        .exports(engine)
+        .any(|(export, _)| export == name)
+    {
+        return Ok(None);
+    }
+    PluginSetupPre::new(pre.clone()).map(Some).map_err(|e| {
+        format!(
+            "exports `{name}` of another type than `setup: func() -> result<_, string>` ({e:#})"
+        )
+    })
+}
+
 pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Whether `import` is a `polyhost:platform` interface of another version than this host's.

@@ -28,6 +28,7 @@ use crate::bindings::partitions::PartitionsMinimalHandler;
 use crate::bindings::partitions::exports::polyhost::platform::partitions_handler::PartitionEvents;
 use crate::bindings::polyhost::platform::messaging::Message;
 use crate::bindings::polyhost::platform::types::{BatchInfo, Event, Outcome};
+use crate::bindings::setup::PluginSetupPre;
 use crate::manifest::{InstanceMode, Kind, Limits, PluginSpec};
 use crate::state::{HostState, PluginEnv};
 
@@ -83,6 +84,8 @@ pub struct LoadedPlugin {
     engine: Engine,
     env: Arc<PluginEnv>,
     instance: PreInstance,
+    /// The `setup` export, when the component has one.
+    setup: Option<PluginSetupPre<HostState>>,
     permits: Arc<Semaphore>,
     epoch_tick: Duration,
     /// When this version was loaded.
@@ -238,6 +241,7 @@ impl LoadedPlugin {
             engine,
             env,
             instance: checked.instance,
+            setup: checked.setup,
             permits: Arc::new(Semaphore::new(spec.limits.max_instances as usize)),
             epoch_tick,
             loaded_at: std::time::SystemTime::now(),
@@ -504,6 +508,37 @@ impl LoadedPlugin {
             PreInstance::Generator(pre) => pre.instantiate_async(&mut store).await.map(drop),
         }
         .map_err(|e| BatchFailure::Instantiate(describe(&e)))
+    }
+
+    /// Runs the version's `setup` export, when it has one, in an instance of its own under
+    /// the plugin's limits, then waits for the background work it started in the backends
+    /// (see `wit/setup.wit`). Returns whether there was one; `Err` is the reason it failed.
+    pub(super) async fn setup(&self) -> Result<bool, String> {
+        let Some(pre) = &self.setup else {
+            return Ok(false);
+        };
+        let mut store = self.new_store();
+        self.arm_deadline(&mut store);
+        let call = async {
+            let bindings = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| BatchFailure::Instantiate(describe(&e)))?;
+            bindings
+                .polyhost_platform_setup()
+                .call_setup(&mut store)
+                .await
+                .map_err(|e| self.failure(&e))
+        };
+        // Host calls made during setup count against this plugin in the metrics.
+        let call = crate::metrics::CALLING_PLUGIN.scope(Arc::from(self.name.as_str()), call);
+        tokio::time::timeout(self.wall_limit(), call)
+            .await
+            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))
+            .and_then(|answer| answer)
+            .map_err(|e| e.to_string())??;
+        self.env.backends.settle().await;
+        Ok(true)
     }
 
     /// Starts a generation run: one instance kept for the whole run, so the generator

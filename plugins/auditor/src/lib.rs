@@ -1,11 +1,14 @@
 //! S3 auditor: every event of every platform topic, and every dead letter, as one
 //! Elasticsearch document in the daily index `audit-events-<YYYY.MM.DD>` of its time.
 //!
+//! Its `setup` (called by the host once per loaded version, before the first event) puts
+//! the index template (idempotent; see [`template`]) and creates today's index, so that
+//! no event waits for either.
+//!
 //! It exports the handler contract's partitions form: a call carries the events of several
-//! of its many partitions. Per call: the index template is put unless this instance did
-//! (idempotent; see [`template`]), then every event of the call goes in one `bulk-index`.
-//! Each document's `_id` is its event id, so a redelivered or replayed event replaces its
-//! own document: the indices end the same however often an event comes.
+//! of its many partitions, and every event of the call goes in one `bulk-index`. Each
+//! document's `_id` is its event id, so a redelivered or replayed event replaces its own
+//! document: the indices end the same however often an event comes.
 //!
 //! Then the index of the day after each day the call wrote into is prepared (created in
 //! the background by the host) unless this instance has asked already: creating an index
@@ -13,8 +16,16 @@
 //! day, with every partition in it, would otherwise wait for it.
 
 wit_bindgen::generate!({
+    inline: "
+        package polyhost:auditor;
+
+        world auditor {
+            include polyhost:platform/partitions-platform-handler@0.2.0;
+            include polyhost:platform/plugin-setup@0.2.0;
+        }
+    ",
     path: "../../wit",
-    world: "polyhost:platform/partitions-platform-handler",
+    world: "polyhost:auditor/auditor",
     generate_all,
 });
 
@@ -24,7 +35,6 @@ pub mod template;
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use exports::polyhost::platform::partitions_handler::{Guest, PartitionEvents};
 use polyhost::platform::records;
@@ -32,11 +42,6 @@ use polyhost::platform::search::{self, BulkItem};
 use polyhost::platform::types::{BatchInfo, Error, ErrorKind, Event, Outcome};
 use polyhost_guest::Flattened;
 use wasi::logging::logging::{Level, log};
-
-/// Whether this instance has put the template already: once per instance, which the
-/// platform's manifest reuses across batches (`instance = "reused"`); a per-batch
-/// instance puts it every batch.
-static TEMPLATE_PUT: AtomicBool = AtomicBool::new(false);
 
 /// The next days' indices this instance has asked to prepare: the latest
 /// [`PREPARED_KEPT`], so that a replay of old days does not grow it.
@@ -46,6 +51,23 @@ static PREPARED: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 const PREPARED_KEPT: usize = 16;
 
 struct Auditor;
+
+impl exports::polyhost::platform::setup::Guest for Auditor {
+    /// Puts the index template, then asks the host to create today's index (the host waits
+    /// for the creation before the first event).
+    fn setup() -> Result<(), String> {
+        search::put_index_template(template::NAME, &template::body().to_string())
+            .map_err(|e| format!("put-index-template: {}", e.message))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_micros()).ok());
+        let today = document::index_for(now);
+        search::prepare_index(&today)
+            .map_err(|e| format!("prepare-index `{today}`: {}", e.message))?;
+        Ok(())
+    }
+}
 
 impl Guest for Auditor {
     fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
@@ -60,10 +82,6 @@ fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
     let events = &call.events;
     if events.is_empty() {
         return Vec::new();
-    }
-    if let Err(e) = put_template() {
-        warn(&format!("put-index-template: {}", e.message));
-        return vec![outcome::from_error(&e); events.len()];
     }
     let mut outcomes = vec![Outcome::Ok; events.len()];
     let mut items = Vec::with_capacity(events.len());
@@ -161,16 +179,6 @@ fn prepare_next_days(events: &[Event], written: &[BulkItem]) {
         }
         prepared.push_back(index);
     }
-}
-
-/// Puts the index template unless this instance already has.
-fn put_template() -> Result<(), Error> {
-    if TEMPLATE_PUT.load(Ordering::Relaxed) {
-        return Ok(());
-    }
-    search::put_index_template(template::NAME, &template::body().to_string())?;
-    TEMPLATE_PUT.store(true, Ordering::Relaxed);
-    Ok(())
 }
 
 fn warn(message: &str) {

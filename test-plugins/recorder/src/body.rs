@@ -2,8 +2,16 @@
 // `VERSION` (two builds whose outputs differ, for the hot-swap tests).
 
 wit_bindgen::generate!({
+    inline: "
+        package polyhost:recorder;
+
+        world recorder {
+            include polyhost:platform/platform-handler@0.2.0;
+            include polyhost:platform/plugin-setup@0.2.0;
+        }
+    ",
     path: "../../wit",
-    world: "polyhost:platform/platform-handler",
+    world: "polyhost:recorder/recorder",
     generate_all,
 });
 
@@ -18,6 +26,37 @@ struct Recorder;
 /// The dedupe memory: a day, far longer than any test.
 const DEDUPE_TTL_MS: u64 = 24 * 3600 * 1000;
 
+/// The version tag, with the config's `tag` when it has one.
+fn version() -> String {
+    match config::get("tag").ok().flatten() {
+        Some(tag) => format!("{VERSION}+{tag}"),
+        None => VERSION.to_string(),
+    }
+}
+
+impl exports::polyhost::platform::setup::Guest for Recorder {
+    /// `INCRBY <prefix>setups 1` and `HSET <prefix>setup <n> <version>` (the n-th setup's
+    /// version tag). Config `setup_fail` makes it fail with that reason instead, and
+    /// `setup_spin` (any value) makes it spin for ever.
+    fn setup() -> Result<(), String> {
+        if let Some(reason) = config::get("setup_fail").ok().flatten() {
+            return Err(reason);
+        }
+        if config::get("setup_spin").ok().flatten().is_some() {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        }
+        let prefix = config::get("prefix").ok().flatten().unwrap_or_default();
+        let n = kv::incr_by(&format!("{prefix}setups"), 1).map_err(|e| e.message)?;
+        kv::hset(
+            &format!("{prefix}setup"),
+            &[(n.to_string(), version().into_bytes())],
+        )
+        .map_err(|e| e.message)?;
+        Ok(())
+    }
+}
+
 impl Guest for Recorder {
     /// Per event, once (apply-once on its id): `HSET <prefix>ids <id> <version>@<topic>/<partition>/<offset>`,
     /// `HSET <prefix>keys <id> <key>|<header>=<value>,…` (the Kafka key and headers, as the
@@ -28,10 +67,7 @@ impl Guest for Recorder {
     /// which config a batch ran under).
     fn handle(batch: BatchInfo, events: Vec<Event>) -> Vec<Outcome> {
         let prefix = config::get("prefix").ok().flatten().unwrap_or_default();
-        let version = match config::get("tag").ok().flatten() {
-            Some(tag) => format!("{VERSION}+{tag}"),
-            None => VERSION.to_string(),
-        };
+        let version = version();
         let fail_type = config::get("fail_type").ok().flatten();
         if let Some(ms) = config::get("slow_ms")
             .ok()

@@ -159,6 +159,13 @@ impl Backend for Search {
         Ok(Client::new(shared, plugin, grant))
     }
 
+    /// Waits for the index creations `prepare-index` started: each holds a permit until it
+    /// has finished or timed out.
+    async fn settle(client: &Client) {
+        let all = u32::try_from(PREPARING).unwrap_or(u32::MAX);
+        let _ = client.preparing.acquire_many(all).await;
+    }
+
     fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
         wit::add_to_linker::<_, Data<Self>>(linker, view::<Self>)
     }
