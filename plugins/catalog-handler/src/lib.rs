@@ -42,9 +42,10 @@ struct CatalogHandler;
 
 impl Guest for CatalogHandler {
     fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
-        // Partitions of ratings last: a rating of a title published in the same call then
-        // finds it (rather than being retried, and holding back the title's later ratings
-        // of its partition). There is no order between partitions to keep.
+        // The call is applied in time order across its partitions (`in_time_order`);
+        // between equal times (or none), partitions of ratings last: a rating of a title
+        // published in the same call then finds it (rather than being retried, and holding
+        // back the title's later ratings of its partition).
         let mut indexed: Vec<(usize, PartitionEvents)> =
             partitions.into_iter().enumerate().collect();
         indexed.sort_by_key(|(_, p)| has_ratings(p));
@@ -98,40 +99,77 @@ fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
             ))
         })
         .collect();
-    let items: Vec<fold::Item<'_>> = events
+    // Applied in time order across partitions: a title's relation to a title published
+    // in another partition, earlier, in the same call then finds it.
+    let order = in_time_order(call);
+    let items: Vec<fold::Item<'_>> = order
         .iter()
-        .zip(&parsed)
-        .enumerate()
-        .map(|(i, (e, p))| fold::Item {
-            id: &e.id,
-            key: keys[i].as_deref(),
-            at: (call.partition(i).partition, e.offset),
-            event: p.as_ref().map_err(String::as_str),
+        .map(|&i| {
+            let e = &events[i];
+            fold::Item {
+                id: &e.id,
+                key: keys[i].as_deref(),
+                at: (call.partition(i).partition, e.offset),
+                event: parsed[i].as_ref().map_err(String::as_str),
+            }
         })
         .collect();
     // A retry comes in a call of its own partition, so a call's attempt is its partitions'.
     let attempt = call.partitions.iter().map(|b| b.attempt).max().unwrap_or(0);
-    let verdicts = store::apply_batch(&items, attempt, || started.elapsed() > budget);
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; events.len()];
+    for (i, verdict) in order
+        .into_iter()
+        .zip(store::apply_batch(&items, attempt, || {
+            started.elapsed() > budget
+        }))
+    {
+        verdicts[i] = Some(verdict);
+    }
     events
         .iter()
         .zip(verdicts)
-        .map(|(event, verdict)| match verdict {
-            Verdict::Ok => Outcome::Ok,
-            Verdict::Retry(reason) => {
-                let message = format!(
-                    "{} ({}): retry (attempt {attempt}): {reason}",
-                    event.id, event.type_
-                );
-                log(Level::Debug, "catalog-handler", &message);
-                Outcome::Retry(reason)
-            }
-            Verdict::Reject(reason) => {
-                let message = format!("{} ({}): rejected: {reason}", event.id, event.type_);
-                log(Level::Warn, "catalog-handler", &message);
-                Outcome::Reject(reason)
+        .map(|(event, verdict)| {
+            match verdict.unwrap_or_else(|| {
+                Verdict::Retry("host bug: the event was not applied".to_string())
+            }) {
+                Verdict::Ok => Outcome::Ok,
+                Verdict::Retry(reason) => {
+                    let message = format!(
+                        "{} ({}): retry (attempt {attempt}): {reason}",
+                        event.id, event.type_
+                    );
+                    log(Level::Debug, "catalog-handler", &message);
+                    Outcome::Retry(reason)
+                }
+                Verdict::Reject(reason) => {
+                    let message = format!("{} ({}): rejected: {reason}", event.id, event.type_);
+                    log(Level::Warn, "catalog-handler", &message);
+                    Outcome::Reject(reason)
+                }
             }
         })
         .collect()
+}
+
+/// The events of `call` (their indices) merged in time order: each partition's in its
+/// own order, the partition whose next event is the earliest first (an event without a
+/// time after every timed one; between equal times, the partition first in the call).
+fn in_time_order(call: &Flattened<BatchInfo, Event>) -> Vec<usize> {
+    let mut of_partition: Vec<std::collections::VecDeque<usize>> =
+        vec![Default::default(); call.partitions.len()];
+    for (i, &p) in call.partition_of.iter().enumerate() {
+        of_partition[p].push_back(i);
+    }
+    let time = |i: usize| call.events[i].time.unwrap_or(i64::MAX);
+    let mut order = Vec::with_capacity(call.events.len());
+    while let Some(next) = of_partition
+        .iter_mut()
+        .filter(|q| !q.is_empty())
+        .min_by_key(|q| q.front().map(|&i| time(i)))
+    {
+        order.extend(next.pop_front());
+    }
+    order
 }
 
 /// The batch time budget: `batch_budget_ms` from the config, else [`DEFAULT_BUDGET`].
@@ -150,3 +188,53 @@ fn budget() -> Duration {
 }
 
 export!(CatalogHandler);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(partition: i32, times: &[Option<i64>]) -> (BatchInfo, Vec<Event>) {
+        let events = times
+            .iter()
+            .enumerate()
+            .map(|(i, &time)| Event {
+                id: format!("{partition}-{i}"),
+                source: "s".into(),
+                type_: "t".into(),
+                subject: None,
+                time,
+                data: Vec::new(),
+                offset: i as i64,
+            })
+            .collect();
+        let batch = BatchInfo {
+            topic: "topic".into(),
+            partition,
+            attempt: 0,
+        };
+        (batch, events)
+    }
+
+    #[test]
+    fn a_call_is_applied_in_time_order_each_partition_in_its_own() {
+        let call = Flattened::new(
+            vec![
+                partition(0, &[Some(10), Some(30), Some(31), None]),
+                // Out of time order within the partition: its own order is kept.
+                partition(1, &[Some(5), Some(40), Some(20)]),
+                partition(2, &[Some(30), Some(50)]),
+            ],
+            |p| p,
+        );
+        let ids: Vec<&str> = in_time_order(&call)
+            .into_iter()
+            .map(|i| call.events[i].id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "1-0", "0-0", "0-1", "2-0", "0-2", "1-1", "1-2", "2-1", "0-3"
+            ]
+        );
+    }
+}
