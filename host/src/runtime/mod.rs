@@ -523,7 +523,6 @@ impl HandlerPre {
     }
 }
 
-/// The version of the `polyhost:platform` package in `wit/` (checked by a test).
 /// The component's `setup` export (see `wit/setup.wit`), type-checked: `None` when it has
 /// none, the reason when it has one of another type.
 fn setup_export(
@@ -546,6 +545,7 @@ fn setup_export(
     })
 }
 
+/// The version of the `polyhost:platform` package in `wit/` (checked by a test).
 pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Whether `import` is a `polyhost:platform` interface of another version than this host's.
