@@ -48,6 +48,13 @@ pub fn index_for(time: Option<i64>) -> String {
 /// A day, in the microseconds event times are in.
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// The daily index of `day` (`YYYY-MM-DD`, UTC), or why `day` is not one.
+pub fn index_of_day(day: &str) -> Result<String, String> {
+    let date = chrono::NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("`{day}` is not a day of the form YYYY-MM-DD ({e})"))?;
+    Ok(format!("{INDEX_PREFIX}{}", date.format("%Y.%m.%d")))
+}
+
 /// The daily indices of the days after the days of `times`, but those in `written` (the
 /// indices a call writes into exist once it has).
 pub fn next_days<'a>(
@@ -123,6 +130,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_day_names_its_index_and_anything_else_is_refused() {
+        assert_eq!(
+            index_of_day("2026-01-01").unwrap(),
+            "audit-events-2026.01.01"
+        );
+        assert_eq!(
+            index_of_day(" 2026-12-31 ").unwrap(),
+            "audit-events-2026.12.31"
+        );
+        for bad in ["2026.01.01", "2026-13-01", "yesterday", ""] {
+            assert!(index_of_day(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn next_days_are_the_days_after_but_those_written() {

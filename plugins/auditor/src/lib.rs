@@ -2,8 +2,8 @@
 //! Elasticsearch document in the daily index `audit-events-<YYYY.MM.DD>` of its time.
 //!
 //! Its `setup` (called by the host once per loaded version, before the first event) puts
-//! the index template (idempotent; see [`template`]) and creates today's index, so that
-//! no event waits for either.
+//! the index template (idempotent; see [`template`]) and creates the index of the first
+//! day to come (config `first_day`, else today), so that no event waits for either.
 //!
 //! It exports the handler contract's partitions form: a call carries the events of several
 //! of its many partitions, and every event of the call goes in one `bulk-index`. Each
@@ -53,18 +53,27 @@ const PREPARED_KEPT: usize = 16;
 struct Auditor;
 
 impl exports::polyhost::platform::setup::Guest for Auditor {
-    /// Puts the index template, then asks the host to create today's index (the host waits
-    /// for the creation before the first event).
+    /// Puts the index template, then asks the host to create the index of the first day
+    /// to come (the host waits for the creation before the first event): config
+    /// `first_day` (`YYYY-MM-DD`), for a stream whose events are not of today (a replay, a
+    /// simulated clock), else today's.
     fn setup() -> Result<(), String> {
         search::put_index_template(template::NAME, &template::body().to_string())
             .map_err(|e| format!("put-index-template: {}", e.message))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_micros()).ok());
-        let today = document::index_for(now);
-        search::prepare_index(&today)
-            .map_err(|e| format!("prepare-index `{today}`: {}", e.message))?;
+        let first = match wasi::config::store::get("first_day") {
+            Ok(Some(day)) => {
+                document::index_of_day(&day).map_err(|e| format!("config first_day: {e}"))?
+            }
+            _ => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .and_then(|d| i64::try_from(d.as_micros()).ok());
+                document::index_for(now)
+            }
+        };
+        search::prepare_index(&first)
+            .map_err(|e| format!("prepare-index `{first}`: {}", e.message))?;
         Ok(())
     }
 }
