@@ -438,12 +438,20 @@ impl LoadedPlugin {
                 .await
                 .map_err(|e| self.failure(&e))
         };
-        // Host calls made during the call count against this plugin in the metrics.
-        let call = crate::metrics::CALLING_PLUGIN.scope(Arc::from(self.name.as_str()), call);
-        let outcomes = tokio::time::timeout(self.wall_limit(), call)
-            .await
-            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))??;
+        let outcomes = self.bounded(call).await?;
         check_lengths(&lengths, outcomes)
+    }
+
+    /// A call on an instance of its own, bounded as such: the host calls made during it
+    /// count against this plugin in the metrics, and it is stopped at the wall-clock limit.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, BatchFailure>>,
+    ) -> Result<T, BatchFailure> {
+        let call = crate::metrics::CALLING_PLUGIN.scope(Arc::from(self.name.as_str()), call);
+        tokio::time::timeout(self.wall_limit(), call)
+            .await
+            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))?
     }
 
     /// [`LoadedPlugin::handle`] on a kept instance (a new one when none is idle). The
@@ -530,13 +538,7 @@ impl LoadedPlugin {
                 .await
                 .map_err(|e| self.failure(&e))
         };
-        // Host calls made during setup count against this plugin in the metrics.
-        let call = crate::metrics::CALLING_PLUGIN.scope(Arc::from(self.name.as_str()), call);
-        tokio::time::timeout(self.wall_limit(), call)
-            .await
-            .map_err(|_| BatchFailure::Timeout(self.limits.call_timeout_ms))
-            .and_then(|answer| answer)
-            .map_err(|e| e.to_string())??;
+        self.bounded(call).await.map_err(|e| e.to_string())??;
         self.env.backends.settle().await;
         Ok(true)
     }

@@ -42,30 +42,11 @@ struct CatalogHandler;
 
 impl Guest for CatalogHandler {
     fn handle(partitions: Vec<PartitionEvents>) -> Vec<Vec<Outcome>> {
-        // The call is applied in time order across its partitions (`in_time_order`);
-        // between equal times (or none), partitions of ratings last: a rating of a title
-        // published in the same call then finds it (rather than being retried, and holding
-        // back the title's later ratings of its partition).
-        let mut indexed: Vec<(usize, PartitionEvents)> =
-            partitions.into_iter().enumerate().collect();
-        indexed.sort_by_key(|(_, p)| has_ratings(p));
-        let (order, ordered): (Vec<usize>, Vec<PartitionEvents>) = indexed.into_iter().unzip();
-        let call = Flattened::new(ordered, |p| (p.batch, p.events));
+        // The call is applied in time order across its partitions (`in_time_order`).
+        let call = Flattened::new(partitions, |p| (p.batch, p.events));
         let outcomes = handle(&call);
-        let mut lists: Vec<Vec<Outcome>> = vec![Vec::new(); order.len()];
-        for (i, list) in order.into_iter().zip(call.split(outcomes)) {
-            lists[i] = list;
-        }
-        lists
+        call.split(outcomes)
     }
-}
-
-/// Whether a partition's events include a rating.
-fn has_ratings(partition: &PartitionEvents) -> bool {
-    partition
-        .events
-        .iter()
-        .any(|e| e.type_ == event::RATING_SUBMITTED)
 }
 
 /// Applies the events of a call, one outcome per event.
@@ -129,9 +110,9 @@ fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
         .iter()
         .zip(verdicts)
         .map(|(event, verdict)| {
-            match verdict.unwrap_or_else(|| {
-                Verdict::Retry("host bug: the event was not applied".to_string())
-            }) {
+            match verdict
+                .unwrap_or_else(|| Verdict::Retry("a bug: the event was not applied".to_string()))
+            {
                 Verdict::Ok => Outcome::Ok,
                 Verdict::Retry(reason) => {
                     let message = format!(
@@ -153,19 +134,23 @@ fn handle(call: &Flattened<BatchInfo, Event>) -> Vec<Outcome> {
 
 /// The events of `call` (their indices) merged in time order: each partition's in its
 /// own order, the partition whose next event is the earliest first (an event without a
-/// time after every timed one; between equal times, the partition first in the call).
+/// time after every timed one). Between equal times, a partition holding ratings comes
+/// after one holding none, so that a rating of a title published in the same call finds
+/// it (rather than being retried, and holding back the title's later ratings of its
+/// partition); then the partition first in the call.
 fn in_time_order(call: &Flattened<BatchInfo, Event>) -> Vec<usize> {
-    let mut of_partition: Vec<std::collections::VecDeque<usize>> =
+    let mut of_partition: Vec<(bool, std::collections::VecDeque<usize>)> =
         vec![Default::default(); call.partitions.len()];
     for (i, &p) in call.partition_of.iter().enumerate() {
-        of_partition[p].push_back(i);
+        of_partition[p].0 |= call.events[i].type_ == event::RATING_SUBMITTED;
+        of_partition[p].1.push_back(i);
     }
     let time = |i: usize| call.events[i].time.unwrap_or(i64::MAX);
     let mut order = Vec::with_capacity(call.events.len());
-    while let Some(next) = of_partition
+    while let Some((_, next)) = of_partition
         .iter_mut()
-        .filter(|q| !q.is_empty())
-        .min_by_key(|q| q.front().map(|&i| time(i)))
+        .filter(|(_, q)| !q.is_empty())
+        .min_by_key(|(ratings, q)| (q.front().map(|&i| time(i)), *ratings))
     {
         order.extend(next.pop_front());
     }
