@@ -280,11 +280,16 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// A lag query under way, on a thread of its own.
+type LagQuery = tokio::task::JoinHandle<Result<BTreeMap<String, i64>>>;
+
 /// Waits until every plugin has caught up; returns when each did, and when all had, as
 /// times since the call. A plugin has caught up when its last event settled (its
 /// `polyhost_events_total`, read from the host every 100 ms, stopped growing), confirmed
 /// by its consumer group's lag being 0 on two looks 2 s apart: the committed lag alone
-/// would add the commit interval and the lag query's own time to every figure.
+/// would add the commit interval and the lag query's own time to every figure. The lag is
+/// queried on a thread of its own, so that the 100 ms scrapes go on meanwhile (a query
+/// takes a few hundred ms: a settle seen only after it would be counted that much late).
 async fn caught_up(
     urls: &Urls,
     handlers: &[Handler],
@@ -295,7 +300,8 @@ async fn caught_up(
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
     let mut last_settled: BTreeMap<String, Duration> = BTreeMap::new();
     let mut all_zero: Option<Instant> = None;
-    let mut lag_checked: Option<Instant> = None;
+    let mut lag_asked: Option<Instant> = None;
+    let mut lag_check: Option<(Instant, LagQuery)> = None;
     loop {
         host.alive()?;
         let metrics = scrape(&host.admin).unwrap_or_default();
@@ -306,11 +312,10 @@ async fn caught_up(
                 last_settled.insert(h.name.clone(), started.elapsed());
             }
         }
-        if lag_checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            lag_checked = Some(Instant::now());
-            let lags = lag(urls, handlers, manifest)?;
+        if let Some((asked, check)) = lag_check.take_if(|(_, c)| c.is_finished()) {
+            let lags = check.await.context("the lag query panicked")??;
             if lags.values().all(|l| *l == 0) {
-                let since = *all_zero.get_or_insert_with(Instant::now);
+                let since = *all_zero.get_or_insert(asked);
                 if since.elapsed() >= Duration::from_secs(2) {
                     let per_plugin: BTreeMap<String, Duration> = handlers
                         .iter()
@@ -325,6 +330,15 @@ async fn caught_up(
             } else {
                 all_zero = None;
             }
+        }
+        if lag_check.is_none() && lag_asked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            let asked = Instant::now();
+            lag_asked = Some(asked);
+            let (urls, manifest) = (urls.clone(), manifest.to_path_buf());
+            let handlers = handlers.to_vec();
+            let check = tokio::task::spawn_blocking(move || lag(&urls, &handlers, &manifest));
+            lag_check = Some((asked, check));
         }
         ensure!(
             started.elapsed() < Duration::from_secs(1800),

@@ -61,6 +61,7 @@ pub fn kafka(urls: &Urls) -> ClientConfig {
 }
 
 /// The handlers of the manifest: (name, consumer group, topics).
+#[derive(Debug, Clone)]
 pub struct Handler {
     pub name: String,
     pub group: String,
