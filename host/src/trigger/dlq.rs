@@ -15,8 +15,7 @@
 use std::time::Duration;
 
 use crate::connections::Kafka;
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -468,8 +467,7 @@ impl DeadLetters {
 /// The `max.message.bytes` of `topic` (which falls back to the broker's
 /// `message.max.bytes` when the topic does not set it).
 pub async fn max_message_bytes(kafka: &Kafka, topic: &str) -> Result<usize, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    let results = admin
+    let results = super::topics::admin(kafka)?
         .describe_configs(
             &[ResourceSpecifier::Topic(topic)],
             &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),

@@ -1,6 +1,7 @@
 //! Topic creation: the topics a plugin subscribes to, and dead-letter topics, are created
 //! when they do not exist yet.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::connections::Kafka;
@@ -23,8 +24,7 @@ pub async fn ensure_topics(
     if new.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    let results = admin
+    let results = admin(kafka)?
         .create_topics(
             &new,
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
@@ -37,4 +37,20 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// The process's admin client for `kafka`'s settings, made on first need and shared by
+/// every topic operation after: a client costs a broker connection and a metadata round
+/// trip before its first request, and the trigger's start made three per plugin (its
+/// topics, its dead-letter topic and that topic's limit), one after the other.
+pub fn admin(kafka: &Kafka) -> Result<Arc<AdminClient<DefaultClientContext>>, KafkaError> {
+    static ADMINS: Mutex<Vec<(Kafka, Arc<AdminClient<DefaultClientContext>>)>> =
+        Mutex::new(Vec::new());
+    let mut admins = ADMINS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, admin)) = admins.iter().find(|(k, _)| k == kafka) {
+        return Ok(admin.clone());
+    }
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(kafka.client_config().create()?);
+    admins.push((kafka.clone(), admin.clone()));
+    Ok(admin)
 }
