@@ -36,53 +36,80 @@ pub(super) enum KeyedRead {
     PerKey,
 }
 
-/// Every this many reads of a collection, the way not chosen is taken once, so that its
-/// estimate follows the server too: one slow read (a load spike) would otherwise keep a way
-/// out of use for good.
-const RETRY_OTHER_EVERY: u32 = 64;
+/// For each read of a collection that takes the other way, a way's estimate counts this
+/// much less (`0.992`): the way not chosen looks cheaper as it goes unused, and is taken
+/// again once it looks cheaper than the one chosen, so that its estimate follows the server
+/// too (one slow read, a load spike, would otherwise keep a way out of use for good). How
+/// long that takes grows with how much dearer it was found: a `$in` read 30 times dearer
+/// than the keys read one by one is taken again after some 430 reads, one as dear after 1.
+/// (Taking the other way every so many reads whatever it costs put a 270 ms `$in` in every
+/// 64th `put-blobs` of the platform's catalog, the slowest calls of its paced run.)
+const FORGET_PER_READ: f64 = 127.0 / 128.0;
+
+/// What a way of reading cost when last taken.
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    /// Half way between what it cost and the estimate before (for a read per key, per key).
+    cost: Duration,
+    /// Reads of the collection since this way was last taken.
+    unused: u32,
+}
+
+impl Estimate {
+    /// The cost, counted lower for each read that took the other way.
+    fn now(&self) -> Duration {
+        let unused = i32::try_from(self.unused).unwrap_or(i32::MAX);
+        self.cost.mul_f64(FORGET_PER_READ.powi(unused))
+    }
+}
 
 /// What reading by keys has cost in one collection: each way is tried once, then the
-/// cheaper for the number of keys at hand is taken (and the other every
-/// [`RETRY_OTHER_EVERY`] reads), and every read updates its estimate, so a growing
-/// collection moves the choice.
+/// cheaper for the number of keys at hand is taken, every read updating the estimate of
+/// the way it took (so a growing collection moves the choice) and lowering the other's
+/// ([`FORGET_PER_READ`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct KeyedReads {
     /// A `$in` read, whatever the number of keys.
-    in_query: Option<Duration>,
+    in_query: Option<Estimate>,
     /// A read per key, per key (in flight together, as they go).
-    per_key: Option<Duration>,
-    /// Reads chosen so far.
-    reads: u32,
+    per_key: Option<Estimate>,
 }
 
 impl KeyedReads {
     /// The way to read `keys` keys.
-    pub(super) fn choose(&mut self, keys: usize) -> KeyedRead {
-        self.reads = self.reads.wrapping_add(1);
-        let (q, p) = match (self.in_query, self.per_key) {
-            (None, _) => return KeyedRead::In,
-            (Some(_), None) => return KeyedRead::PerKey,
-            (Some(q), Some(p)) => (q, p),
-        };
-        let in_is_cheaper = q <= p.saturating_mul(u32::try_from(keys).unwrap_or(u32::MAX));
-        if in_is_cheaper != self.reads.is_multiple_of(RETRY_OTHER_EVERY) {
-            KeyedRead::In
-        } else {
-            KeyedRead::PerKey
+    pub(super) fn choose(&self, keys: usize) -> KeyedRead {
+        match (self.in_query, self.per_key) {
+            (None, _) => KeyedRead::In,
+            (Some(_), None) => KeyedRead::PerKey,
+            (Some(q), Some(p)) => {
+                let keys = u32::try_from(keys).unwrap_or(u32::MAX);
+                if q.now() <= p.now().saturating_mul(keys) {
+                    KeyedRead::In
+                } else {
+                    KeyedRead::PerKey
+                }
+            }
         }
     }
 
-    /// Takes in a read of `keys` keys made `how` that took `took`: the estimate moves half
-    /// way to it.
+    /// Takes in a read of `keys` keys made `how` that took `took`: that way's estimate
+    /// moves half way to it, the other's counts one more read unused.
     pub(super) fn learn(&mut self, how: KeyedRead, keys: usize, took: Duration) {
-        let (estimate, seen) = match how {
-            KeyedRead::In => (&mut self.in_query, took),
+        let (taken, other, seen) = match how {
+            KeyedRead::In => (&mut self.in_query, &mut self.per_key, took),
             KeyedRead::PerKey => (
                 &mut self.per_key,
+                &mut self.in_query,
                 took / u32::try_from(keys.max(1)).unwrap_or(u32::MAX),
             ),
         };
-        *estimate = Some(estimate.map_or(seen, |old| (old + seen) / 2));
+        *taken = Some(Estimate {
+            cost: taken.map_or(seen, |old| (old.cost + seen) / 2),
+            unused: 0,
+        });
+        if let Some(other) = other {
+            other.unused = other.unused.saturating_add(1);
+        }
     }
 }
 
@@ -96,8 +123,9 @@ impl Learnt {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(collection.to_string())
-            .or_default()
+            .get(collection)
+            .copied()
+            .unwrap_or_default()
             .choose(keys)
     }
 
@@ -219,22 +247,67 @@ mod tests {
         assert_eq!(reads.choose(1_000), KeyedRead::In);
     }
 
+    /// Reads `n` times `keys` keys, each way costing what `cost` says: the ways taken.
+    fn run(
+        reads: &mut KeyedReads,
+        n: usize,
+        keys: usize,
+        cost: impl Fn(KeyedRead) -> Duration,
+    ) -> Vec<KeyedRead> {
+        (0..n)
+            .map(|_| {
+                let how = reads.choose(keys);
+                reads.learn(how, keys, cost(how));
+                how
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_way_not_chosen_is_taken_once_every_so_many_reads() {
+    fn a_dearer_way_is_taken_again_after_reads_in_proportion_to_how_much_dearer() {
+        // FerretDB: a $in read of the collection 300 ms, ten keys read one by one 10 ms.
+        let ferret = |how| match how {
+            KeyedRead::In => ms(300),
+            KeyedRead::PerKey => ms(10),
+        };
         let mut reads = KeyedReads::default();
-        reads.learn(KeyedRead::In, 10, ms(300));
-        reads.learn(KeyedRead::PerKey, 10, ms(10));
-        let every = RETRY_OTHER_EVERY as usize;
-        let taken_in: Vec<usize> = (0..2 * every)
-            .filter(|_| reads.choose(10) == KeyedRead::In)
+        let taken = run(&mut reads, 2_000, 10, ferret);
+        let ins: Vec<usize> = (0..taken.len())
+            .filter(|&i| taken[i] == KeyedRead::In)
             .collect();
-        assert_eq!(taken_in.len(), 2, "{taken_in:?}");
-        assert_eq!(taken_in[1] - taken_in[0], every);
-        // A spike that made `$in` look dear is forgotten as it is read again.
-        for _ in 0..6 {
-            reads.learn(KeyedRead::In, 10, ms(5));
-        }
+        // The first read (nothing known yet), then once every 400-odd reads.
+        assert_eq!(ins[0], 0);
+        assert!(ins.len() <= 5, "{ins:?}");
+        assert!(ins.windows(2).all(|w| w[1] - w[0] > 400), "{ins:?}");
+        // Two ways that cost about the same are both kept in use.
+        let even = |how| match how {
+            KeyedRead::In => ms(10),
+            KeyedRead::PerKey => ms(11),
+        };
+        let mut reads = KeyedReads::default();
+        let taken = run(&mut reads, 100, 10, even);
+        assert!(taken.iter().filter(|&&h| h == KeyedRead::PerKey).count() >= 1);
+        assert!(taken.iter().filter(|&&h| h == KeyedRead::In).count() >= 50);
+    }
+
+    #[test]
+    fn a_spike_that_made_a_way_look_dear_is_forgotten() {
+        let ferret = |how| match how {
+            KeyedRead::In => ms(300),
+            KeyedRead::PerKey => ms(10),
+        };
+        let mut reads = KeyedReads::default();
+        run(&mut reads, 10, 10, ferret);
+        // One read per key took a whole second (a load spike): $in looks cheaper now.
+        reads.learn(KeyedRead::PerKey, 10, ms(1_000));
         assert_eq!(reads.choose(10), KeyedRead::In);
+        let taken = run(&mut reads, 300, 10, ferret);
+        let back = taken
+            .iter()
+            .position(|&h| h == KeyedRead::PerKey)
+            .expect("reads per key are taken again");
+        assert!(back < 100, "after {back} reads");
+        assert!(taken[back..].iter().all(|&h| h == KeyedRead::PerKey));
     }
 
     #[test]
