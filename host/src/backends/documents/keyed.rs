@@ -129,6 +129,20 @@ impl Learnt {
             .choose(keys)
     }
 
+    /// The way to read `keys` keys of `collection`, and the read under way, which takes in
+    /// what it cost when it is dropped (see [`Reading`]).
+    pub(super) fn start(&self, collection: &str, keys: usize) -> (KeyedRead, Reading<'_>) {
+        let how = self.choose(collection, keys);
+        let reading = Reading {
+            learnt: self,
+            collection: collection.to_string(),
+            how,
+            keys,
+            started: std::time::Instant::now(),
+        };
+        (how, reading)
+    }
+
     /// Takes in a read of `keys` keys of `collection` (see [`KeyedReads::learn`]).
     pub(super) fn learn(&self, collection: &str, how: KeyedRead, keys: usize, took: Duration) {
         self.0
@@ -137,6 +151,27 @@ impl Learnt {
             .entry(collection.to_string())
             .or_default()
             .learn(how, keys, took);
+    }
+}
+
+/// A read by keys under way. Dropped, it takes in the time since it started as what the
+/// read cost, however it ended: answered, failed, or cut off with its call by the
+/// host-call timeout (then at least that). A read cut off must count: a `$in` that outlasts
+/// the call's time limit (a large collection on FerretDB) would otherwise be learnt never,
+/// and taken again for every read, each one cut off in turn.
+pub(super) struct Reading<'a> {
+    learnt: &'a Learnt,
+    collection: String,
+    how: KeyedRead,
+    keys: usize,
+    started: std::time::Instant,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        self.learnt
+            .learn(&self.collection, self.how, self.keys, took);
     }
 }
 

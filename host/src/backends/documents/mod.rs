@@ -359,12 +359,13 @@ impl Client {
         // Raw documents, so each is counted at its BSON length as it arrives; the driver
         // holds one server batch at a time (at most 16 MiB), never the whole answer.
         let coll = coll.clone_with_type::<RawDocumentBuf>();
-        let mut learning = None;
+        let mut reading = None;
         let mut results = match lookup {
-            // A lookup by ids: read the way this server answers faster (see `keyed`).
+            // A lookup by ids: read the way this server answers faster (see `keyed`); what
+            // it cost is taken in when `reading` is dropped, however the read ends.
             Some(ids) => {
-                let how = self.keyed_reads.choose(collection, ids.len());
-                learning = Some((how, ids.len()));
+                let (how, under_way) = self.keyed_reads.start(collection, ids.len());
+                reading = Some(under_way);
                 keyed::by_keys(&coll, "_id", ids, find, how)
             }
             None => coll
@@ -380,10 +381,7 @@ impl Client {
             budget.take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
             found.push(render_raw(&raw)?);
         }
-        if let Some((how, ids)) = learning {
-            self.keyed_reads
-                .learn(collection, how, ids, started.elapsed());
-        }
+        drop(reading);
         limits.answered_in_time(started, &what())?;
         Ok(found)
     }
