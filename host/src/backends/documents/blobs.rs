@@ -276,9 +276,8 @@ impl Client {
             return Err(e);
         }
         let ids: Vec<&str> = infos.iter().map(|i| i.id.as_str()).collect();
-        let how = self.keyed_reads.choose(files.name(), ids.len());
-        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, how).await;
-        let pruned = pruned.map(|took| self.keyed_reads.learn(files.name(), how, ids.len(), took));
+        let reading = self.keyed_reads.start(files.name(), ids.len());
+        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, reading).await;
         if let Err(e) = pruned {
             tracing::warn!(plugin = %self.plugin, bucket, error = %map_error(&what, e),
                 "put-blobs: could not remove older revisions");
@@ -539,25 +538,24 @@ async fn remove_orphan_chunks(
 }
 
 /// [`prune_older`] for many ids at once: the revisions of `ids` read `how` (see
-/// [`super::keyed`]), then one removal of the file entries older than the ones just stored
-/// (`file_ids`, in the order of `ids`), then one of their chunks (entries first, as the
-/// driver deletes). Answers what reading the revisions took.
+/// [`super::keyed`]; `reading` takes in what the read cost), then one removal of the file
+/// entries older than the ones just stored (`file_ids`, in the order of `ids`), then one of
+/// their chunks (entries first, as the driver deletes).
 async fn prune_older_many(
     files: &mongodb::Collection<Document>,
     chunks: &mongodb::Collection<Document>,
     ids: &[&str],
     file_ids: &[Bson],
-    how: KeyedRead,
-) -> Result<Duration, MongoError> {
+    (how, reading): (KeyedRead, keyed::Reading<'_>),
+) -> Result<(), MongoError> {
     let options = FindOptions::builder()
         .projection(doc! { "_id": 1, "filename": 1, "uploadDate": 1 })
         .build();
     let keys = ids.iter().map(|id| Bson::from(*id)).collect();
-    let started = std::time::Instant::now();
     let revisions: Vec<Document> = keyed::by_keys(files, "filename", keys, options, how)
         .try_collect()
         .await?;
-    let took = started.elapsed();
+    reading.finish();
     let key = |d: &Document| {
         (
             d.get_datetime("uploadDate").ok().copied(),
@@ -581,13 +579,13 @@ async fn prune_older_many(
         .filter_map(|r| r.get("_id").cloned())
         .collect();
     if older.is_empty() {
-        return Ok(took);
+        return Ok(());
     }
     files.delete_many(doc! { "_id": { "$in": &older } }).await?;
     chunks
         .delete_many(doc! { "files_id": { "$in": &older } })
         .await?;
-    Ok(took)
+    Ok(())
 }
 
 /// The newest revision of `id`.

@@ -36,6 +36,15 @@ pub(super) enum KeyedRead {
     PerKey,
 }
 
+/// How far a read's time tells its cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bound {
+    /// The read answered in full: what it took is what it costs.
+    Exact,
+    /// The read failed or was cut off: it costs at least what it took.
+    AtLeast,
+}
+
 /// For each read of a collection that takes the other way, a way's estimate counts this
 /// much less (`0.992`): the way not chosen looks cheaper as it goes unused, and is taken
 /// again once it looks cheaper than the one chosen, so that its estimate follows the server
@@ -92,9 +101,10 @@ impl KeyedReads {
         }
     }
 
-    /// Takes in a read of `keys` keys made `how` that took `took`: that way's estimate
-    /// moves half way to it, the other's counts one more read unused.
-    pub(super) fn learn(&mut self, how: KeyedRead, keys: usize, took: Duration) {
+    /// Takes in a read of `keys` keys made `how` that took `took` (in full, or at least
+    /// that): that way's estimate moves half way to it (for a bound, only if that raises
+    /// it), the other's counts one more read unused.
+    pub(super) fn learn(&mut self, how: KeyedRead, keys: usize, took: Duration, bound: Bound) {
         let (taken, other, seen) = match how {
             KeyedRead::In => (&mut self.in_query, &mut self.per_key, took),
             KeyedRead::PerKey => (
@@ -103,10 +113,12 @@ impl KeyedReads {
                 took / u32::try_from(keys.max(1)).unwrap_or(u32::MAX),
             ),
         };
-        *taken = Some(Estimate {
-            cost: taken.map_or(seen, |old| (old.cost + seen) / 2),
-            unused: 0,
-        });
+        let cost = match (*taken, bound) {
+            (None, _) => seen,
+            (Some(old), Bound::Exact) => (old.cost + seen) / 2,
+            (Some(old), Bound::AtLeast) => old.cost.max((old.cost + seen) / 2),
+        };
+        *taken = Some(Estimate { cost, unused: 0 });
         if let Some(other) = other {
             other.unused = other.unused.saturating_add(1);
         }
@@ -139,39 +151,63 @@ impl Learnt {
             how,
             keys,
             started: std::time::Instant::now(),
+            finished: false,
         };
         (how, reading)
     }
 
     /// Takes in a read of `keys` keys of `collection` (see [`KeyedReads::learn`]).
-    pub(super) fn learn(&self, collection: &str, how: KeyedRead, keys: usize, took: Duration) {
+    pub(super) fn learn(
+        &self,
+        collection: &str,
+        how: KeyedRead,
+        keys: usize,
+        took: Duration,
+        bound: Bound,
+    ) {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(collection.to_string())
             .or_default()
-            .learn(how, keys, took);
+            .learn(how, keys, took, bound);
     }
 }
 
-/// A read by keys under way. Dropped, it takes in the time since it started as what the
-/// read cost, however it ended: answered, failed, or cut off with its call by the
-/// host-call timeout (then at least that). A read cut off must count: a `$in` that outlasts
-/// the call's time limit (a large collection on FerretDB) would otherwise be learnt never,
-/// and taken again for every read, each one cut off in turn.
+/// A read by keys under way. [`Reading::finish`]ed, it takes in what the read took. Dropped
+/// unfinished (the read failed, or was cut off with its call by the host-call timeout), it
+/// takes in the time so far as a bound: the estimate of that way may rise, never fall (a
+/// read that failed at once, or stopped at a result limit, says little of what a whole one
+/// costs). A read cut off must count: a `$in` that outlasts the call's time limit (a large
+/// collection on FerretDB) would otherwise be learnt never, and taken again for every read,
+/// each one cut off in turn.
 pub(super) struct Reading<'a> {
     learnt: &'a Learnt,
     collection: String,
     how: KeyedRead,
     keys: usize,
     started: std::time::Instant,
+    finished: bool,
+}
+
+impl Reading<'_> {
+    /// The read answered in full: what it took is taken in.
+    pub(super) fn finish(mut self) -> Duration {
+        self.finished = true;
+        let took = self.started.elapsed();
+        self.learnt
+            .learn(&self.collection, self.how, self.keys, took, Bound::Exact);
+        took
+    }
 }
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {
-        let took = self.started.elapsed();
-        self.learnt
-            .learn(&self.collection, self.how, self.keys, took);
+        if !self.finished {
+            let took = self.started.elapsed();
+            self.learnt
+                .learn(&self.collection, self.how, self.keys, took, Bound::AtLeast);
+        }
     }
 }
 
@@ -267,16 +303,16 @@ mod tests {
     fn keyed_reads_try_each_way_then_take_the_cheaper_for_the_keys_at_hand() {
         let mut reads = KeyedReads::default();
         assert_eq!(reads.choose(200), KeyedRead::In, "first, one $in");
-        reads.learn(KeyedRead::In, 200, ms(60));
+        reads.learn(KeyedRead::In, 200, ms(60), Bound::Exact);
         assert_eq!(reads.choose(200), KeyedRead::PerKey, "then one per key");
-        reads.learn(KeyedRead::PerKey, 200, ms(100)); // 0.5 ms per key
+        reads.learn(KeyedRead::PerKey, 200, ms(100), Bound::Exact); // 0.5 ms per key
         // A $in read costs 60 ms whatever the keys; per key, 0.5 ms each.
         assert_eq!(reads.choose(200), KeyedRead::In);
         assert_eq!(reads.choose(100), KeyedRead::PerKey);
         assert_eq!(reads.choose(3), KeyedRead::PerKey);
         // The collection grows: $in reads slow down, and the choice moves.
         for _ in 0..4 {
-            reads.learn(KeyedRead::In, 200, ms(400));
+            reads.learn(KeyedRead::In, 200, ms(400), Bound::Exact);
         }
         assert_eq!(reads.choose(200), KeyedRead::PerKey);
         assert_eq!(reads.choose(1_000), KeyedRead::In);
@@ -292,7 +328,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 let how = reads.choose(keys);
-                reads.learn(how, keys, cost(how));
+                reads.learn(how, keys, cost(how), Bound::Exact);
                 how
             })
             .collect()
@@ -334,7 +370,7 @@ mod tests {
         let mut reads = KeyedReads::default();
         run(&mut reads, 10, 10, ferret);
         // One read per key took a whole second (a load spike): $in looks cheaper now.
-        reads.learn(KeyedRead::PerKey, 10, ms(1_000));
+        reads.learn(KeyedRead::PerKey, 10, ms(1_000), Bound::Exact);
         assert_eq!(reads.choose(10), KeyedRead::In);
         let taken = run(&mut reads, 300, 10, ferret);
         let back = taken
@@ -346,9 +382,28 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_failed_or_was_cut_off_only_raises_its_estimate() {
+        let mut reads = KeyedReads::default();
+        // Cut off at 500 ms before anything was known: $in costs at least that.
+        reads.learn(KeyedRead::In, 10, ms(500), Bound::AtLeast);
+        assert_eq!(
+            reads.choose(10),
+            KeyedRead::PerKey,
+            "$in is not taken again"
+        );
+        reads.learn(KeyedRead::PerKey, 10, ms(10), Bound::Exact);
+        // A read per key that failed at once says nothing cheaper...
+        reads.learn(KeyedRead::PerKey, 10, ms(0), Bound::AtLeast);
+        assert_eq!(reads.per_key.map(|e| e.cost), Some(ms(1)));
+        // ...but one cut off late says dearer.
+        reads.learn(KeyedRead::PerKey, 10, ms(2_000), Bound::AtLeast);
+        assert_eq!(reads.choose(10), KeyedRead::In);
+    }
+
+    #[test]
     fn learnt_is_kept_per_collection() {
         let learnt = Learnt::default();
-        learnt.learn("titles", KeyedRead::In, 10, ms(300));
+        learnt.learn("titles", KeyedRead::In, 10, ms(300), Bound::Exact);
         assert_eq!(learnt.choose("titles", 10), KeyedRead::PerKey);
         assert_eq!(learnt.choose("ratings", 10), KeyedRead::In);
     }

@@ -362,7 +362,7 @@ impl Client {
         let mut reading = None;
         let mut results = match lookup {
             // A lookup by ids: read the way this server answers faster (see `keyed`); what
-            // it cost is taken in when `reading` is dropped, however the read ends.
+            // it cost is taken in however the read ends (`keyed::Reading`).
             Some(ids) => {
                 let (how, under_way) = self.keyed_reads.start(collection, ids.len());
                 reading = Some(under_way);
@@ -381,7 +381,9 @@ impl Client {
             budget.take(raw.as_bytes().len(), &format!("documents.{}", what()))?;
             found.push(render_raw(&raw)?);
         }
-        drop(reading);
+        if let Some(reading) = reading {
+            reading.finish();
+        }
         limits.answered_in_time(started, &what())?;
         Ok(found)
     }
