@@ -316,7 +316,8 @@ async fn caught_up(
             let lags = check.await.context("the lag query panicked")??;
             if lags.values().all(|l| *l == 0) {
                 let since = *all_zero.get_or_insert(asked);
-                if since.elapsed() >= Duration::from_secs(2) {
+                // Two looks asked at least 2 s apart (a slow query does not confirm itself).
+                if asked.saturating_duration_since(since) >= Duration::from_secs(2) {
                     let per_plugin: BTreeMap<String, Duration> = handlers
                         .iter()
                         .map(|h| {

@@ -39,10 +39,12 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-/// The process's admin client for `kafka`'s settings, made on first need and shared by
-/// every topic operation after: a client costs a broker connection and a metadata round
-/// trip before its first request, and the trigger's start made three per plugin (its
-/// topics, its dead-letter topic and that topic's limit), one after the other.
+/// The process's admin client for `kafka`'s settings, made on first need and shared by the
+/// trigger's topic operations after (topic creation, a dead-letter topic's limit): a client
+/// costs a broker connection and a metadata round trip before its first request, and the
+/// trigger's start made three per plugin, one after the other. It reconnects as any
+/// librdkafka client does; the TLS files it read when made serve it for the life of the
+/// process (new settings, such as other file paths, make another client).
 pub fn admin(kafka: &Kafka) -> Result<Arc<AdminClient<DefaultClientContext>>, KafkaError> {
     static ADMINS: Mutex<Vec<(Kafka, Arc<AdminClient<DefaultClientContext>>)>> =
         Mutex::new(Vec::new());
