@@ -131,7 +131,7 @@ pub(super) struct Learnt(Mutex<HashMap<String, KeyedReads>>);
 
 impl Learnt {
     /// The way to read `keys` keys of `collection`.
-    pub(super) fn choose(&self, collection: &str, keys: usize) -> KeyedRead {
+    fn choose(&self, collection: &str, keys: usize) -> KeyedRead {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -318,6 +318,14 @@ mod tests {
         assert_eq!(reads.choose(1_000), KeyedRead::In);
     }
 
+    /// FerretDB's costs: a `$in` read of the collection 300 ms, ten keys read one by one 10 ms.
+    fn ferret(how: KeyedRead) -> Duration {
+        match how {
+            KeyedRead::In => ms(300),
+            KeyedRead::PerKey => ms(10),
+        }
+    }
+
     /// Reads `n` times `keys` keys, each way costing what `cost` says: the ways taken.
     fn run(
         reads: &mut KeyedReads,
@@ -336,11 +344,6 @@ mod tests {
 
     #[test]
     fn a_dearer_way_is_taken_again_after_reads_in_proportion_to_how_much_dearer() {
-        // FerretDB: a $in read of the collection 300 ms, ten keys read one by one 10 ms.
-        let ferret = |how| match how {
-            KeyedRead::In => ms(300),
-            KeyedRead::PerKey => ms(10),
-        };
         let mut reads = KeyedReads::default();
         let taken = run(&mut reads, 2_000, 10, ferret);
         let ins: Vec<usize> = (0..taken.len())
@@ -363,10 +366,6 @@ mod tests {
 
     #[test]
     fn a_spike_that_made_a_way_look_dear_is_forgotten() {
-        let ferret = |how| match how {
-            KeyedRead::In => ms(300),
-            KeyedRead::PerKey => ms(10),
-        };
         let mut reads = KeyedReads::default();
         run(&mut reads, 10, 10, ferret);
         // One read per key took a whole second (a load spike): $in looks cheaper now.
