@@ -928,6 +928,8 @@ async fn the_server_honours_max_time_ms_on_reads() -> Result<()> {
 /// What PostgreSQL counts of the table under one FerretDB collection.
 #[derive(Debug, Clone, Copy)]
 struct TableCounts {
+    /// Whole-table (sequential) scans begun.
+    seq_scans: i64,
     /// Rows read by whole-table (sequential) scans.
     seq_read: i64,
     /// Index scans begun.
@@ -1035,14 +1037,15 @@ impl FerretTable {
     ) -> Result<TableCounts> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (seq_read, idx_scans, updated): (i64, i64, i64) = sqlx::query_as(
-                "select coalesce(seq_tup_read, 0), coalesce(idx_scan, 0), n_tup_upd \
+            let (seq_scans, seq_read, idx_scans, updated): (i64, i64, i64, i64) = sqlx::query_as(
+                "select seq_scan, coalesce(seq_tup_read, 0), coalesce(idx_scan, 0), n_tup_upd \
                  from pg_stat_user_tables where relid = $1::regclass",
             )
             .bind(&self.name)
             .fetch_one(&mut self.pg)
             .await?;
             let counts = TableCounts {
+                seq_scans,
                 seq_read,
                 idx_scans,
                 updated,
@@ -1232,6 +1235,63 @@ async fn a_long_list_of_ids_read_one_by_one_stops_with_the_call() -> Result<()> 
             "reads went on after the call ended: {} index scans, then {}",
             read.idx_scans,
             later.idx_scans
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// A `$in` read taken again while the keys read one by one are known is given a time limit
+/// (twice what they cost one by one, at least 20 ms). Here the first find of 40 ids is one
+/// `$in`, the second reads them one by one, the third is a `$in` again (the cheaper); the
+/// fourth, a `$in` too, is held by a lock on the collection's table: it is dropped at its
+/// limit and the ids are read one by one, which answer once the lock is gone. PostgreSQL
+/// counts the scans of the table: one for a `$in`, one per id read one by one (by index or
+/// in sequence, as its planner finds a table this small cheaper to read). (Without the
+/// limit the `$in` waited the lock out, then read the whole table: a `$in` estimated on a
+/// small collection, taken again once it had grown, took 300 ms in the platform's paced
+/// run.)
+#[tokio::test]
+async fn a_lookup_by_in_past_its_time_limit_reads_the_keys_one_by_one() -> Result<()> {
+    const DOCS: usize = 60;
+    const IDS: i64 = 40;
+    with_fixture(async |f| {
+        seed_videos(f, DOCS).await?;
+        let probe = f.hasty_probe(5_000).await?;
+        let mut table = FerretTable::of(f, "videos").await?;
+        let scans = |c: &TableCounts| c.seq_scans + c.idx_scans;
+        let ids: Vec<String> = (0..IDS).map(|i| format!("d{i}")).collect();
+        let found: Vec<Value> = (0..IDS)
+            .map(|i| json!({"_id": format!("d{i}"), "n": i}))
+            .collect();
+        let find = json!({"call": "find", "collection": "videos",
+                          "filter": {"_id": {"$in": ids}},
+                          "options": {"projection": {"n": 1}},
+                          "expect": {"ok": found}});
+        let start = table.counts_when("the seeding", |_| true).await?;
+        let three = json!({"steps": [find.clone(), find.clone(), find.clone()]});
+        harness::run_script(&probe, &three).await?;
+        let before = table
+            .counts_when("the three finds", |c| scans(c) >= scans(&start) + IDS + 2)
+            .await?;
+        ensure!(
+            scans(&before) - scans(&start) < 2 * IDS,
+            "the three finds made {} scans: the third read the ids one by one, not one `$in`",
+            scans(&before) - scans(&start)
+        );
+        let held = table.lock_for(Duration::from_secs(1)).await?;
+        harness::run_script(&probe, &json!({"steps": [find]})).await?;
+        held.await??;
+        // Counted within some 10 s; a `$in` that waited the lock out is one scan.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let after = table
+            .counts_when("the find held by the lock", |c| scans(c) > scans(&before))
+            .await?;
+        let made = scans(&after) - scans(&before);
+        ensure!(
+            (IDS..=IDS + 5).contains(&made),
+            "the find held by the lock made {made} scans of the table, not one per id: its \
+             `$in` waited the lock out"
         );
         Ok(())
     })

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::bulk::insert_all;
-use super::keyed::{self, KeyedRead};
+use super::keyed;
 use super::{Client, Limits, check_bucket, map_error, render};
 use crate::bindings::polyhost::platform::documents::{Blob, BlobInfo, NewBlob};
 use crate::budget::{self, ResultBudget};
@@ -276,8 +276,7 @@ impl Client {
             return Err(e);
         }
         let ids: Vec<&str> = infos.iter().map(|i| i.id.as_str()).collect();
-        let reading = self.keyed_reads.start(files.name(), ids.len());
-        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, reading).await;
+        let pruned = prune_older_many(&files, &chunks, &ids, &file_ids, &self.keyed_reads).await;
         if let Err(e) = pruned {
             tracing::warn!(plugin = %self.plugin, bucket, error = %map_error(&what, e),
                 "put-blobs: could not remove older revisions");
@@ -537,8 +536,8 @@ async fn remove_orphan_chunks(
     Ok(())
 }
 
-/// [`prune_older`] for many ids at once: the revisions of `ids` read `how` (see
-/// [`super::keyed`]; `reading` takes in what the read cost), then one removal of the file
+/// [`prune_older`] for many ids at once: the revisions of `ids` read the way `learnt` finds
+/// cheaper (see [`super::keyed`]), then one removal of the file
 /// entries older than the ones just stored (`file_ids`, in the order of `ids`), then one of
 /// their chunks (entries first, as the driver deletes).
 async fn prune_older_many(
@@ -546,15 +545,14 @@ async fn prune_older_many(
     chunks: &mongodb::Collection<Document>,
     ids: &[&str],
     file_ids: &[Bson],
-    (how, reading): (KeyedRead, keyed::Reading<'_>),
+    learnt: &keyed::Learnt,
 ) -> Result<(), MongoError> {
     let options = FindOptions::builder()
         .projection(doc! { "_id": 1, "filename": 1, "uploadDate": 1 })
         .build();
     let keys = ids.iter().map(|id| Bson::from(*id)).collect();
-    let revisions: Vec<Document> = keyed::by_keys(files, "filename", keys, options, how)
-        .try_collect()
-        .await?;
+    let (revisions, reading) = learnt.read(files, "filename", keys, options).await;
+    let revisions: Vec<Document> = revisions.try_collect().await?;
     reading.finish();
     let key = |d: &Document| {
         (

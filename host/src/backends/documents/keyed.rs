@@ -7,8 +7,17 @@
 //! time whatever the number of keys and grows with the collection (280 ms for 100 `_id`s
 //! in a collection of 460 titles, against 1.3 ms a key read one by one, four at a time).
 //! So the host learns, per client and collection, what each way costs ([`KeyedReads`]),
-//! and reads the keys the cheaper way ([`by_keys`]). Both ways answer the same documents;
-//! neither promises an order.
+//! and reads the keys the cheaper way ([`Learnt::read`]). Both ways answer the same
+//! documents; neither promises an order.
+//!
+//! A `$in` read taken while reading per key is known is given a time limit: twice what the
+//! keys read one by one are expected to cost, at least [`IN_LIMIT_FLOOR`]. Past it (the
+//! server's `maxTimeMS`, or the host's own timer a little later) the `$in` read is dropped
+//! before it has answered anything, counted as costing at least that, and the keys are read
+//! one by one. The collection grows between two `$in` reads, so the estimate of the last
+//! one may be far below what the next costs: on FerretDB a `$in` estimated from an early,
+//! small `title_assets.files` took 300 ms when taken again later in a paced run, the
+//! slowest call of the catalog handler, past which some 40–95 of its events settled late.
 //!
 //! Used by `find` when its filter is exactly `{"_id": {"$in": […]}}` (see
 //! [`id_lookup`]), and by `put-blobs` for the revisions of the blobs it stored (by
@@ -54,6 +63,13 @@ pub(super) enum Bound {
 /// (Taking the other way every so many reads whatever it costs put a 270 ms `$in` in every
 /// 64th `put-blobs` of the platform's catalog, the slowest calls of its paced run.)
 const FORGET_PER_READ: f64 = 127.0 / 128.0;
+
+/// The least time a `$in` read is given when reading per key is known (see the module
+/// docs): a few of FerretDB's reads by key, or one `$in` of a small collection.
+const IN_LIMIT_FLOOR: Duration = Duration::from_millis(20);
+
+/// MongoDB's error code for a command stopped by its `maxTimeMS`.
+const MAX_TIME_EXPIRED: i32 = 50;
 
 /// What a way of reading cost when last taken.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +117,20 @@ impl KeyedReads {
         }
     }
 
+    /// The time a `$in` read of `keys` keys is given: twice what reading them one by one is
+    /// expected to cost, at least [`IN_LIMIT_FLOOR`]; none while that is not known.
+    pub(super) fn in_limit(&self, keys: usize) -> Option<Duration> {
+        let per_key = self.per_key?;
+        let keys = u32::try_from(keys).unwrap_or(u32::MAX);
+        Some(
+            per_key
+                .cost
+                .saturating_mul(keys)
+                .saturating_mul(2)
+                .max(IN_LIMIT_FLOOR),
+        )
+    }
+
     /// Takes in a read of `keys` keys made `how` that took `took` (in full, or at least
     /// that): that way's estimate moves half way to it (for a bound, only if that raises
     /// it), the other's counts one more read unused.
@@ -130,30 +160,82 @@ impl KeyedReads {
 pub(super) struct Learnt(Mutex<HashMap<String, KeyedReads>>);
 
 impl Learnt {
-    /// The way to read `keys` keys of `collection`.
-    fn choose(&self, collection: &str, keys: usize) -> KeyedRead {
-        self.0
+    /// The way to read `keys` keys of `collection`, and the time limit of a `$in` read.
+    fn choose(&self, collection: &str, keys: usize) -> (KeyedRead, Option<Duration>) {
+        let reads = self
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(collection)
             .copied()
-            .unwrap_or_default()
-            .choose(keys)
+            .unwrap_or_default();
+        (reads.choose(keys), reads.in_limit(keys))
     }
 
-    /// The way to read `keys` keys of `collection`, and the read under way, which takes in
-    /// what it cost when it is dropped (see [`Reading`]).
-    pub(super) fn start(&self, collection: &str, keys: usize) -> (KeyedRead, Reading<'_>) {
-        let how = self.choose(collection, keys);
-        let reading = Reading {
+    /// A read of `keys` keys of `collection` made `how`, under way from now.
+    fn reading(&self, collection: &str, how: KeyedRead, keys: usize) -> Reading<'_> {
+        Reading {
             learnt: self,
             collection: collection.to_string(),
             how,
             keys,
             started: std::time::Instant::now(),
             finished: false,
+        }
+    }
+
+    /// The documents of `coll` whose `field` is one of `keys`, read the way that looks
+    /// cheaper (a `$in` within its time limit, else one read per key; see the module docs),
+    /// each with `options` (a projection, `maxTimeMS`; no sort, skip or limit, which a read
+    /// per key cannot honour); and the read under way, which takes in what it cost when it
+    /// is [`Reading::finish`]ed or dropped. Each matching document comes once, provided no
+    /// two keys match the same value (see [`id_lookup`]).
+    pub(super) async fn read<T>(
+        &self,
+        coll: &mongodb::Collection<T>,
+        field: &str,
+        keys: Vec<Bson>,
+        options: FindOptions,
+    ) -> (BoxStream<'static, Result<T, MongoError>>, Reading<'_>)
+    where
+        T: DeserializeOwned + Unpin + Send + Sync + 'static,
+    {
+        let collection = coll.name();
+        let n = keys.len();
+        let (how, limit) = self.choose(collection, n);
+        let (KeyedRead::In, Some(limit)) = (how, limit) else {
+            return (
+                by_keys(coll, field, keys, options, how),
+                self.reading(collection, how, n),
+            );
         };
-        (how, reading)
+        let reading = self.reading(collection, KeyedRead::In, n);
+        let mut bounded = options.clone();
+        bounded.max_time = Some(options.max_time.map_or(limit, |max| max.min(limit)));
+        let open = coll
+            .find(doc! { field: { "$in": keys.clone() } })
+            .with_options(bounded);
+        // The server's `maxTimeMS` stops it first; the host's timer a little later, should
+        // the server not honour it.
+        match tokio::time::timeout(limit + IN_LIMIT_FLOOR, open).await {
+            Ok(Ok(cursor)) => return (cursor.boxed(), reading),
+            Ok(Err(e)) if !expired(&e) => {
+                return (futures::stream::once(async { Err(e) }).boxed(), reading);
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+        // Dropped unfinished, the `$in` read counts as costing at least what it took.
+        drop(reading);
+        tracing::debug!(
+            collection,
+            keys = n,
+            limit_ms = limit.as_millis() as u64,
+            "a $in read outlasted its limit: the keys are read one by one"
+        );
+        (
+            by_keys(coll, field, keys, options, KeyedRead::PerKey),
+            self.reading(collection, KeyedRead::PerKey, n),
+        )
     }
 
     /// Takes in a read of `keys` keys of `collection` (see [`KeyedReads::learn`]).
@@ -211,11 +293,14 @@ impl Drop for Reading<'_> {
     }
 }
 
-/// The documents of `coll` whose `field` is one of `keys`, read `how`, each with
-/// `options` (a projection, `maxTimeMS`; no sort, skip or limit, which a read per key
-/// cannot honour). Each matching document comes once, provided no two keys match the same
-/// value (see [`id_lookup`]).
-pub(super) fn by_keys<T>(
+/// Whether a command was stopped by its `maxTimeMS`.
+fn expired(error: &MongoError) -> bool {
+    matches!(&*error.kind, mongodb::error::ErrorKind::Command(c) if c.code == MAX_TIME_EXPIRED)
+}
+
+/// The documents of `coll` whose `field` is one of `keys`, read `how` (see
+/// [`Learnt::read`]).
+fn by_keys<T>(
     coll: &mongodb::Collection<T>,
     field: &str,
     keys: Vec<Bson>,
@@ -381,6 +466,26 @@ mod tests {
     }
 
     #[test]
+    fn a_in_read_is_limited_to_twice_the_keys_read_one_by_one_once_that_is_known() {
+        let mut reads = KeyedReads::default();
+        assert_eq!(reads.in_limit(10), None, "nothing known");
+        reads.learn(KeyedRead::In, 10, ms(5), Bound::Exact);
+        assert_eq!(reads.in_limit(10), None, "reads per key not known");
+        reads.learn(KeyedRead::PerKey, 40, ms(80), Bound::Exact); // 2 ms per key
+        assert_eq!(reads.choose(40), KeyedRead::In);
+        assert_eq!(reads.in_limit(40), Some(ms(160)));
+        assert_eq!(
+            reads.in_limit(2),
+            Some(IN_LIMIT_FLOOR),
+            "at least the floor"
+        );
+        // A $in dropped at its limit counts as costing at least that: its estimate rises
+        // half way to it.
+        reads.learn(KeyedRead::In, 40, ms(160), Bound::AtLeast);
+        assert_eq!(reads.in_query.map(|e| e.cost), Some((ms(5) + ms(160)) / 2));
+    }
+
+    #[test]
     fn a_read_that_failed_or_was_cut_off_only_raises_its_estimate() {
         let mut reads = KeyedReads::default();
         // Cut off at 500 ms before anything was known: $in costs at least that.
@@ -403,8 +508,8 @@ mod tests {
     fn learnt_is_kept_per_collection() {
         let learnt = Learnt::default();
         learnt.learn("titles", KeyedRead::In, 10, ms(300), Bound::Exact);
-        assert_eq!(learnt.choose("titles", 10), KeyedRead::PerKey);
-        assert_eq!(learnt.choose("ratings", 10), KeyedRead::In);
+        assert_eq!(learnt.choose("titles", 10), (KeyedRead::PerKey, None));
+        assert_eq!(learnt.choose("ratings", 10), (KeyedRead::In, None));
     }
 
     #[test]

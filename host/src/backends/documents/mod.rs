@@ -364,9 +364,9 @@ impl Client {
             // A lookup by ids: read the way this server answers faster (see `keyed`); what
             // it cost is taken in however the read ends (`keyed::Reading`).
             Some(ids) => {
-                let (how, under_way) = self.keyed_reads.start(collection, ids.len());
+                let (results, under_way) = self.keyed_reads.read(&coll, "_id", ids, find).await;
                 reading = Some(under_way);
-                keyed::by_keys(&coll, "_id", ids, find, how)
+                results
             }
             None => coll
                 .find(filter)
