@@ -203,26 +203,28 @@ impl Learnt {
         let collection = coll.name();
         let n = keys.len();
         let (how, limit) = self.choose(collection, n);
-        let (KeyedRead::In, Some(limit)) = (how, limit) else {
+        if how == KeyedRead::PerKey {
             return (
-                by_keys(coll, field, keys, options, how),
+                one_by_one(coll, field, keys, options),
                 self.reading(collection, how, n),
             );
+        }
+        let in_query = |keys: Vec<Bson>, options| {
+            coll.find(doc! { field: { "$in": keys } })
+                .with_options(options)
         };
         let reading = self.reading(collection, KeyedRead::In, n);
+        let Some(limit) = limit else {
+            return (opened(in_query(keys, options).await), reading);
+        };
         let mut bounded = options.clone();
         bounded.max_time = Some(options.max_time.map_or(limit, |max| max.min(limit)));
-        let open = coll
-            .find(doc! { field: { "$in": keys.clone() } })
-            .with_options(bounded);
         // The server's `maxTimeMS` stops it first; the host's timer a little later, should
         // the server not honour it.
-        match tokio::time::timeout(limit + IN_LIMIT_FLOOR, open).await {
-            Ok(Ok(cursor)) => return (cursor.boxed(), reading),
-            Ok(Err(e)) if !expired(&e) => {
-                return (futures::stream::once(async { Err(e) }).boxed(), reading);
-            }
-            Ok(Err(_)) | Err(_) => {}
+        match tokio::time::timeout(limit + IN_LIMIT_FLOOR, in_query(keys.clone(), bounded)).await {
+            Ok(Err(e)) if expired(&e) => {}
+            Ok(cursor) => return (opened(cursor), reading),
+            Err(_) => {}
         }
         // Dropped unfinished, the `$in` read counts as costing at least what it took.
         drop(reading);
@@ -233,7 +235,7 @@ impl Learnt {
             "a $in read outlasted its limit: the keys are read one by one"
         );
         (
-            by_keys(coll, field, keys, options, KeyedRead::PerKey),
+            one_by_one(coll, field, keys, options),
             self.reading(collection, KeyedRead::PerKey, n),
         )
     }
@@ -298,46 +300,49 @@ fn expired(error: &MongoError) -> bool {
     matches!(&*error.kind, mongodb::error::ErrorKind::Command(c) if c.code == MAX_TIME_EXPIRED)
 }
 
-/// The documents of `coll` whose `field` is one of `keys`, read `how` (see
-/// [`Learnt::read`]).
-fn by_keys<T>(
+/// A `$in` read's cursor, or its error, as the stream of its documents.
+fn opened<T>(
+    cursor: Result<mongodb::Cursor<T>, MongoError>,
+) -> BoxStream<'static, Result<T, MongoError>>
+where
+    T: DeserializeOwned + Unpin + Send + Sync + 'static,
+{
+    match cursor {
+        Ok(cursor) => cursor.boxed(),
+        Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+    }
+}
+
+/// The documents of `coll` whose `field` is one of `keys`, one `find` per key, up to
+/// [`MAX_POOL_SIZE`] in flight (see [`Learnt::read`]).
+fn one_by_one<T>(
     coll: &mongodb::Collection<T>,
     field: &str,
     keys: Vec<Bson>,
     options: FindOptions,
-    how: KeyedRead,
 ) -> BoxStream<'static, Result<T, MongoError>>
 where
     T: DeserializeOwned + Unpin + Send + Sync + 'static,
 {
     let coll = coll.clone();
     let field = field.to_string();
-    match how {
-        KeyedRead::In => futures::stream::once(async move {
-            coll.find(doc! { field: { "$in": keys } })
-                .with_options(options)
-                .await
+    futures::stream::iter(keys)
+        .map(move |key| {
+            // Owned handles: the futures go to `Send` host-call futures, where borrowed
+            // closure arguments do not type-check.
+            let (coll, options, filter) = (coll.clone(), options.clone(), doc! { &field: key });
+            async move {
+                coll.find(filter)
+                    .with_options(options)
+                    .await?
+                    .try_collect::<Vec<T>>()
+                    .await
+            }
         })
+        .buffered(MAX_POOL_SIZE as usize)
+        .map_ok(|found| futures::stream::iter(found.into_iter().map(Ok)))
         .try_flatten()
-        .boxed(),
-        KeyedRead::PerKey => futures::stream::iter(keys)
-            .map(move |key| {
-                // Owned handles: the futures go to `Send` host-call futures, where borrowed
-                // closure arguments do not type-check.
-                let (coll, options, filter) = (coll.clone(), options.clone(), doc! { &field: key });
-                async move {
-                    coll.find(filter)
-                        .with_options(options)
-                        .await?
-                        .try_collect::<Vec<T>>()
-                        .await
-                }
-            })
-            .buffered(MAX_POOL_SIZE as usize)
-            .map_ok(|found| futures::stream::iter(found.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed(),
-    }
+        .boxed()
 }
 
 /// The `_id`s of a `find` that only looks documents up by id — a filter of exactly
