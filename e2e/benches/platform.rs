@@ -20,6 +20,13 @@
 //! platform (see [`Targets`]); a ratio ≥ 1.00 meets it. `POLYHOST_BENCH_ONLY=paced` or
 //! `=sustained` runs one of the two. `POLYHOST_BENCH_METRICS=<dir>` keeps each phase's
 //! last scrape of the host's metrics there (`paced.prom`, `sustained.prom`), and its log.
+//!
+//! `POLYHOST_BENCH_AGAINST=<another polyhost binary>` compares two builds side by side:
+//! after a paced run of this one not counted (the services' warm-up), `POLYHOST_BENCH_ROUNDS`
+//! rounds (3) of a run of that binary (A) then one of this one (B),
+//! `POLYHOST_BENCH_PAUSE_S` seconds (30) between runs, then per figure each side's median
+//! and range and the ratio of the medians. This machine's figures move more from one day
+//! to the next than most changes move them: only runs side by side compare.
 
 #[allow(dead_code)]
 #[path = "../tests/platform/audit.rs"]
@@ -42,6 +49,7 @@ mod users;
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
@@ -88,18 +96,109 @@ async fn bench() -> Result<()> {
     );
 
     let only = std::env::var("POLYHOST_BENCH_ONLY").unwrap_or_default();
-    if only != "sustained" {
-        paced(&urls, &dir, n, rate).await?;
-    }
-    if only != "paced" {
-        sustained(&urls, &dir, n).await?;
+    let one_run = async || -> Result<Figures> {
+        let mut figures = Figures::new();
+        if only != "sustained" {
+            figures.extend(paced(&urls, &dir, n, rate).await?);
+        }
+        if only != "paced" {
+            figures.extend(sustained(&urls, &dir, n).await?);
+        }
+        Ok(figures)
+    };
+    match std::env::var_os("POLYHOST_BENCH_AGAINST") {
+        None => {
+            one_run().await?;
+        }
+        Some(against) => {
+            let rounds = env("POLYHOST_BENCH_ROUNDS", 3).max(1);
+            let pause = Duration::from_secs(env("POLYHOST_BENCH_PAUSE_S", 30));
+            let binaries = [PathBuf::from(against), harness::polyhost()];
+            // The first run after the services start is slow for every plugin (cold JVMs
+            // and caches): a paced run of B first, not counted, so that A's first is not.
+            println!("== warm-up, not counted: {}\n", binaries[1].display());
+            harness::use_binary(binaries[1].clone());
+            paced(&urls, &dir, n, rate).await?;
+            let mut runs: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+            for round in 1..=rounds {
+                for (side, binary) in binaries.iter().enumerate() {
+                    // Runs back to back disturb each other (see the README).
+                    tokio::time::sleep(pause).await;
+                    println!("== round {round} of {rounds}: {}\n", binary.display());
+                    harness::use_binary(binary.clone());
+                    runs[side].push(one_run().await?);
+                }
+            }
+            print_side_by_side(&binaries, &runs);
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
+/// One run's figures, by name (`paced p99 <plugin> (ms)`, `sustained <...> (events/s)`).
+type Figures = BTreeMap<String, f64>;
+
+/// Prints, per figure, the median (and range) of each binary's runs and the ratio of the
+/// medians, oriented so that above 1.00x means the second binary did better.
+fn print_side_by_side(binaries: &[PathBuf; 2], runs: &[Vec<Figures>; 2]) {
+    let median = |values: &mut Vec<f64>| -> f64 {
+        values.sort_by(f64::total_cmp);
+        let mid = values.len() / 2;
+        if values.len() % 2 == 1 {
+            values[mid]
+        } else {
+            (values[mid - 1] + values[mid]) / 2.0
+        }
+    };
+    println!(
+        "side by side, {} runs each, alternating: A = {}, B = {}",
+        runs[0].len(),
+        binaries[0].display(),
+        binaries[1].display()
+    );
+    println!(
+        "  {:<42} {:>22} {:>22} {:>8}",
+        "figure", "A median (range)", "B median (range)", "B vs A"
+    );
+    let names: Vec<&String> = runs[0]
+        .first()
+        .map(|f| f.keys().collect())
+        .unwrap_or_default();
+    for name in names {
+        let side = |i: usize| -> (f64, f64, f64) {
+            let mut values: Vec<f64> = runs[i]
+                .iter()
+                .filter_map(|f| f.get(name).copied())
+                .collect();
+            let (lo, hi) = values
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(*v), hi.max(*v))
+                });
+            (median(&mut values), lo, hi)
+        };
+        let (a, b) = (side(0), side(1));
+        // p99: lower is better; events/s: higher is better.
+        let ratio = if name.starts_with("paced") {
+            a.0 / b.0
+        } else {
+            b.0 / a.0
+        };
+        let shown = |(m, lo, hi): (f64, f64, f64)| format!("{m:.0} ({lo:.0}–{hi:.0})");
+        println!(
+            "  {:<42} {:>22} {:>22} {:>7.2}x",
+            name,
+            shown(a),
+            shown(b),
+            ratio
+        );
+    }
+    println!("  (B vs A over 1.00x: B did better, a lower p99 or more events/s)");
+}
+
 /// The host's own generator at `rate` events/s for `n` events: latency per plugin.
-async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<()> {
+async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<Figures> {
     let (manifest, handlers) = manifest_with(dir, Some((rate, n)))?;
     reset_platform(urls, &handlers).await?;
     let mut host = Host::start(&manifest, dir.join("paced.log"))?;
@@ -144,10 +243,12 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
         "  {:<16} {:>8} {:>10} {:>10} {:>12} {:>10} {:>12}",
         "plugin", "events", "p50", "p99", "p99 ratio", "calls/ev", "calls ratio"
     );
+    let mut figures = Figures::new();
     for h in &handlers {
         let buckets = histogram(&metrics, "polyhost_event_latency_seconds", &h.name);
         let count = buckets.last().map_or(0.0, |b| b.1);
         let p99_ms = quantile(&buckets, 0.99) * 1000.0;
+        figures.insert(format!("paced p99 {} (ms)", h.name), p99_ms);
         let calls = calls_per_event(&metrics, &h.name);
         println!(
             "  {:<16} {:>8.0} {:>7.1} ms {:>7.1} ms {:>11.2}x {:>10.3} {:>12}",
@@ -171,7 +272,7 @@ async fn paced(urls: &Urls, dir: &std::path::Path, n: u64, rate: u64) -> Result<
     );
     print_backends(&metrics, &handlers);
     println!();
-    Ok(())
+    Ok(figures)
 }
 
 /// How far into the generation the paced phase tells a run's start from the rest.
@@ -223,7 +324,7 @@ fn keep_metrics(phase: &str, metrics: &str, log: &std::path::Path) -> Result<()>
 }
 
 /// `n` events produced first, then the host: events/s until every group has caught up.
-async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
+async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<Figures> {
     let (manifest, handlers) = manifest_with(dir, None)?;
     reset_platform(urls, &handlers).await?;
     run(&[
@@ -254,10 +355,12 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
         "  {:<16} {:>8} {:>10} {:>10} {:>8} {:>10} {:>12}",
         "plugin", "events", "caught up", "events/s", "ratio", "calls/ev", "calls ratio"
     );
+    let mut figures = Figures::from([("sustained end to end (events/s)".to_string(), end_to_end)]);
     for h in &handlers {
         let events = settled(&metrics, &h.name);
         let took = per_plugin[&h.name];
         let per_s = events / took.as_secs_f64();
+        figures.insert(format!("sustained {} (events/s)", h.name), per_s);
         let calls = calls_per_event(&metrics, &h.name);
         println!(
             "  {:<16} {:>8.0} {:>8.1} s {:>10.0} {:>7.2}x {:>10.3} {:>12}",
@@ -277,7 +380,7 @@ async fn sustained(urls: &Urls, dir: &std::path::Path, n: u64) -> Result<()> {
         Targets::CALLS_PER_EVENT
     );
     print_backends(&metrics, &handlers);
-    Ok(())
+    Ok(figures)
 }
 
 /// A lag query under way, on a thread of its own.

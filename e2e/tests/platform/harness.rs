@@ -48,7 +48,27 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The binary [`use_binary`] chose, if any: the benchmark runs two side by side.
+static CHOSEN: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Makes [`polyhost`] answer `path` from now on (the benchmark's; the test runs one).
+#[allow(dead_code)]
+pub fn use_binary(path: PathBuf) {
+    *CHOSEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(path);
+}
+
+/// The `polyhost` binary run: the one [`use_binary`] chose, else `POLYHOST_BIN`, else the
+/// debug build.
 pub fn polyhost() -> PathBuf {
+    if let Some(chosen) = CHOSEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+    {
+        return chosen;
+    }
     std::env::var_os("POLYHOST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/debug/polyhost"))
