@@ -80,6 +80,7 @@ fn records(events: &[Event]) -> Records {
                     offset: e.offset,
                     key: e.subject.clone().map(String::into_bytes),
                     headers: Vec::new(),
+                    timestamp_ms: None,
                 })
             })
             .collect(),

@@ -6,7 +6,7 @@
 //! what they changed) and the swap pause, blob bytes being written; per backend: calls,
 //! errors, latency.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::runtime::RecordMeta;
 
 /// Labels naming a plugin.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +83,9 @@ pub struct Metrics {
     /// Time from a record's Kafka timestamp (when it was produced) to its event's final
     /// outcome: end-to-end latency, queueing and retries included.
     pub event_latency_seconds: Family<PluginLabel, Histogram>,
+    /// Time from a record's Kafka timestamp to its event's first hand-over to the plugin:
+    /// the part of `event_latency_seconds` spent before the plugin saw the event.
+    pub event_wait_seconds: Family<PluginLabel, Histogram>,
     /// Records on the plugin's assigned partitions not yet final (high watermark minus
     /// the consumer's position, summed).
     pub lag: Family<PluginLabel, Gauge>,
@@ -134,6 +139,7 @@ impl Metrics {
             batch_seconds: Family::new_with_constructor(latency),
             instance_wait_seconds: Family::new_with_constructor(latency),
             event_latency_seconds: Family::new_with_constructor(end_to_end),
+            event_wait_seconds: Family::new_with_constructor(end_to_end),
             lag: Family::default(),
             in_flight: Family::default(),
             generated: Family::default(),
@@ -172,6 +178,11 @@ impl Metrics {
             "event_latency_seconds",
             "Time from a record's Kafka timestamp to its event's final outcome",
             m.event_latency_seconds.clone(),
+        );
+        registry.register(
+            "event_wait_seconds",
+            "Time from a record's Kafka timestamp to its event's first hand-over to the plugin (the broker, the consumer, the partition's queue, the batch window and the wait for an instance)",
+            m.event_wait_seconds.clone(),
         );
         registry.register(
             "consumer_lag",
@@ -297,6 +308,41 @@ pub struct PluginSeries {
     pub batch_seconds: Histogram,
     /// Time from a record's Kafka timestamp to its event's final outcome.
     pub event_latency_seconds: Histogram,
+    /// Time from a record's Kafka timestamp to its event's first hand-over.
+    pub event_wait_seconds: Histogram,
+}
+
+impl PluginSeries {
+    /// Observes, for records whose events are being handed to the plugin for the first
+    /// time, how long they waited since they were produced.
+    pub fn first_hand_over(&self, records: &[Arc<RecordMeta>]) {
+        let now = now_ms();
+        for produced in records.iter().filter_map(|r| r.timestamp_ms) {
+            self.event_wait_seconds
+                .observe(seconds_between(produced, now));
+        }
+    }
+
+    /// Observes the latency of an event (its record's Kafka timestamp) made final now.
+    pub fn settled(&self, produced_ms: Option<i64>) {
+        if let Some(produced) = produced_ms {
+            self.event_latency_seconds
+                .observe(seconds_between(produced, now_ms()));
+        }
+    }
+}
+
+/// Now, in milliseconds since the epoch (Kafka's timestamps).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Seconds from `from` to `to` (milliseconds since the epoch); never negative, as clocks of
+/// the producer's machine and this one may differ.
+fn seconds_between(from: i64, to: i64) -> f64 {
+    (to - from).max(0) as f64 / 1000.0
 }
 
 impl Metrics {
@@ -320,6 +366,7 @@ impl Metrics {
             retries: self.retries.get_or_create(&label).clone(),
             batch_seconds: self.batch_seconds.get_or_create(&label).clone(),
             event_latency_seconds: self.event_latency_seconds.get_or_create(&label).clone(),
+            event_wait_seconds: self.event_wait_seconds.get_or_create(&label).clone(),
         }
     }
 }

@@ -128,6 +128,7 @@ async fn shared_calls_and_split_failures(plugin: &str) -> anyhow::Result<()> {
     let plugin = rt.load(&s).await?;
     assert!(plugin.takes_partitions());
     let dlq_topic = dlq::topic_for(&s.name);
+    let s_name = s.name.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let trigger = Trigger::start(
         TriggerConfig::new(common::settings().kafka.clone()),
@@ -139,6 +140,11 @@ async fn shared_calls_and_split_failures(plugin: &str) -> anyhow::Result<()> {
     let n = first.len() * PARTITIONS as usize;
     let seen = settled(&mut rx, n).await;
     assert_eq!(seen.len(), n, "every event settled: {seen:?}");
+    // One gathered call: each event's wait for its first hand-over, measured once.
+    assert_eq!(
+        harness::plugin_series("polyhost_event_wait_seconds_count", &s_name),
+        n as f64
+    );
     for ((p, offset), disposition) in &seen {
         match (first[*offset as usize], disposition) {
             ("echo", Disposition::DeadLettered(reason)) => assert_eq!(

@@ -61,6 +61,7 @@ async fn reject_reaches_the_host_with_its_reason() {
                     offset: e.offset,
                     key: Some(format!("key-{}", e.id).into_bytes()),
                     headers: Vec::new(),
+                    timestamp_ms: None,
                 })
             })
             .collect(),

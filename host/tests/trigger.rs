@@ -1109,6 +1109,24 @@ async fn a_batch_waiting_for_an_instance_takes_the_records_that_arrive_meanwhile
             2,
             "partition 0's batch, then partition 1's five records in one batch"
         );
+        // Each event's wait before its hand-over is measured once; partition 1's five
+        // waited for the instance, a second or more.
+        let waits = "polyhost_event_wait_seconds";
+        assert_eq!(
+            harness::plugin_series(&format!("{waits}_count"), &f.plugin),
+            6.0
+        );
+        assert!(harness::plugin_observations_over(waits, &f.plugin, 0.9) >= 5.0);
+        assert_eq!(
+            harness::plugin_observations_over(waits, &f.plugin, 60.0),
+            0.0
+        );
+        let latencies = "polyhost_event_latency_seconds";
+        assert!(
+            harness::plugin_series(&format!("{waits}_sum"), &f.plugin)
+                <= harness::plugin_series(&format!("{latencies}_sum"), &f.plugin),
+            "an event waits for its hand-over within its whole latency"
+        );
         Ok(())
     })
     .await

@@ -17,6 +17,8 @@ pub struct RecordMeta {
     pub key: Option<Vec<u8>>,
     /// The record headers, in record order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's Kafka timestamp (milliseconds since the epoch), if it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// One partition's records in a call, in offset order (as its events are).
@@ -128,6 +130,7 @@ mod tests {
             offset,
             key: Some(format!("k{offset}").into_bytes()),
             headers: vec![("h".into(), offset.to_string().into_bytes())],
+            timestamp_ms: None,
         })
     }
 

@@ -649,6 +649,7 @@ mod tests {
                 .chain(extra)
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
+            timestamp_ms: None,
         };
         let reduced = meta(&[(TRUNCATED, "value"), (ORIGINAL_SIZE, "300000")]);
         let e = as_event(Some(b"{\"cut"), None, &reduced);

@@ -242,6 +242,7 @@ async fn call(shared: Arc<Shared>, window: Arc<Window>, deadline: Instant) {
         let mut records = Vec::with_capacity(submissions.len());
         let mut answers = Vec::with_capacity(submissions.len());
         for s in submissions {
+            shared.series.first_hand_over(&s.records);
             records.push((
                 Arc::from(s.events.batch.topic.as_str()),
                 s.events.batch.partition,
@@ -272,6 +273,7 @@ async fn call(shared: Arc<Shared>, window: Arc<Window>, deadline: Instant) {
         drop(permit);
         for s in submissions {
             let permit = plugin.instance().await;
+            shared.series.first_hand_over(&s.records);
             let batch = &s.events.batch;
             let records = Records::new(&batch.topic, batch.partition, s.records);
             let handled = timed(

@@ -425,15 +425,18 @@ impl Worker {
     ) -> Result<Round, Abandon> {
         let plugin = self.shared.plugin();
         let (info, events, records) = self.prepare(slots, group, attempt);
-        let records = Records::new(&self.topic, self.partition, records);
         // Waited for here, so that the batch's time below is its call alone.
         let permit = match permit {
             Some(permit) => permit,
             None => plugin.instance().await,
         };
+        let series = &self.shared.series;
+        if attempt == 0 {
+            series.first_hand_over(&records);
+        }
+        let records = Records::new(&self.topic, self.partition, records);
         let started = std::time::Instant::now();
         let handled = plugin.handle_holding(permit, &info, &events, records).await;
-        let series = &self.shared.series;
         series
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -595,13 +598,9 @@ impl Worker {
             Disposition::DeadLettered(_) => self.shared.series.dead_lettered.inc(),
             Disposition::Dropped(_) => self.shared.series.dropped.inc(),
         };
-        if let Some(produced) = slot.record.timestamp().to_millis() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let seconds = (now - produced).max(0) as f64 / 1000.0;
-            self.shared.series.event_latency_seconds.observe(seconds);
-        }
+        self.shared
+            .series
+            .settled(slot.record.timestamp().to_millis());
         if let Some(observer) = &self.shared.observer {
             let _ = observer.send(Processed {
                 topic: self.topic.clone(),
@@ -638,5 +637,6 @@ fn meta(m: &OwnedMessage) -> RecordMeta {
                     .collect()
             })
             .unwrap_or_default(),
+        timestamp_ms: m.timestamp().to_millis(),
     }
 }

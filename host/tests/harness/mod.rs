@@ -120,3 +120,31 @@ pub fn plugin_series(metric: &str, plugin: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// How many observations of the histogram `<metric>{plugin="<plugin>"}` were over `bound`
+/// seconds, as far as its buckets tell (those above the largest bucket bound at or under
+/// `bound`).
+pub fn plugin_observations_over(metric: &str, plugin: &str, bound: f64) -> f64 {
+    let text = polyhost::metrics::global().encode();
+    let label = format!("plugin=\"{plugin}\"");
+    let mut at_or_under = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{metric}_bucket{{")) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        if !labels.split(',').any(|l| l == label) {
+            continue;
+        }
+        let le = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("le=\""))
+            .and_then(|l| l.trim_end_matches('"').parse::<f64>().ok());
+        if le.is_some_and(|le| le <= bound) {
+            at_or_under = value.trim().parse().unwrap_or(0.0);
+        }
+    }
+    plugin_series(&format!("{metric}_count"), plugin) - at_or_under
+}
