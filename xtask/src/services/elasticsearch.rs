@@ -134,12 +134,22 @@ pub fn spawn(layout: &Layout) -> Result<Child> {
     let mut cmd = process::detached(home(layout).join("bin/elasticsearch"), run_as(layout));
     cmd.current_dir(&dir)
         .env("ES_JAVA_HOME", java_home)
-        // The client compiler only, as for Kafka (`kafka::java_command`).
-        .env("ES_JAVA_OPTS", "-Xms512m -Xmx512m -XX:TieredStopAtLevel=1")
+        // The JIT compilers chosen as for Kafka.
+        .env("ES_JAVA_OPTS", java_opts(kafka::compiler_options()?))
         .env("ES_TMPDIR", dir.join("tmp"))
         .args(["-d", "-p"])
         .arg(pid_file(layout));
     process::spawn_logged(&mut cmd, &launcher_log(layout))
+}
+
+/// `ES_JAVA_OPTS`: a fixed heap and the JIT compilers' `options`.
+fn java_opts(options: &[&str]) -> String {
+    ["-Xms512m", "-Xmx512m"]
+        .iter()
+        .chain(options)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn launcher_log(layout: &Layout) -> PathBuf {

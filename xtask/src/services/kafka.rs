@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use super::layout::{Layout, mkdir};
 use super::secure::{self, Secrets};
@@ -56,6 +56,29 @@ pub fn java() -> Option<PathBuf> {
 /// `JAVA_HOME` of [`java`] (`<home>/bin/java`).
 pub fn java_home() -> Option<PathBuf> {
     java().and_then(|j| j.parent()?.parent().map(Path::to_path_buf))
+}
+
+/// The variable that chooses the JIT compilers of the native JVMs (Kafka's, Elasticsearch's).
+pub const COMPILERS_VAR: &str = "POLYHOST_JVM_COMPILERS";
+
+/// The JVM options that choose its JIT compilers, from [`COMPILERS_VAR`]: `client` (the
+/// default) runs the client compiler only (`-XX:TieredStopAtLevel=1`): on two cores the
+/// optimising compiler's threads took as much CPU as the service's own work in the first
+/// minutes of a run; `both` leaves the JVM's tiered compilation as it is, slower to warm
+/// up and cheaper once warm, for a platform that runs for hours (see the README's "The
+/// services").
+pub fn compiler_options() -> Result<&'static [&'static str]> {
+    compilers(std::env::var(COMPILERS_VAR).ok().as_deref())
+}
+
+fn compilers(value: Option<&str>) -> Result<&'static [&'static str]> {
+    match value.map(str::trim) {
+        None | Some("" | "client") => Ok(&["-XX:TieredStopAtLevel=1"]),
+        Some("both") => Ok(&[]),
+        Some(other) => {
+            bail!("{COMPILERS_VAR}={other:?}: expected `client` (the default) or `both`")
+        }
+    }
 }
 
 pub fn missing_packages() -> Vec<&'static str> {
@@ -200,8 +223,7 @@ pub fn prepare(layout: &Layout, service: Service) -> Result<()> {
 }
 
 /// `java` with Kafka's class path and JVM options (Kafka's defaults, a small heap, and the
-/// client compiler only: on two cores the optimising compiler's threads took as much CPU as
-/// the broker's own work, run after run; see the README's "The services").
+/// JIT compilers of [`compiler_options`]).
 fn java_command(layout: &Layout, service: Service) -> Result<std::process::Command> {
     let java = java().context("no Java found (install openjdk-17-jre-headless)")?;
     let mut cmd = process::detached(java, None);
@@ -215,8 +237,8 @@ fn java_command(layout: &Layout, service: Service) -> Result<std::process::Comma
         .args([
             "-XX:InitiatingHeapOccupancyPercent=35",
             "-XX:+ExplicitGCInvokesConcurrent",
-            "-XX:TieredStopAtLevel=1",
         ])
+        .args(compiler_options()?)
         .arg("-Djava.awt.headless=true")
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
@@ -368,6 +390,20 @@ pub fn secure_probe() -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_client_compiler_is_the_default_and_both_leave_tiered_compilation() {
+        let client = ["-XX:TieredStopAtLevel=1"];
+        assert_eq!(super::compilers(None).unwrap(), client);
+        assert_eq!(super::compilers(Some("")).unwrap(), client);
+        assert_eq!(super::compilers(Some("client")).unwrap(), client);
+        assert!(super::compilers(Some(" both ")).unwrap().is_empty());
+        let err = super::compilers(Some("c2")).unwrap_err().to_string();
+        assert!(
+            err.contains("POLYHOST_JVM_COMPILERS") && err.contains("\"c2\""),
+            "{err}"
+        );
+    }
+
     #[test]
     fn cluster_ids_are_22_url_safe_characters() {
         for _ in 0..100 {

@@ -14,6 +14,9 @@
 //! | `redis` | [`redis`] | `redis-server` from the Debian package, our configuration |
 //! | `elasticsearch` | [`elasticsearch`] | the integ-test zip from Maven Central, as `polyhost-es` |
 //!
+//! `POLYHOST_JVM_COMPILERS=client|both` chooses the JIT compilers of the native JVMs (Kafka's
+//! and Elasticsearch's; [`kafka::compiler_options`]).
+//!
 //! Versions are pinned in [`versions`]. Downloads and builds are cached in
 //! `~/.cache/polyhost` (`$XDG_CACHE_HOME/polyhost`); runtime state lives in the state
 //! directory: `$POLYHOST_STATE_DIR`, else `/var/lib/polyhost` as root (reachable by the
