@@ -514,6 +514,47 @@ mod tests {
     }
 
     #[test]
+    fn events_past_the_spent_budget_are_handed_back_and_not_written() {
+        // The budget runs out after two events: the rest are retried, and the writes hold
+        // only what the first two did; e5 waits for its title's e3.
+        let events = [
+            ("e1", title("t-1")),
+            ("e2", renamed("t-1", "A")),
+            ("e3", title("t-2")),
+            ("e4", rated("t-1", 5)),
+            ("e5", rated("t-2", 3)),
+        ];
+        let items = items(&events);
+        let asked = std::cell::Cell::new(0);
+        let plan = fold(
+            &items,
+            Loaded::default(),
+            |a| Ok(a.sha256.clone()),
+            || {
+                asked.set(asked.get() + 1);
+                asked.get() > 2
+            },
+        );
+        assert_eq!(plan.verdicts[..2], [Verdict::Ok, Verdict::Ok]);
+        for v in &plan.verdicts[2..4] {
+            assert!(
+                matches!(v, Verdict::Retry(r) if r.contains("time budget")),
+                "{v:?}"
+            );
+        }
+        assert!(
+            matches!(&plan.verdicts[4], Verdict::Retry(r) if r.contains("earlier event of `t-2`")),
+            "{:?}",
+            plan.verdicts[4]
+        );
+        assert_eq!(plan.inserts.len(), 1);
+        assert_eq!(plan.inserts[0]["_id"], "t-1");
+        assert_eq!(plan.inserts[0]["name"], "A");
+        assert_eq!(plan.inserts[0]["rating"]["count"], 0, "e4 is not counted");
+        assert!(plan.ratings.is_empty() && plan.updates.is_empty());
+    }
+
+    #[test]
     fn applying_a_batch_again_writes_nothing_new() {
         let events = [
             ("e1", title("t-1")),
