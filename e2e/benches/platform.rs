@@ -23,11 +23,16 @@
 //! `=sustained` runs one of the two. `POLYHOST_BENCH_METRICS=<dir>` keeps each phase's
 //! last scrape of the host's metrics there (`paced.prom`, `sustained.prom`), and its log.
 //!
+//! Before the measured runs, a paced run of `POLYHOST_BENCH_WARMUP` events (10 000; 0
+//! skips it) is not counted: the first run after the services start is slow for every
+//! plugin (the JVMs of Kafka and Elasticsearch compiling, caches cold). Its table is
+//! printed under `== warm-up`, the measured ones under `== measured`, with
+//! `POLYHOST_BENCH_PAUSE_S` seconds (30) between runs.
+//!
 //! `POLYHOST_BENCH_AGAINST=<another polyhost binary>` compares two builds side by side:
-//! after a paced run of this one not counted (the services' warm-up), `POLYHOST_BENCH_ROUNDS`
-//! rounds (3) of a run of that binary (A) then one of this one (B),
-//! `POLYHOST_BENCH_PAUSE_S` seconds (30) between runs, then per figure each side's median
-//! and range and the ratio of the medians. This machine's figures move more from one day
+//! after the warm-up (a run of this one), `POLYHOST_BENCH_ROUNDS` rounds (3) of a run of
+//! that binary (A) then one of this one (B), then per figure each side's median and range
+//! and the ratio of the medians. This machine's figures move more from one day
 //! to the next than most changes move them: only runs side by side compare.
 
 #[allow(dead_code)]
@@ -108,24 +113,34 @@ async fn bench() -> Result<()> {
         }
         Ok(figures)
     };
+    let pause = Duration::from_secs(env("POLYHOST_BENCH_PAUSE_S", 30));
+    // The first run after the services start is slow for every plugin (cold JVMs and
+    // caches): a paced run of this binary first, not counted (its figures printed, so that
+    // the cold start stays in sight), then a pause, as between any two runs.
+    let warm_up = env("POLYHOST_BENCH_WARMUP", WARM_UP_EVENTS);
+    if warm_up > 0 {
+        println!(
+            "== warm-up, not counted: {warm_up} events paced, {}\n",
+            harness::polyhost().display()
+        );
+        paced(&urls, &dir, warm_up, rate).await?;
+        tokio::time::sleep(pause).await;
+        println!("== measured\n");
+    }
     match std::env::var_os("POLYHOST_BENCH_AGAINST") {
         None => {
             one_run().await?;
         }
         Some(against) => {
             let rounds = env("POLYHOST_BENCH_ROUNDS", 3).max(1);
-            let pause = Duration::from_secs(env("POLYHOST_BENCH_PAUSE_S", 30));
             let binaries = [PathBuf::from(against), harness::polyhost()];
-            // The first run after the services start is slow for every plugin (cold JVMs
-            // and caches): a paced run of B first, not counted, so that A's first is not.
-            println!("== warm-up, not counted: {}\n", binaries[1].display());
-            harness::use_binary(binaries[1].clone());
-            paced(&urls, &dir, n, rate).await?;
             let mut runs: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
             for round in 1..=rounds {
                 for (side, binary) in binaries.iter().enumerate() {
                     // Runs back to back disturb each other (see the README).
-                    tokio::time::sleep(pause).await;
+                    if round > 1 || side > 0 {
+                        tokio::time::sleep(pause).await;
+                    }
                     println!("== round {round} of {rounds}: {}\n", binary.display());
                     harness::use_binary(binary.clone());
                     runs[side].push(one_run().await?);
@@ -137,6 +152,10 @@ async fn bench() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// The events of the uncounted paced run before the measured ones
+/// (`POLYHOST_BENCH_WARMUP`; 0 skips it).
+const WARM_UP_EVENTS: u64 = 10_000;
 
 /// One run's figures, by name (`paced p99 <plugin> (ms)`, `sustained <...> (events/s)`).
 type Figures = BTreeMap<String, f64>;
