@@ -127,9 +127,10 @@ pub fn plugin_series(metric: &str, plugin: &str) -> f64 {
 pub fn plugin_observations_over(metric: &str, plugin: &str, bound: f64) -> f64 {
     let text = polyhost::metrics::global().encode();
     let label = format!("plugin=\"{plugin}\"");
+    let bucket = format!("{metric}_bucket{{");
     let mut at_or_under = 0.0;
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&format!("{metric}_bucket{{")) else {
+        let Some(rest) = line.strip_prefix(&bucket) else {
             continue;
         };
         let Some((labels, value)) = rest.split_once("} ") else {
