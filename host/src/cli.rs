@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use polyhost::connections::ConnectionArgs;
-use polyhost::manifest::Manifest;
+use polyhost::manifest::{MAX_MEMORY_MB, Manifest};
 use polyhost::runtime::RuntimeConfig;
 
 use crate::scaffold;
@@ -172,9 +172,14 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// The engine's settings for `manifest`: the instance pool sized to what its plugins may
-    /// run at once (twice over, so a new version can start while the old one finishes), and
-    /// its pool slots to the largest memory limit.
+    /// The engine's settings for `manifest`. The instance pool is made once, at start, and
+    /// must serve every version a reload or a hot swap brings later: its slots are twice
+    /// what the plugins may run at once (so a new version can start while the old one
+    /// finishes), and never fewer than [`RuntimeConfig::default`]'s, so that plugins added
+    /// by a reload find room; a slot's memory is the largest any plugin may be given
+    /// ([`MAX_MEMORY_MB`]), so that a later version's larger `memory_mb` is honoured. That
+    /// costs address space only: every memory slot reserves 4 GiB whatever its limit, and
+    /// each instance is held to its own plugin's `memory_mb`.
     pub fn config(&self, manifest: &Manifest) -> RuntimeConfig {
         let mut c = RuntimeConfig::default();
         let instances: u32 = manifest
@@ -182,13 +187,8 @@ impl RuntimeArgs {
             .iter()
             .map(|p| p.limits.max_instances)
             .sum();
-        c.max_instances = (instances * 2).max(8);
-        c.max_memory_mb = manifest
-            .plugins
-            .iter()
-            .map(|p| p.limits.memory_mb)
-            .max()
-            .unwrap_or(64);
+        c.max_instances = instances.saturating_mul(2).max(c.max_instances);
+        c.max_memory_mb = MAX_MEMORY_MB;
         if let Some(n) = self.max_core_instances {
             c.max_core_instances_per_component = n;
         }
@@ -264,4 +264,34 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_for(manifest: &str) -> RuntimeConfig {
+        let args = Cli::parse_from(["polyhost", "check", "--manifest", "m.toml"]);
+        let Command::Check { runtime, .. } = args.command else {
+            unreachable!("parsed as check")
+        };
+        let m = Manifest::parse(manifest, std::path::Path::new(".")).expect("manifest");
+        runtime.config(&m)
+    }
+
+    const ENTRY: &str = "[[plugin]]\nname = \"p\"\nwasm = \"p.wasm\"\nsubscribe = [\"t\"]\n";
+
+    #[test]
+    fn the_pool_serves_later_versions_not_only_the_manifest_at_start() {
+        // Small limits at start: a later version may still ask for up to the manifest's
+        // ceiling of memory, and a reload may add plugins.
+        let c = config_for(&format!(
+            "{ENTRY}[plugin.limits]\nmemory_mb = 32\nmax_instances = 2\n"
+        ));
+        assert_eq!(c.max_memory_mb, MAX_MEMORY_MB);
+        assert_eq!(c.max_instances, RuntimeConfig::default().max_instances);
+        // Many instances at start: twice what they may run at once.
+        let c = config_for(&format!("{ENTRY}[plugin.limits]\nmax_instances = 100\n"));
+        assert_eq!(c.max_instances, 200);
+    }
 }

@@ -26,6 +26,10 @@ use serde::Deserialize;
 
 use crate::backends::Grants;
 
+/// The largest `limits.memory_mb` a plugin may be given (4 GiB: a 32-bit linear memory's
+/// whole range).
+pub const MAX_MEMORY_MB: u32 = 4096;
+
 /// A whole manifest: the plugins a host runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -431,7 +435,12 @@ impl PluginSpec {
         }
         let l = &self.limits;
         let ranges: [(&str, u64, u64, u64); 9] = [
-            ("limits.memory_mb", l.memory_mb.into(), 1, 4096),
+            (
+                "limits.memory_mb",
+                l.memory_mb.into(),
+                1,
+                MAX_MEMORY_MB.into(),
+            ),
             ("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000),
             (
                 "limits.host_call_timeout_ms",

@@ -154,6 +154,43 @@ async fn faults_end_the_call_only() {
 
 /// No files, no environment, no sockets: the plugin itself tries each and reports.
 #[tokio::test]
+async fn a_plugin_gets_the_memory_its_limit_says_and_no_more() {
+    // The tests' runtime gives a memory slot 128 MiB: a limit of 128 lets a plugin hold
+    // 96 MiB; one of 64 stops it; one over the slot is refused at load, naming the key,
+    // rather than cut to the slot unseen.
+    let rt = runtime();
+    let allocate = [event("big", "fault.allocate", &json!(96))];
+    let mut roomy = spec("roomy", "fault-handler");
+    roomy.limits.memory_mb = 128;
+    let p = rt.load(&roomy).await.expect("load roomy");
+    let out = p
+        .handle(&batch("t"), &allocate, Records::default())
+        .await
+        .expect("96 MiB within a limit of 128");
+    assert!(matches!(out[..], [Outcome::Ok]), "{out:?}");
+
+    let mut tight = spec("tight", "fault-handler");
+    tight.limits.memory_mb = 64;
+    let p = rt.load(&tight).await.expect("load tight");
+    match p.handle(&batch("t"), &allocate, Records::default()).await {
+        Err(BatchFailure::Trap(r)) => assert!(r.contains("memory"), "{r}"),
+        other => panic!("96 MiB within a limit of 64: {other:?}"),
+    }
+
+    let mut over = spec("over", "fault-handler");
+    over.limits.memory_mb = 256;
+    let e = rt
+        .load(&over)
+        .await
+        .expect_err("a limit over the pool's slot");
+    assert!(matches!(e, LoadError::MemoryOverPool { .. }), "{e:?}");
+    let text = e.to_string();
+    for part in ["plugin `over`", "`limits.memory_mb` = 256", "128 MiB"] {
+        assert!(text.contains(part), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn a_plugin_reaches_no_file_environment_or_socket() {
     let rt = runtime();
     let p = rt

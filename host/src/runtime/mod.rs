@@ -124,6 +124,16 @@ pub enum LoadError {
         interface: String,
         host: &'static str,
     },
+    /// The plugin's memory limit is over what the engine's instance pool gives a memory
+    /// (the pool is sized when the runtime is made).
+    #[error(
+        "plugin `{plugin}`: `limits.memory_mb` = {asked} is over the {pool} MiB this host's instance pool gives a memory (the runtime's `max_memory_mb`, sized when the host starts): restart the host to use it"
+    )]
+    MemoryOverPool {
+        plugin: String,
+        asked: u32,
+        pool: u32,
+    },
     /// The component imports something the host does not provide at all.
     #[error("plugin `{plugin}`: imports `{interface}`, which polyhost does not provide")]
     UnknownImport { plugin: String, interface: String },
@@ -345,6 +355,14 @@ impl Runtime {
     /// `polyhost check` runs this for every plugin.
     pub async fn check(&self, spec: &PluginSpec) -> Result<Checked, LoadError> {
         let plugin = spec.name.clone();
+        // A store's memory limit past the pool's slot would be cut to the slot, silently.
+        if spec.limits.memory_mb > self.config.max_memory_mb {
+            return Err(LoadError::MemoryOverPool {
+                plugin,
+                asked: spec.limits.memory_mb,
+                pool: self.config.max_memory_mb,
+            });
+        }
         let path = spec.wasm.display().to_string();
         let bytes = tokio::fs::read(&spec.wasm)
             .await

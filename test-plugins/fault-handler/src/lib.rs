@@ -3,6 +3,8 @@
 //! - `fault.panic` — panics (a trap);
 //! - `fault.loop` — loops forever (stopped by the epoch deadline);
 //! - `fault.memory` — allocates without bound (stopped by the memory limit);
+//! - `fault.allocate` — allocates and writes as many MiB as its data says (a JSON number),
+//!   then answers `ok`;
 //! - `fault.stack` — recurses without bound (a stack overflow);
 //! - `fault.wrong-length` — returns one outcome too many;
 //! - `fault.reject` — rejects the event with a reason naming its Kafka key (read through
@@ -79,6 +81,15 @@ impl Guest for Faulty {
                         hoard.push(vec![1u8; 1 << 20]);
                         std::hint::black_box(&hoard);
                     }
+                }
+                "fault.allocate" => {
+                    let mib: usize = std::str::from_utf8(&e.data)
+                        .ok()
+                        .and_then(|d| d.trim().parse().ok())
+                        .unwrap_or(0);
+                    let block = vec![1u8; mib << 20];
+                    std::hint::black_box(&block);
+                    out.push(Outcome::Ok);
                 }
                 "fault.stack" => {
                     std::hint::black_box(recurse(0));
