@@ -113,6 +113,9 @@ pub struct Supervisor {
     runtime: Runtime,
     kafka: Kafka,
     manifest_path: Option<PathBuf>,
+    /// The manifest's `[connections]` as it was when the host started: the connections are
+    /// made then, so a reload that changes the section says it is not applied.
+    manifest_connections: crate::connections::Settings,
     topic_partitions: i32,
     trigger: Mutex<Option<Trigger>>,
     plugins: Mutex<BTreeMap<String, Entry>>,
@@ -159,6 +162,7 @@ impl Supervisor {
             runtime,
             kafka,
             manifest_path: manifest.path.clone(),
+            manifest_connections: manifest.connections.clone(),
             topic_partitions,
             trigger: Mutex::new(Some(trigger)),
             plugins: Mutex::new(BTreeMap::new()),
@@ -361,10 +365,14 @@ impl Supervisor {
     /// new generator run) when their topics, group or kind changed or they are generators;
     /// otherwise a swap when their component, config, grants or limits changed, and nothing
     /// when they did not (e.g. only the file's path changed, to the same bytes). Every new
-    /// version is loaded before anything changes; a manifest with errors changes nothing.
+    /// version is loaded before anything changes; a manifest with errors changes nothing, and
+    /// so does one whose plugins could need more instances than the pool made at start holds.
     ///
     /// Answers one line per change: `added <name>`, `removed <name>`, `restarted <name>`,
-    /// `swapped <name> (config changed)`, `unchanged <name> (same component and settings)`.
+    /// `swapped <name> (config changed)`, `unchanged <name> (same component and settings)`,
+    /// and `not applied [connections] (…)` when the manifest's `[connections]` differs from
+    /// the one the host started with: the host's clients are made when it starts, so new
+    /// connection settings take a restart (which loses nothing: it drains and commits).
     pub async fn reload_manifest(&self) -> Result<Vec<String>, SwapError> {
         let path = self
             .manifest_path
@@ -379,6 +387,21 @@ impl Supervisor {
                     .join("; "),
             )
         })?;
+        // The instance pool was made at start: the new set must fit it, twice over, as the
+        // set at start did (a new version starts while the old one finishes).
+        let instances: u32 = manifest
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_instances)
+            .sum();
+        let slots = self.runtime.config().max_instances;
+        if instances.saturating_mul(2) > slots {
+            return Err(SwapError::Refused(format!(
+                "the manifest's plugins may run {instances} instances at once (limits.max_instances \
+                 added up), and twice that while versions are swapped: over the {slots} slots of \
+                 the instance pool this host made when it started; restart the host to use it"
+            )));
+        }
         let current: BTreeMap<String, PluginSpec> = self
             .plugins
             .lock()
@@ -399,6 +422,16 @@ impl Supervisor {
             }
         }
         let mut changes = Vec::new();
+        if manifest.connections != self.manifest_connections {
+            tracing::warn!(
+                manifest = %path.display(),
+                "the manifest's [connections] changed: not applied until the host restarts"
+            );
+            changes.push(
+                "not applied [connections] (the host connects when it starts: restart it to use the new settings)"
+                    .to_string(),
+            );
+        }
         let wanted: Vec<&str> = manifest.plugins.iter().map(|p| p.name.as_str()).collect();
         for name in current.keys().filter(|n| !wanted.contains(&n.as_str())) {
             self.remove(name).await?;

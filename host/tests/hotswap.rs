@@ -313,7 +313,31 @@ async fn a_manifest_reload_adds_and_removes_plugins_while_the_rest_flow() -> Res
     removed.produce(0, 20, 2).await?;
     removed.wait_recorded(20, Duration::from_secs(60)).await?;
 
-    let after = format!("{}{}", kept.recorder(&a, 20, 20), added.recorder(&a, 10, 0));
+    // A manifest whose plugins could take more instances than the pool made at start holds
+    // is refused whole: nothing changes.
+    let greedy = kept
+        .recorder(&a, 20, 20)
+        .replace("max_instances = 4", "max_instances = 100");
+    std::fs::write(&manifest, format!("{greedy}{}", added.recorder(&a, 10, 0)))?;
+    let out = host.cli(&["reload", "--manifest"])?;
+    assert!(
+        !out.status.success(),
+        "a manifest over the instance pool was taken"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("may run 104 instances at once")
+            && stderr.contains("over the 128 slots of the instance pool"),
+        "{stderr}"
+    );
+
+    // The new manifest also changes `[connections]`, which a reload does not apply (the
+    // host connects when it starts): it says so, and the plugins' changes go ahead.
+    let after = format!(
+        "{}{}\n[connections.kafka]\nlibrdkafka = {{ \"socket.keepalive.enable\" = \"true\" }}\n",
+        kept.recorder(&a, 20, 20),
+        added.recorder(&a, 10, 0)
+    );
     std::fs::write(&manifest, after)?;
     let out = host.cli(&["reload", "--manifest"])?;
     assert!(
@@ -328,6 +352,10 @@ async fn a_manifest_reload_adds_and_removes_plugins_while_the_rest_flow() -> Res
     );
     assert!(
         changes.contains(&format!("added {}", added.plugin)),
+        "{changes}"
+    );
+    assert!(
+        changes.contains("not applied [connections] (the host connects when it starts"),
         "{changes}"
     );
 
@@ -402,6 +430,7 @@ async fn a_manifest_reload_that_changes_only_the_config_swaps_it_in_at_a_batch_b
         changes.contains(&format!("swapped {} (config changed)", f.plugin)),
         "{changes}"
     );
+    assert!(!changes.contains("[connections]"), "{changes}");
     let status = host.plugin(&f.plugin).await?;
     assert_eq!(status["digest"], digest(&a).as_str(), "{status}");
     assert_eq!(status["previous_digest"], digest(&a).as_str(), "{status}");

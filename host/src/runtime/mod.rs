@@ -306,6 +306,11 @@ impl Runtime {
         })
     }
 
+    /// How the engine was sized.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
     /// The shared connections.
     pub fn connections(&self) -> &Arc<Connections> {
         &self.connections
