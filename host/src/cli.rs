@@ -182,12 +182,7 @@ impl RuntimeArgs {
     /// each instance is held to its own plugin's `memory_mb`.
     pub fn config(&self, manifest: &Manifest) -> RuntimeConfig {
         let mut c = RuntimeConfig::default();
-        let instances: u32 = manifest
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_instances)
-            .sum();
-        c.max_instances = instances.saturating_mul(2).max(c.max_instances);
+        c.max_instances = manifest.instance_slots().max(c.max_instances);
         c.max_memory_mb = MAX_MEMORY_MB;
         if let Some(n) = self.max_core_instances {
             c.max_core_instances_per_component = n;

@@ -382,6 +382,14 @@ impl Manifest {
     pub fn plugin(&self, name: &str) -> Option<&PluginSpec> {
         self.plugins.iter().find(|p| p.name == name)
     }
+
+    /// The instance slots these plugins need: twice what they may run at once
+    /// (`limits.max_instances` added up), so that a new version can start while the old
+    /// one finishes.
+    pub fn instance_slots(&self) -> u32 {
+        let at_once: u32 = self.plugins.iter().map(|p| p.limits.max_instances).sum();
+        at_once.saturating_mul(2)
+    }
 }
 
 impl PluginSpec {

@@ -387,19 +387,17 @@ impl Supervisor {
                     .join("; "),
             )
         })?;
-        // The instance pool was made at start: the new set must fit it, twice over, as the
-        // set at start did (a new version starts while the old one finishes).
-        let instances: u32 = manifest
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_instances)
-            .sum();
-        let slots = self.runtime.config().max_instances;
-        if instances.saturating_mul(2) > slots {
+        // The instance pool was made at start: the new set must fit it, as the set at start did.
+        let (needed, slots) = (
+            manifest.instance_slots(),
+            self.runtime.config().max_instances,
+        );
+        if needed > slots {
             return Err(SwapError::Refused(format!(
-                "the manifest's plugins may run {instances} instances at once (limits.max_instances \
+                "the manifest's plugins may run {} instances at once (limits.max_instances \
                  added up), and twice that while versions are swapped: over the {slots} slots of \
-                 the instance pool this host made when it started; restart the host to use it"
+                 the instance pool this host made when it started; restart the host to use it",
+                needed / 2
             )));
         }
         let current: BTreeMap<String, PluginSpec> = self

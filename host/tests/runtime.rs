@@ -152,7 +152,6 @@ async fn faults_end_the_call_only() {
     }
 }
 
-/// No files, no environment, no sockets: the plugin itself tries each and reports.
 #[tokio::test]
 async fn a_plugin_gets_the_memory_its_limit_says_and_no_more() {
     // The tests' runtime gives a memory slot 128 MiB: a limit of 128 lets a plugin hold
@@ -190,6 +189,7 @@ async fn a_plugin_gets_the_memory_its_limit_says_and_no_more() {
     }
 }
 
+/// No files, no environment, no sockets: the plugin itself tries each and reports.
 #[tokio::test]
 async fn a_plugin_reaches_no_file_environment_or_socket() {
     let rt = runtime();
